@@ -1,0 +1,1 @@
+"""Run analysis: pure functions from run DataFrames to metrics, plots and reports."""

@@ -1,0 +1,159 @@
+"""Loading run folders into pandas."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from circuit.errors import CircuitError
+from circuit.tracer.schema import MARKS_FILE, META_FILE, SUPPORTED_VERSIONS, arrow_schema
+
+_CATEGORIES = {
+    "threads": ["name", "state", "wait", "wchan"],
+    "fds": ["event", "kind", "proto"],
+}
+
+
+class RunFormatError(CircuitError):
+    """The folder is not a (readable) circuit run."""
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RunFormatError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        raise RunFormatError(f"{path} is not a run folder")
+    mfile = path / META_FILE
+    if not mfile.exists():
+        raise RunFormatError(f"{path} is not a circuit run folder (no {META_FILE})")
+    try:
+        meta = json.loads(mfile.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunFormatError(f"{mfile} is corrupted: {e}") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise RunFormatError(f"{mfile} has no format_version: not a circuit run")
+    if meta["format_version"] not in SUPPORTED_VERSIONS:
+        raise RunFormatError(
+            f"{mfile}: format_version {meta['format_version']!r} is not supported by this "
+            f"circuit (reads {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade circuit"
+        )
+    return meta
+
+
+def _read_table(path: Path, name: str, warnings: list[str]) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(name)
+    single = path / f"{name}.parquet"
+    files = [single] if single.exists() else sorted((path / f"{name}.parts").glob("*.parquet"))
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, schema=schema))
+        except (OSError, pa.ArrowInvalid) as e:
+            if f is single:
+                raise RunFormatError(f"{f} is corrupted or truncated: {e}") from None
+            warnings.append(f"skipped unreadable part {f.name} of {name}: {e}")
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    df = table.to_pandas()
+    for c in _CATEGORIES.get(name, ()):
+        df[c] = df[c].astype("category")
+    return df
+
+
+class Run:
+    """One run folder: ``meta`` plus lazily loaded DataFrames."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta = _read_meta(self.path)
+        self.load_warnings: list[str] = []
+        if not self.meta.get("finalized"):
+            self.load_warnings.append(
+                "run was not finalized (tracer killed or still running): data up to the last flush"
+            )
+
+    @cached_property
+    def threads(self) -> pd.DataFrame:
+        return _read_table(self.path, "threads", self.load_warnings)
+
+    @cached_property
+    def processes(self) -> pd.DataFrame:
+        return _read_table(self.path, "processes", self.load_warnings)
+
+    @cached_property
+    def fds(self) -> pd.DataFrame:
+        return _read_table(self.path, "fds", self.load_warnings)
+
+    @cached_property
+    def procs(self) -> pd.DataFrame:
+        return _read_table(self.path, "procs", self.load_warnings)
+
+    @cached_property
+    def marks(self) -> pd.DataFrame:
+        rows = []
+        f = self.path / MARKS_FILE
+        if f.exists():
+            for line in f.read_text(errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+                fields = rec.pop("fields", None) or {}
+                rows.append({**rec, **{f"field_{k}": v for k, v in fields.items()}})
+        df = pd.DataFrame(rows)
+        if df.empty:
+            df = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "pid": [], "tid": [], "name": []})
+        return df
+
+    @property
+    def start_ns(self) -> int:
+        return int(self.meta.get("start_ns", 0))
+
+    def summary(self) -> dict[str, Any]:
+        from .summary import summarize
+
+        return summarize(self)
+
+    def __repr__(self) -> str:
+        m = self.meta
+        cmd = " ".join(m.get("command") or [])
+        return (
+            f"<circuit.Run {self.path} mode={m.get('mode')} wall={m.get('wall_s', '?')}s "
+            f"samples={m.get('samples', '?')} cmd={cmd!r}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        s = self.summary()
+        rows = "".join(
+            f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
+            f"<td>{t['cpu_s']:.3f}</td><td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
+            for t in s["threads"][:50]
+        )
+        cmd = html.escape(" ".join(self.meta.get("command") or []))
+        return (
+            f"<b>circuit run</b> <code>{cmd}</code><br>"
+            f"wall {s['wall_s']:.3f} s · CPU user {s['cpu_user_s']:.3f} s, system "
+            f"{s['cpu_system_s']:.3f} s · parallelism {s['parallelism']:.2f} · "
+            f"{s['samples']} samples at {s['rate_hz']:.0f} Hz"
+            "<table><tr><th>pid</th><th>tid</th><th>name</th><th>CPU s</th>"
+            f"<th>mostly</th></tr>{rows}</table>"
+        )
+
+
+def _top_wait(by_wait: dict[str, float]) -> str:
+    if not by_wait:
+        return ""
+    k = max(by_wait, key=lambda w: by_wait[w])
+    return f"{k} ({by_wait[k]:.2f} s)"
+
+
+def load(path: str | Path) -> Run:
+    return Run(path)

@@ -1,0 +1,170 @@
+"""Run summary: one implementation for ``circuit summary``, the report and the API.
+
+The functions take DataFrames and return DataFrames or plain dicts; they are
+unit-tested on small hand-built frames.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from circuit.tracer.schema import FD_KIND_COLUMNS
+from circuit.tracer.waits import WAIT_REASONS
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
+    """Add ``dt_ns``: how long each sample's state is taken to have lasted.
+
+    A sample stands for the time until the same thread's next sample; a
+    thread's last sample stands for one sampling period.
+    """
+    df = threads.sort_values(["pid", "tid", "t_ns"], kind="stable")
+    t = df["t_ns"].to_numpy()
+    key = df["tid"].to_numpy().astype(np.int64) + (df["pid"].to_numpy().astype(np.int64) << 32)
+    dt = np.empty_like(t)
+    if len(t):
+        dt[:-1] = t[1:] - t[:-1]
+        last = np.ones(len(t), dtype=bool)
+        last[:-1] = key[1:] != key[:-1]
+        dt[last] = period_ns
+    return df.assign(dt_ns=dt)
+
+
+def time_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Seconds per (pid, tid, value of ``column``), wide: one column per value."""
+    g = df.groupby(["pid", "tid", column], observed=True)["dt_ns"].sum() / 1e9
+    return g.unstack(column, fill_value=0.0)
+
+
+def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -> pd.DataFrame:
+    """First and last rows per entity; the first is a baseline only when the
+    entity was already there when sampling started on a process we attached to
+    (its counters include work done before we looked)."""
+    g = df.groupby(keys, sort=True)
+    first, last = g.head(1).set_index(keys), g.tail(1).set_index(keys)
+    if not attached:
+        first = first * 0
+    else:
+        fresh = first["t_ns"] > first_t
+        first.loc[fresh] = 0
+    return last - first.reindex(last.index)
+
+
+def period_ns(meta: dict[str, Any]) -> int:
+    rate = meta.get("rate_hz_achieved") or meta.get("rate_hz_requested") or 100.0
+    return round(1e9 / float(rate))
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    meta = run.meta
+    return summarize_frames(meta, run.threads, run.processes, run.procs)
+
+
+def summarize_frames(
+    meta: dict[str, Any],
+    threads: pd.DataFrame,
+    processes: pd.DataFrame,
+    procs: pd.DataFrame,
+) -> dict[str, Any]:
+    attached = meta.get("mode") != "run"
+    first_t = int(processes["t_ns"].min()) if len(processes) else 0
+    last_t = int(processes["t_ns"].max()) if len(processes) else 0
+    wall = meta.get("wall_s")
+    if wall is None:  # not finalised: up to the last flushed sample
+        wall = (last_t - int(meta.get("start_ns", first_t))) / 1e9 if len(processes) else 0.0
+    per = period_ns(meta)
+    samples = meta.get("samples")
+    if samples is None:
+        samples = int(processes["t_ns"].nunique())
+
+    # -- processes
+    proc_list: list[dict[str, Any]] = []
+    user_total = system_total = 0.0
+    if len(processes):
+        num = ["t_ns", "user_ns", "system_ns"]
+        delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached)
+        g = processes.groupby("pid")
+        peaks = g[["rss_bytes", "num_threads", "fds", *FD_KIND_COLUMNS]].max()
+        ppid = g["ppid"].last()
+        info = procs.drop_duplicates("pid", keep="last").set_index("pid") if len(procs) else None
+        for pid in sorted(delta.index):
+            user = delta.at[pid, "user_ns"] / 1e9
+            system = delta.at[pid, "system_ns"] / 1e9
+            user_total += user
+            system_total += system
+            pk = peaks.loc[pid]
+            proc_list.append(
+                {
+                    "pid": int(pid),
+                    "ppid": int(ppid[pid]),
+                    "cmdline": str(info.at[pid, "cmdline"])
+                    if info is not None and pid in info.index
+                    else "",
+                    "cpu_s": round(user + system, 6),
+                    "cpu_user_s": round(user, 6),
+                    "cpu_system_s": round(system, 6),
+                    "rss_peak_bytes": int(pk["rss_bytes"]),
+                    "threads_peak": int(pk["num_threads"]),
+                    "fds_peak": int(pk["fds"]),
+                    "fds_peak_by_kind": {c[4:]: int(pk[c]) for c in FD_KIND_COLUMNS},
+                }
+            )
+
+    # -- threads
+    thread_list: list[dict[str, Any]] = []
+    if len(threads):
+        df = with_durations(threads, per)
+        by_state = time_by(df, "state")
+        by_wait = time_by(df, "wait")
+        cnt = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
+        delta = _baseline(df[["pid", "tid", *cnt]], ["pid", "tid"], first_t, attached)
+        names = df.groupby(["pid", "tid"], observed=True)["name"].last()
+        for key in delta.index:
+            d = delta.loc[key]
+            cpu_ns = d["cpu_ns"] if d["cpu_ns"] > 0 else d["user_ns"] + d["system_ns"]
+            bw = by_wait.loc[key] if key in by_wait.index else pd.Series(dtype=float)
+            bs = by_state.loc[key] if key in by_state.index else pd.Series(dtype=float)
+            thread_list.append(
+                {
+                    "pid": int(key[0]),
+                    "tid": int(key[1]),
+                    "name": str(names[key]),
+                    "cpu_s": round(cpu_ns / 1e9, 6),
+                    "cpu_user_s": round(d["user_ns"] / 1e9, 6),
+                    "cpu_system_s": round(d["system_ns"] / 1e9, 6),
+                    "ctx_voluntary": int(d["ctx_vol"]),
+                    "ctx_involuntary": int(d["ctx_invol"]),
+                    "run_delay_s": round(max(d["run_delay_ns"], 0) / 1e9, 6),
+                    "time_by_state": {str(k): round(float(v), 6) for k, v in bs.items() if v},
+                    "time_by_wait": {w: round(float(bw.get(w, 0.0)), 6) for w in WAIT_REASONS},
+                }
+            )
+
+    cpu = user_total + system_total
+    return {
+        "run": str(meta.get("path", "")),
+        "mode": meta.get("mode"),
+        "command": meta.get("command"),
+        "finalized": bool(meta.get("finalized")),
+        "wall_s": round(float(wall), 6),
+        "cpu_user_s": round(user_total, 6),
+        "cpu_system_s": round(system_total, 6),
+        "cpu_s": round(cpu, 6),
+        "parallelism": round(cpu / wall, 4) if wall else 0.0,
+        "samples": int(samples),
+        "thread_samples": len(threads),
+        "rate_hz": float(meta.get("rate_hz_achieved") or 0.0),
+        "rate_hz_requested": meta.get("rate_hz_requested"),
+        "missed_deadlines": meta.get("missed_deadlines"),
+        "sampler_cpu_s": meta.get("sampler_cpu_s"),
+        "exit_code": meta.get("exit_code"),
+        "processes": proc_list,
+        "threads": thread_list,
+        "warnings": list(meta.get("warnings") or []),
+    }

@@ -1,0 +1,36 @@
+"""circuit: see threads, asyncio and processes from the kernel's side.
+
+Public API (kept light to import: pandas loads only when a run is loaded):
+
+* ``circuit.load(path)``  -> a :class:`~circuit.analysis.run.Run`
+* ``circuit.trace(path)`` -> context manager tracing this process from a helper
+* ``circuit.mark(name)``  -> a named event in the current run
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import CircuitError
+from .marks import mark
+
+__version__ = "0.1.0"
+__all__ = ["CircuitError", "__version__", "load", "mark", "trace"]
+
+if TYPE_CHECKING:
+    from .analysis.run import Run
+    from .api import Trace
+
+
+def load(path: Any) -> Run:
+    """Load a run folder: ``.meta`` and DataFrames ``.threads``, ``.processes``, ``.fds``."""
+    from .analysis.run import load as _load
+
+    return _load(path)
+
+
+def trace(path: Any, **kwargs: Any) -> Trace:
+    """``with circuit.trace("out"):`` samples this process from a helper process."""
+    from .api import Trace
+
+    return Trace(path, **kwargs)

@@ -1,0 +1,3 @@
+from circuit.cli import main
+
+raise SystemExit(main())

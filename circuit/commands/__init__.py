@@ -1,0 +1,41 @@
+"""One module per subcommand: ``add_parser(subparsers)`` and a ``run(args)``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+
+def default_run_dir(prefix: str = "run") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    return Path("circuit-runs") / f"{prefix}-{stamp}"
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run folder to write (default: a new folder under ./circuit-runs/)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite DIR if it holds a run")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        metavar="HZ",
+        help="samples per second (default 100; 1000 works for small targets)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "proc", "psutil"),
+        default="auto",
+        help="auto: /proc fast path on Linux, psutil elsewhere",
+    )
+    p.add_argument(
+        "--no-fds", dest="fds", action="store_false", help="do not scan open file descriptors"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")

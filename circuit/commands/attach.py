@@ -1,0 +1,48 @@
+"""circuit attach PID [--duration S]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from circuit.commands import add_sampling_options, default_run_dir
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attach",
+        help="trace a running process (and its children)",
+        description=(
+            "Sample an existing process and its children from outside until it exits, "
+            "--duration ends, or Ctrl-C (which stops circuit, not the target)."
+        ),
+        epilog="example: circuit attach 4242 --duration 30 -o runs/server",
+    )
+    p.add_argument("pid", type=int, metavar="PID")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    add_sampling_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuit.tracer.session import Options, SessionError, attach, describe
+
+    if args.duration is not None and args.duration <= 0:
+        raise SessionError(f"--duration must be positive, got {args.duration:g}")
+    out = args.output or default_run_dir(f"pid{args.pid}")
+    opts = Options(
+        out=out,
+        rate=args.rate,
+        backend=args.backend,
+        force=args.force,
+        fds=args.fds,
+        quiet=args.quiet,
+        duration=args.duration,
+    )
+    if not args.quiet:
+        print(f"circuit: tracing PID {args.pid} into {out} (Ctrl-C to stop)", file=sys.stderr)
+    meta = attach(args.pid, opts)
+    if not args.quiet:
+        print(f"circuit: {describe(meta)} ({meta.get('stop_reason')})", file=sys.stderr)
+        print(f"circuit: run saved in {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,49 @@
+"""circuit run [options] -- CMD ARGS..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from circuit.commands import add_sampling_options, default_run_dir
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="start a command and trace it until it exits",
+        description=(
+            "Start CMD and sample every thread of it and of its children from outside "
+            "the process until it exits. circuit exits with CMD's exit status. "
+            "Ctrl-C reaches CMD; a second Ctrl-C sends SIGTERM, a third SIGKILL. "
+            "Nothing sampled is lost: the run folder is flushed every second."
+        ),
+        epilog="example: circuit run --rate 200 -o runs/threads -- python app.py --workers 4",
+    )
+    add_sampling_options(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuit.tracer.session import Options, SessionError, describe, run_command
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise SessionError("no command given: circuit run [options] -- CMD ARGS...")
+    out = args.output or default_run_dir()
+    opts = Options(
+        out=out,
+        rate=args.rate,
+        backend=args.backend,
+        force=args.force,
+        fds=args.fds,
+        quiet=args.quiet,
+    )
+    code, meta = run_command(cmd, opts)
+    if not args.quiet:
+        print(f"circuit: {describe(meta)}", file=sys.stderr)
+        print(f"circuit: run saved in {out}  (circuit summary {out})", file=sys.stderr)
+    return code

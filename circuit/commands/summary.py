@@ -1,0 +1,93 @@
+"""circuit summary RUN [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "summary",
+        help="where the time went: CPU, parallelism, states and wait reasons per thread",
+        description=(
+            "Summarise a run folder: wall vs CPU time, parallelism (CPU seconds per wall "
+            "second), per-process peaks (RSS, threads, fds by kind) and per-thread time in "
+            "each kernel state and wait reason. --json prints the public JSON form."
+        ),
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder written by circuit run")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import circuit
+
+    r = circuit.load(args.run)
+    s = r.summary()
+    s["run"] = str(args.run)
+    s["warnings"] = s["warnings"] + r.load_warnings
+    if args.json:
+        json.dump(s, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(s)
+    return 0
+
+
+def _fmt_waits(d: dict[str, float], total: float) -> str:
+    parts = [(k, v) for k, v in d.items() if v > 0]
+    parts.sort(key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts[:3]) if total else ""
+
+
+def render(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console()
+    cmd = " ".join(s.get("command") or [])
+    con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, exit {s['exit_code']})")
+    con.print(
+        f"wall {s['wall_s']:.3f} s   CPU user {s['cpu_user_s']:.3f} s + system "
+        f"{s['cpu_system_s']:.3f} s   parallelism {s['parallelism']:.2f}   "
+        f"{s['samples']} samples at {s['rate_hz']:.1f} Hz"
+    )
+    pt = Table(title="processes", title_justify="left")
+    for c in ("pid", "ppid", "CPU s", "RSS peak", "threads", "fds peak", "by kind", "command"):
+        pt.add_column(c)
+    for p in s["processes"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in p["fds_peak_by_kind"].items() if v)
+        pt.add_row(
+            str(p["pid"]),
+            str(p["ppid"]),
+            f"{p['cpu_s']:.3f}",
+            f"{p['rss_peak_bytes'] / 2**20:.1f} MiB",
+            str(p["threads_peak"]),
+            str(p["fds_peak"]),
+            escape(kinds),
+            escape(p["cmdline"][:60]),
+        )
+    con.print(pt)
+    tt = Table(title="threads", title_justify="left")
+    for c in ("pid", "tid", "name", "CPU s", "ctx vol/invol", "run delay s", "time went to"):
+        tt.add_column(c)
+    for t in s["threads"]:
+        total = sum(t["time_by_wait"].values())
+        tt.add_row(
+            str(t["pid"]),
+            str(t["tid"]),
+            escape(t["name"]),
+            f"{t['cpu_s']:.3f}",
+            f"{t['ctx_voluntary']}/{t['ctx_involuntary']}",
+            f"{t['run_delay_s']:.3f}",
+            _fmt_waits(t["time_by_wait"], total),
+        )
+    con.print(tt)
+    for w in s["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}")

@@ -1,0 +1,39 @@
+"""Helper process behind ``circuit.trace()``: attach to the parent, stop on stdin EOF."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .session import Options, SessionError, attach
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="circuit-agent")
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    first = True
+
+    def ready(_t: int) -> None:
+        nonlocal first
+        if first:
+            first = False
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
+
+    opts = Options(out=a.out, rate=a.rate, backend=a.backend, force=a.force, on_tick=ready)
+    try:
+        attach(a.pid, opts, stop_fd=sys.stdin.fileno())
+    except SessionError as e:
+        print(f"circuit: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

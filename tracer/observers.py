@@ -1,0 +1,32 @@
+"""Things that run beside the sampler (py-spy dumps, profiles): one interface.
+
+The session calls these hooks from the sampling loop; an observer must be
+cheap in ``tick`` (start background work, do not wait for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class Observer:
+    name = "observer"
+
+    def start(self, run_dir: Path, root_pid: int) -> None:
+        """Called once, after the target exists and before the first sample."""
+
+    def tick(self, t_ns: int, pids: Iterable[int]) -> None:
+        """Called after every sample with the currently traced PIDs."""
+
+    def on_demand(self) -> None:
+        """SIGUSR1 to circuit (or the API): do your on-demand work now."""
+
+    def stop(self, reason: str) -> dict[str, Any]:
+        """The run is ending (``reason``: target exited, interrupted, duration...).
+
+        Returns entries to merge into meta.json; a ``warnings`` list is appended
+        to the run's warnings.
+        """
+        return {}

@@ -1,0 +1,111 @@
+"""The run folder format: table names, columns and types (see docs/format.md).
+
+Kept free of heavy imports: the sampler uses the names, the writer maps them
+to Arrow types only when it flushes.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+META_FILE = "meta.json"
+MARKS_FILE = "marks.jsonl"
+PYSPY_DIR = "pyspy"
+
+# (column, arrow type name).  Order matters: rows are tuples in this order.
+THREAD_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    ("pid", "int32"),
+    ("tid", "int32"),
+    ("name", "string"),
+    ("state", "string"),
+    ("wait", "string"),
+    ("syscall", "int16"),
+    ("arg0", "int64"),
+    ("wchan", "string"),
+    ("user_ns", "int64"),
+    ("system_ns", "int64"),
+    ("cpu_ns", "int64"),
+    ("run_delay_ns", "int64"),
+    ("ctx_vol", "int64"),
+    ("ctx_invol", "int64"),
+    ("cpu", "int16"),
+)
+
+FD_KIND_COLUMNS = tuple(
+    f"fds_{k}"
+    for k in (
+        "file",
+        "socket",
+        "pipe",
+        "epoll",
+        "eventfd",
+        "timerfd",
+        "signalfd",
+        "inotify",
+        "device",
+        "other",
+    )
+)
+
+PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    ("pid", "int32"),
+    ("ppid", "int32"),
+    ("num_threads", "int32"),
+    ("rss_bytes", "int64"),
+    ("user_ns", "int64"),
+    ("system_ns", "int64"),
+    ("read_chars", "int64"),
+    ("write_chars", "int64"),
+    ("read_bytes", "int64"),
+    ("write_bytes", "int64"),
+    ("fds", "int32"),
+    *((c, "int32") for c in FD_KIND_COLUMNS),
+)
+
+FD_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    ("pid", "int32"),
+    ("fd", "int32"),
+    ("event", "string"),  # "open" | "close"
+    ("kind", "string"),
+    ("target", "string"),
+    ("proto", "string"),
+    ("local", "string"),
+    ("remote", "string"),
+    ("initial", "bool_"),  # already open when the process was first seen
+)
+
+PROC_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),  # first seen
+    ("pid", "int32"),
+    ("ppid", "int32"),
+    ("name", "string"),
+    ("exe", "string"),
+    ("cmdline", "string"),  # shell-quoted
+    ("root", "bool_"),
+)
+
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "threads": THREAD_FIELDS,
+    "processes": PROCESS_FIELDS,
+    "fds": FD_FIELDS,
+    "procs": PROC_FIELDS,
+}
+
+# Rows are sorted this way when a run is finalised: long runs of one thread
+# compress to almost nothing (bytes per thread-sample is a published number).
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "threads": ("pid", "tid", "t_ns"),
+    "processes": ("pid", "t_ns"),
+    "fds": ("t_ns", "pid", "fd"),
+    "procs": ("t_ns", "pid"),
+}
+
+
+def arrow_schema(table: str):  # -> pyarrow.Schema (pyarrow is imported lazily)
+    import pyarrow as pa
+
+    return pa.schema([(c, getattr(pa, t)()) for c, t in TABLES[table]])

@@ -1,0 +1,442 @@
+"""A tracing session: start or find the target, sample it, finalise the run.
+
+Signals.  circuit blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+SIGCHLD and takes them with ``sigtimedwait`` as its inter-sample sleep, so a
+signal wakes the loop at once and never raises KeyboardInterrupt in the
+middle of a write.  ``siginfo.si_code`` tells a terminal's Ctrl-C (sent by
+the kernel to the whole foreground process group, target included) from a
+``kill`` aimed at circuit alone, which we forward.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from circuit.errors import CircuitError
+
+from .backends import make_backend
+from .observers import Observer
+from .sampler import LoopStats, Sampler, run_loop
+from .schema import FORMAT_VERSION, MARKS_FILE
+from .writer import RunWriter, prepare_run_dir
+
+SIGNALS = {
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+}
+SI_KERNEL = 0x80
+ENV_RUN_DIR = "CIRCUIT_RUN_DIR"
+
+
+class SessionError(CircuitError):
+    """A user-facing failure: printed as one line, no traceback."""
+
+
+@dataclass
+class Options:
+    out: Path
+    rate: float = 100.0
+    backend: str = "auto"
+    force: bool = False
+    fds: bool = True
+    duration: float | None = None
+    quiet: bool = False
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+    on_tick: Callable[[int], None] | None = None
+    observers: list[Observer] = field(default_factory=list)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def base_meta(mode: str, opts: Options) -> dict[str, Any]:
+    from circuit import __version__
+
+    uname = platform.uname()
+    return {
+        "format_version": FORMAT_VERSION,
+        "tool": "circuit",
+        "circuit_version": __version__,
+        "mode": mode,
+        "finalized": False,
+        "command": [],
+        "cwd": os.getcwd(),
+        "interpreter": sys.executable,
+        "python_version": platform.python_version(),
+        "host": socket.gethostname(),
+        "user": _user(),
+        "kernel": uname.release,
+        "system": uname.system,
+        "machine": uname.machine,
+        "cpus": os.cpu_count(),
+        "clock_ticks_per_s": os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100,
+        "backend": "",
+        "rate_hz_requested": opts.rate,
+        "start_time": _now_iso(),
+        "start_ns": time.monotonic_ns(),
+        "warnings": [],
+        **opts.extra_meta,
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
+def _check_rate(rate: float) -> None:
+    if not (0 < rate <= 10_000):
+        raise SessionError(f"--rate must be between 0 and 10000 Hz, got {rate:g}")
+
+
+def _open_run(opts: Options, mode: str) -> tuple[RunWriter, dict[str, Any]]:
+    try:
+        path = prepare_run_dir(opts.out, opts.force)
+    except FileExistsError as e:
+        raise SessionError(str(e)) from None
+    except PermissionError:
+        raise SessionError(f"output folder {opts.out} is not writable") from None
+    except OSError as e:
+        raise SessionError(f"cannot create output folder {opts.out}: {e.strerror}") from None
+    meta = base_meta(mode, opts)
+    return RunWriter(path, meta), meta
+
+
+def _start_observers(opts: Options, writer: RunWriter, sampler: Sampler) -> Callable[[int], None]:
+    """Start the observers; return the per-tick callback for the loop."""
+    for o in opts.observers:
+        o.start(writer.path, sampler.root_pid)
+    hooks = [o.tick for o in opts.observers]
+    if opts.on_tick is not None:
+        hooks.append(lambda t, _pids: opts.on_tick(t))  # type: ignore[misc]
+
+    def on_tick(t_ns: int) -> None:
+        for h in hooks:
+            h(t_ns, sampler.traced.keys())
+
+    return on_tick
+
+
+def _stop_observers(opts: Options, reason: str) -> tuple[dict[str, Any], list[str]]:
+    updates: dict[str, Any] = {}
+    warnings: list[str] = []
+    for o in opts.observers:
+        try:
+            u = dict(o.stop(reason))
+        except Exception as e:  # an observer must never cost us the run
+            u = {"warnings": [f"{o.name} failed while stopping: {e}"]}
+        warnings += u.pop("warnings", [])
+        updates.update(u)
+    return updates, warnings
+
+
+def _finish(
+    writer: RunWriter,
+    sampler: Sampler,
+    stats: LoopStats,
+    extra: dict[str, Any],
+    opts: Options,
+    reason: str,
+) -> dict[str, Any]:
+    sampler.close()
+    meta = writer.meta
+    obs_updates, obs_warnings = _stop_observers(opts, reason)
+    extra = {**obs_updates, **extra}
+    warnings = list(meta.get("warnings", [])) + sampler.backend.warnings + obs_warnings
+    wall = (stats.last_ns - meta["start_ns"]) / 1e9
+    updates = {
+        "end_time": _now_iso(),
+        "end_ns": stats.last_ns,
+        "wall_s": round(wall, 6),
+        "samples": stats.samples,
+        "thread_samples": sampler.thread_samples,
+        "rate_hz_achieved": round(stats.achieved_hz, 3),
+        "missed_deadlines": stats.missed,
+        "sampler_cpu_s": round(stats.cpu_s, 6),
+        "sampler_cpu_share": round(stats.cpu_s / wall, 6) if wall > 0 else 0.0,
+        "processes_seen": len(sampler.seen),
+        "warnings": warnings,
+        **extra,
+    }
+    try:
+        writer.finalize(updates)
+    except OSError as e:
+        raise SessionError(
+            f"could not finish writing the run in {writer.path}: {e.strerror}; "
+            "what was flushed before stays readable"
+        ) from None
+    return writer.meta
+
+
+class _SignalWait:
+    """The loop's sleep: sigtimedwait on the blocked signals."""
+
+    def __init__(self, handler: Callable[[signal.struct_siginfo], bool]) -> None:
+        self.handler = handler
+
+    def __call__(self, timeout: float) -> bool:
+        stop = False
+        while True:
+            info = signal.sigtimedwait(SIGNALS, max(timeout, 0.0))
+            if info is None:
+                return stop
+            stop = self.handler(info) or stop
+            timeout = 0.0  # drain what is pending, then go back to sampling
+
+
+def _block_signals() -> set[int]:
+    return signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+def _restore_signals(old: set[int]) -> None:
+    # Drop what is still pending (SIGCHLD from py-spy, say) before unblocking.
+    while signal.sigtimedwait(SIGNALS, 0) is not None:
+        pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _say(opts: Options, msg: str) -> None:
+    if not opts.quiet:
+        print(f"circuit: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------- run
+
+
+def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
+    """Start ``cmd``, trace it until it exits; return (exit status, meta)."""
+    _check_rate(opts.rate)
+    if not cmd:
+        raise SessionError("no command given: circuit run [options] -- CMD ARGS...")
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        if os.path.sep in cmd[0] and os.path.exists(cmd[0]):
+            raise SessionError(f"permission denied: {cmd[0]} is not executable")
+        raise SessionError(f"command not found: {cmd[0]}")
+    backend = make_backend(opts.backend)
+    writer, meta = _open_run(opts, "run")
+    meta.update(command=cmd, backend=backend.name)
+    writer.write_meta()
+
+    env = dict(os.environ)
+    env[ENV_RUN_DIR] = str(writer.path.resolve())
+    old_mask = _block_signals()
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            # The child must not inherit our blocked mask.
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+        )
+    except OSError as e:
+        _restore_signals(old_mask)
+        raise SessionError(f"cannot start {cmd[0]}: {e.strerror}") from None
+    meta.update(root_pid=proc.pid, start_ns=time.monotonic_ns(), start_time=_now_iso())
+    writer.write_meta()
+
+    sampler = Sampler(backend, writer, proc.pid, exclude={os.getpid()}, fds=opts.fds)
+    interrupts = 0
+
+    def exited() -> bool:
+        # WNOWAIT: leave the zombie in place so the last sample still reads
+        # its final CPU totals; we reap it after the loop.
+        res = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return res is not None and res.si_pid == proc.pid
+
+    def on_signal(info: signal.struct_siginfo) -> bool:
+        nonlocal interrupts
+        sig = info.si_signo
+        if sig == signal.SIGCHLD:
+            return exited()
+        if sig == signal.SIGUSR1:
+            for o in opts.observers:
+                o.on_demand()
+            return False
+        if sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            interrupts += 1
+            if interrupts == 1:
+                # A terminal Ctrl-C already reached the target (same process
+                # group); a kill aimed at circuit did not: forward it.
+                if info.si_code != SI_KERNEL:
+                    _send(proc, sig)
+                _say(
+                    opts,
+                    f"{signal.Signals(sig).name}: waiting for the target to exit "
+                    "(again: SIGTERM, then SIGKILL)",
+                )
+            elif interrupts == 2:
+                _say(opts, "sending SIGTERM to the target")
+                _send(proc, signal.SIGTERM)
+            else:
+                _say(opts, "sending SIGKILL to the target")
+                _send(proc, signal.SIGKILL)
+        return False
+
+    waiter = _SignalWait(on_signal)
+
+    def wait(timeout: float) -> bool:
+        return waiter(timeout) or exited()
+
+    stats = LoopStats()
+    status: int | None = None
+    on_tick = _start_observers(opts, writer, sampler)
+    try:
+        stats = run_loop(sampler, opts.rate, wait, on_tick)
+    finally:
+        try:
+            _, raw = os.waitpid(proc.pid, 0)
+            status = os.waitstatus_to_exitcode(raw)
+        except ChildProcessError:
+            status = proc.returncode
+        _restore_signals(old_mask)
+    code = status if status is not None else 1
+    exit_signal = -code if code < 0 else None
+    shell_code = 128 - code if code < 0 else code
+    reason = "interrupted" if interrupts else "target exited"
+    meta = _finish(
+        writer,
+        sampler,
+        stats,
+        {
+            "exit_code": code,
+            "exit_signal": exit_signal,
+            "exit_status": shell_code,
+            "stop_reason": reason,
+        },
+        opts,
+        reason,
+    )
+    return shell_code, meta
+
+
+def _send(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+# -------------------------------------------------------------- attach
+
+
+def check_attachable(pid: int) -> None:
+    if pid <= 0:
+        raise SessionError(f"not a valid PID: {pid}")
+    if not os.path.exists(f"/proc/{pid}") and sys.platform.startswith("linux"):
+        raise SessionError(f"no process with PID {pid}")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise SessionError(f"no process with PID {pid}") from None
+    except PermissionError:
+        pass  # another user's: /proc tells us below what we may read
+    if sys.platform.startswith("linux"):
+        try:
+            os.listdir(f"/proc/{pid}/fd")
+        except PermissionError:
+            owner = _owner(pid)
+            raise SessionError(
+                f"permission denied: PID {pid} belongs to {owner}; run circuit as that user, "
+                "or as root (or with CAP_SYS_PTRACE) to trace it"
+            ) from None
+        except FileNotFoundError:
+            raise SessionError(f"no process with PID {pid}") from None
+
+
+def _owner(pid: int) -> str:
+    try:
+        import pwd
+
+        uid = os.stat(f"/proc/{pid}").st_uid
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (OSError, KeyError):
+        return "another user"
+
+
+def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any]:
+    """Trace an existing process until it exits, ``duration`` ends, or Ctrl-C.
+
+    ``stop_fd``: also stop when this fd becomes readable or hits EOF (the
+    helper process behind ``circuit.trace()`` watches a pipe from its parent).
+    """
+    _check_rate(opts.rate)
+    check_attachable(pid)
+    backend = make_backend(opts.backend)
+    writer, meta = _open_run(opts, "attach" if stop_fd is None else "trace")
+    meta.update(root_pid=pid, backend=backend.name, command=backend.info(pid)["cmdline"])
+    writer.write_meta()
+    old_mask = _block_signals()
+    sampler = Sampler(backend, writer, pid, exclude={os.getpid()}, fds=opts.fds)
+    end = time.monotonic() + opts.duration if opts.duration else None
+    reason = "target exited"
+
+    def on_signal(info: signal.struct_siginfo) -> bool:
+        nonlocal reason
+        if info.si_signo == signal.SIGUSR1:
+            for o in opts.observers:
+                o.on_demand()
+            return False
+        if info.si_signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            reason = f"stopped by {signal.Signals(info.si_signo).name}"
+            return True
+        return False
+
+    waiter = _SignalWait(on_signal)
+
+    def wait(timeout: float) -> bool:
+        nonlocal reason
+        if end is not None:
+            left = end - time.monotonic()
+            if left <= 0:
+                reason = "duration reached"
+                return True
+            timeout = min(timeout, left)
+        if stop_fd is not None:
+            import select
+
+            r, _, _ = select.select([stop_fd], [], [], 0)
+            if r:
+                reason = "trace() block ended"
+                return True
+        return waiter(timeout)
+
+    on_tick = _start_observers(opts, writer, sampler)
+    try:
+        stats = run_loop(sampler, opts.rate, wait, on_tick)
+    finally:
+        _restore_signals(old_mask)
+    return _finish(writer, sampler, stats, {"stop_reason": reason, "exit_code": None}, opts, reason)
+
+
+def marks_path(run_dir: Path) -> Path:
+    return Path(run_dir) / MARKS_FILE
+
+
+def describe(meta: dict[str, Any]) -> str:
+    cmd = shlex.join(meta.get("command") or [])
+    return (
+        f"{meta.get('samples', 0)} samples at {meta.get('rate_hz_achieved', 0):.1f} Hz "
+        f"over {meta.get('wall_s', 0):.2f} s of `{cmd}`; sampler CPU "
+        f"{meta.get('sampler_cpu_s', 0):.3f} s"
+    )

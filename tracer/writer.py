@@ -1,0 +1,163 @@
+"""Writes a run folder incrementally, so a killed tracer still leaves a run.
+
+While sampling, each flush (at least once a second) writes one complete,
+self-contained Parquet file per table under ``<table>.parts/``.  Finalising
+merges the parts into ``<table>.parquet``.  Every file appears by rename, so
+a SIGKILL at any moment leaves only whole files behind; ``meta.json`` says
+``"finalized": false`` until the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
+
+# Run folders reveal command lines, paths and addresses: owner only.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def prepare_run_dir(path: Path, force: bool) -> Path:
+    """Create the run folder (or check it may be replaced); raise OSError/FileExistsError."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a folder")
+        if any(path.iterdir()):
+            if not force:
+                raise FileExistsError(f"{path} is not empty (use --force to overwrite it)")
+            _clear_run_dir(path)
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    # Fail now, before the target starts, if we cannot write here.
+    probe = path / ".write-test"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    probe.unlink()
+    return path
+
+
+def _clear_run_dir(path: Path) -> None:
+    import shutil
+
+    if not (path / META_FILE).exists() and not any(path.glob("*.parquet")):
+        # Refuse to wipe a folder that does not look like one of ours.
+        raise FileExistsError(f"{path} is not empty and is not a circuit run; not overwriting it")
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+class RunWriter:
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        import pyarrow as pa  # imported before the target starts, never on the hot path
+        import pyarrow.parquet as pq
+
+        self.pa, self.pq = pa, pq
+        self.path = Path(path)
+        self.meta = meta
+        self.schemas = {name: arrow_schema(name) for name in TABLES}
+        self.buffers: dict[str, list[tuple]] = {name: [] for name in TABLES}
+        # Thread rows arrive as (t_ns, [row, row, ...]) per process sample: the
+        # timestamp is added column-wise at flush, not tuple-wise per row.
+        self.thread_batches: list[tuple[int, list[tuple]]] = []
+        self.part = 0
+        self.flushes = 0
+        self.bytes_written = 0
+        self.last_flush = time.monotonic()
+        write_json_atomic(self.path / META_FILE, self.meta)
+
+    # -- appending -----------------------------------------------------------
+
+    def add_threads(self, t_ns: int, rows: list[tuple]) -> None:
+        self.thread_batches.append((t_ns, rows))
+
+    def add(self, table: str, row: tuple) -> None:
+        self.buffers[table].append(row)
+
+    # -- flushing ------------------------------------------------------------
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if self.thread_batches:
+            ts: list[int] = []
+            rows: list[tuple] = []
+            for t, batch in self.thread_batches:
+                ts.extend([t] * len(batch))
+                rows.extend(batch)
+            self.thread_batches = []
+            self._write_part("threads", [ts, *zip(*rows, strict=True)] if rows else [])
+        for name, buf in self.buffers.items():
+            if buf:
+                self.buffers[name] = []
+                self._write_part(name, list(zip(*buf, strict=True)))
+        self.part += 1
+        self.flushes += 1
+
+    def _write_part(self, name: str, columns: list[Iterable]) -> None:
+        if not columns:
+            return
+        schema = self.schemas[name]
+        arrays = [
+            self.pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)
+        ]
+        table = self.pa.Table.from_arrays(arrays, schema=schema)
+        parts = self.path / f"{name}.parts"
+        parts.mkdir(mode=DIR_MODE, exist_ok=True)
+        final = parts / f"{self.part:06d}.parquet"
+        tmp = parts / f".{self.part:06d}.tmp"
+        self.pq.write_table(table, tmp, compression="zstd")
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, final)
+        self.bytes_written += final.stat().st_size
+
+    # -- finalising ----------------------------------------------------------
+
+    def finalize(self, meta_updates: dict[str, Any]) -> None:
+        self.flush()
+        for name in TABLES:
+            self._compact(name)
+        self.meta.update(meta_updates)
+        self.meta["finalized"] = True
+        write_json_atomic(self.path / META_FILE, self.meta)
+
+    def write_meta(self) -> None:
+        write_json_atomic(self.path / META_FILE, self.meta)
+
+    def _compact(self, name: str) -> None:
+        pa, pq = self.pa, self.pq
+        parts_dir = self.path / f"{name}.parts"
+        files = sorted(parts_dir.glob("*.parquet")) if parts_dir.exists() else []
+        schema = self.schemas[name]
+        tables = [pq.read_table(f, schema=schema) for f in files]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
+        final = self.path / f"{name}.parquet"
+        tmp = self.path / f".{name}.parquet.tmp"
+        # Large row groups and zstd: thread samples compress to a few bytes each.
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, final)
+        for f in files:
+            f.unlink()
+        if parts_dir.exists():
+            for leftover in parts_dir.iterdir():
+                leftover.unlink()
+            parts_dir.rmdir()

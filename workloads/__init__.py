@@ -1,0 +1,1 @@
+"""Classic workloads under every concurrency model."""
