@@ -75,6 +75,10 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def command(self, handle: Any) -> bytes:
+        """The raw command line; it changes when the process execs."""
+
+    @abstractmethod
     def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
         """socket inode -> (protocol, local address, remote address)."""
 
@@ -101,17 +105,17 @@ class _Thread:
 
 
 class _Proc:
-    __slots__ = ("base", "comm", "fd_io", "fd_stat", "fd_statm", "pid", "relist", "threads")
+    __slots__ = ("base", "fd_cmdline", "fd_io", "fd_stat", "fd_statm", "pid", "relist", "threads")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.comm = ""  # changes on exec: the sampler then re-reads the command line
         self.base = f"/proc/{pid}"
         self.threads: dict[int, _Thread] = {}
         self.relist = True
         self.fd_stat = -1
         self.fd_statm = -1
         self.fd_io = -1
+        self.fd_cmdline = -1
 
 
 def _pread(fd: int, size: int = 1024) -> bytes:
@@ -138,6 +142,7 @@ class ProcBackend(Backend):
         try:
             p.fd_stat = os.open(f"{p.base}/stat", os.O_RDONLY)
             p.fd_statm = os.open(f"{p.base}/statm", os.O_RDONLY)
+            p.fd_cmdline = os.open(f"{p.base}/cmdline", os.O_RDONLY)
         except OSError as e:
             self.close(p)
             raise ProcessGone(pid) from e
@@ -152,10 +157,10 @@ class ProcBackend(Backend):
         return p
 
     def close(self, p: _Proc) -> None:
-        for fd in (p.fd_stat, p.fd_statm, p.fd_io):
+        for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline):
             if fd >= 0:
                 os.close(fd)
-        p.fd_stat = p.fd_statm = p.fd_io = -1
+        p.fd_stat = p.fd_statm = p.fd_io = p.fd_cmdline = -1
         for th in p.threads.values():
             self._close_thread(th)
         p.threads.clear()
@@ -191,7 +196,6 @@ class ProcBackend(Backend):
             rss = procfs.parse_statm_rss(_pread(p.fd_statm), self.page)
         except (OSError, ValueError, IndexError) as e:
             raise ProcessGone(p.pid) from e
-        p.comm = st.comm
         io = procfs.IOCounters(0, 0, 0, 0)
         if p.fd_io >= 0:
             try:
@@ -201,6 +205,7 @@ class ProcBackend(Backend):
         if p.relist or st.num_threads != len(p.threads):
             self._relist(p)
         tick = self.tick_ns
+        fd_io = self.classify.fd_io
         pid = p.pid
         rows: list[ThreadRow] = []
         ran = False
@@ -208,8 +213,13 @@ class ProcBackend(Backend):
         for th in p.threads.values():
             try:
                 sched = self._tread(p, th, "schedstat", 128)
-                if sched == th.sched and th.row is not None:
-                    rows.append(th.row)
+                row = th.row
+                if sched == th.sched and row is not None:
+                    if row[5] in fd_io:
+                        # Blocked in read/write: the fd scan may have learnt
+                        # since what that fd is (numbers are reused at once).
+                        row = th.row = self._reclassify(row, fd_kinds)
+                    rows.append(row)
                     continue
                 ran = True
                 th.sched = sched
@@ -273,6 +283,10 @@ class ProcBackend(Backend):
         )
         return prow, rows, ran
 
+    def _reclassify(self, row: ThreadRow, fd_kinds: dict[int, str]) -> ThreadRow:
+        wait = self.classify(row[3], row[5], row[6], row[7], fd_kinds.get(row[6]))
+        return row if wait == row[4] else (*row[:4], wait, *row[5:])
+
     def _relist(self, p: _Proc) -> None:
         try:
             tids = {int(t) for t in os.listdir(f"{p.base}/task")}
@@ -288,6 +302,12 @@ class ProcBackend(Backend):
 
     # -- fds -----------------------------------------------------------------
 
+    def command(self, p: _Proc) -> bytes:
+        try:
+            return os.pread(p.fd_cmdline, 4096, 0)
+        except OSError:
+            return b""
+
     def fds(self, p: _Proc, known: dict[int, str]) -> dict[int, str] | None:
         d = f"{p.base}/fd/"
         try:
@@ -299,9 +319,9 @@ class ProcBackend(Backend):
             fd = int(n)
             target = known.get(fd)
             if target is None:
-                # Only new numbers are resolved: readlink costs ~4 µs and a
-                # target may hold thousands of fds.  An fd closed and reopened
-                # under the same number between two scans is not seen.
+                # Only numbers not in ``known`` are resolved: readlink costs
+                # ~4 µs and a target may hold thousands of fds.  The sampler
+                # passes an empty ``known`` now and then to catch reused numbers.
                 try:
                     target = os.readlink(d + n)
                 except OSError:
@@ -487,6 +507,12 @@ class PsutilBackend(Backend):
             *iot,
         )
         return prow, rows, True
+
+    def command(self, proc: Any) -> bytes:
+        try:
+            return "\0".join(proc.cmdline()).encode()
+        except self.psutil.Error:
+            return b""
 
     def fds(self, proc: Any, known: dict[int, str]) -> dict[int, str] | None:
         ps = self.psutil

@@ -23,6 +23,16 @@ FLUSH_INTERVAL_S = 1.0
 # wall clock: a target with 10,000 fds costs ~8 ms to list, so it is listed
 # every ~80 ms instead of every sample (its counts are carried in between).
 FD_BUDGET = 10
+# An fd closed and reopened under the same number between two scans looks
+# unchanged to an incremental scan; a full re-resolution this often (and after
+# every exec, which closes and reopens many) heals that.
+FULL_FD_SCAN_NS = 1_000_000_000
+# Numbers are reused at once (Python's imports open and close files all the
+# time), so small tables, the common case, are re-resolved on every scan.
+SMALL_FD_TABLE = 64
+# A socket with no address yet (created, not yet bound) is looked up again at
+# the next scans, then only at full scans (a never-bound socket costs little).
+SOCKET_RETRIES = 20
 
 
 @dataclass
@@ -33,8 +43,12 @@ class _Traced:
     kinds: dict[int, str] = field(default_factory=dict)
     counts: tuple[int, ...] = (0,) * (len(FD_KINDS) + 1)
     next_fd_scan: int = 0
+    next_full_scan: int = 0
     first: bool = True
-    comm: str = ""
+    command: bytes = b""
+    dirty: bool = False  # ran since the last fd scan
+    unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
+    retries: int = 0
 
 
 class Sampler:
@@ -102,58 +116,79 @@ class Sampler:
                 self._add(pid, ppid, t_ns)
         writer = self.writer
         for tr in list(self.traced.values()):
+            if tr.first:
+                tr.command = self.backend.command(tr.handle)
+                if self.scan_fds:
+                    # Before the first sample, so read/write waits can name their fd's kind.
+                    self._scan_fds(tr, t_ns, full=True)
             try:
-                prow, rows, _ran = self.backend.sample(tr.handle, tr.kinds)
+                prow, rows, ran = self.backend.sample(tr.handle, tr.kinds)
             except ProcessGone:
                 self._drop(tr)
                 continue
-            comm = getattr(tr.handle, "comm", "")
-            if comm != tr.comm:
-                if tr.comm:  # the process exec'd another program: record its new command line
+            # A process none of whose threads ran since the last check cannot
+            # have exec'd, opened or closed anything: skip it.
+            tr.dirty = tr.dirty or ran
+            if tr.dirty and t_ns >= tr.next_fd_scan:
+                full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
+                command = self.backend.command(tr.handle)
+                if command != tr.command and command:
+                    tr.command = command
+                    full = True
                     self._record_info(tr.pid, prow[1], t_ns, tr.pid == self.root_pid)
-                tr.comm = comm
-            if self.scan_fds and t_ns >= tr.next_fd_scan:
-                self._scan_fds(tr, t_ns)
+                if self.scan_fds:
+                    self._scan_fds(tr, t_ns, full)
+                else:
+                    tr.dirty = False
+                    tr.next_fd_scan = t_ns + self.period_ns
             writer.add("processes", (t_ns, *prow, *tr.counts))
             if rows:
                 writer.add_threads(t_ns, rows)
                 self.thread_samples += len(rows)
         self.samples += 1
 
-    def _scan_fds(self, tr: _Traced, t_ns: int) -> None:
+    def _scan_fds(self, tr: _Traced, t_ns: int, full: bool = False) -> None:
         c0 = time.monotonic_ns()
-        new = self.backend.fds(tr.handle, tr.fds)
+        old = tr.fds
+        new = self.backend.fds(tr.handle, {} if full else old)
         if new is None:
             tr.next_fd_scan = t_ns + 1_000_000_000  # unreadable: retry once a second
             return
-        old = tr.fds
-        opened = [fd for fd in new if fd not in old]
-        closed = [fd for fd in old if fd not in new]
+        # A number whose target changed (reused between scans) is a close + an open.
+        closed = [fd for fd, target in old.items() if new.get(fd) != target]
+        opened = [fd for fd, target in new.items() if old.get(fd) != target]
         kinds = tr.kinds
-        if opened:
-            socks: dict[int, tuple[str, str, str]] | None = None
-            for fd in sorted(opened):
-                target = new[fd]
-                kind = fd_kind(target)
-                kinds[fd] = kind
-                if fd < 0:
-                    continue  # counted but not named (psutil)
-                proto = local = remote = ""
-                if kind == "socket":
-                    if socks is None:
-                        socks = self.backend.sockets(tr.pid)
-                    proto, local, remote = socks.get(link_inode(target), ("", "", ""))
-                self.writer.add(
-                    "fds", (t_ns, tr.pid, fd, "open", kind, target, proto, local, remote, tr.first)
-                )
+        add = self.writer.add
         for fd in closed:
             kind = kinds.pop(fd, "other")
+            tr.unresolved.pop(fd, None)
             if fd >= 0:
-                self.writer.add(
-                    "fds", (t_ns, tr.pid, fd, "close", kind, old[fd], "", "", "", False)
-                )
+                add("fds", (t_ns, tr.pid, fd, "close", kind, old[fd], "", "", "", False))
+        socks: dict[int, tuple[str, str, str]] | None = None
+        for fd in sorted(opened):
+            target = new[fd]
+            kind = kinds[fd] = fd_kind(target)
+            if fd < 0:
+                continue  # counted but not named (psutil)
+            proto = local = remote = ""
+            if kind == "socket":
+                if socks is None:
+                    socks = self.backend.sockets(tr.pid)
+                proto, local, remote = socks.get(link_inode(target), ("", "", ""))
+                if not proto:
+                    tr.unresolved[fd] = target  # not bound/connected yet: retry later
+            add("fds", (t_ns, tr.pid, fd, "open", kind, target, proto, local, remote, tr.first))
+        if tr.unresolved and not opened and (full or tr.retries < SOCKET_RETRIES):
+            tr.retries += 1
+            # Sockets that got an address since they were opened: an "addr" event.
+            socks = self.backend.sockets(tr.pid)
+            for fd, target in list(tr.unresolved.items()):
+                found = socks.get(link_inode(target))
+                if found:
+                    del tr.unresolved[fd]
+                    add("fds", (t_ns, tr.pid, fd, "addr", "socket", target, *found, False))
         tr.fds = new
-        tr.first = False
+        tr.first = tr.dirty = False
         if opened or closed:
             by_kind = dict.fromkeys(FD_KINDS, 0)
             for k in kinds.values():
@@ -161,6 +196,8 @@ class Sampler:
             tr.counts = (len(new), *by_kind.values())
         cost = time.monotonic_ns() - c0
         tr.next_fd_scan = t_ns + max(self.period_ns, cost * FD_BUDGET)
+        if full:
+            tr.next_full_scan = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
     def close(self) -> None:
         for tr in list(self.traced.values()):

@@ -186,7 +186,7 @@ class Classifier:
                 return fd_kind
             if fd_kind == "file":
                 return "disk"
-            return "other"
+            # fd not known (yet): the wait channel may still say pipe or socket.
         if wchan:
             for hint, r in _WCHAN_HINTS:
                 if hint in wchan:

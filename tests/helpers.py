@@ -1,0 +1,87 @@
+"""Test helpers in the spirit of psutil's: spawn real children, wait for a
+ready handshake, always clean up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable  # the venv's real interpreter (python3 here may be a shell shim)
+CIRCUIT = [PY, "-m", "circuit"]
+
+
+def code(src: str) -> str:
+    return textwrap.dedent(src).strip() + "\n"
+
+
+def trace(tmp_path: Path, src: str, name: str = "run", **opts: Any):
+    """Trace ``python -c src`` in-process with the real tracer; return (exit, Run)."""
+    import circuit
+    from circuit.tracer.session import Options, run_command
+
+    out = tmp_path / name
+    status, _meta = run_command([PY, "-c", code(src)], Options(out=out, quiet=True, **opts))
+    return status, circuit.load(out)
+
+
+def cli(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CIRCUIT, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class Spawned:
+    """A Python child that prints ``ready`` once set up; killed on exit."""
+
+    def __init__(self, src: str, **kw: Any) -> None:
+        self.proc = subprocess.Popen([PY, "-c", code(src)], stdout=subprocess.PIPE, text=True, **kw)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.close()
+            raise RuntimeError(f"child did not get ready: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Spawned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def thread_summary(run, **match: Any) -> list[dict[str, Any]]:
+    """Summary entries of the threads matching all ``match`` items."""
+    return [t for t in run.summary()["threads"] if all(t[k] == v for k, v in match.items())]
+
+
+def share(t: dict[str, Any], reason: str) -> float:
+    total = sum(t["time_by_wait"].values())
+    return t["time_by_wait"].get(reason, 0.0) / total if total else 0.0
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
