@@ -53,8 +53,12 @@ t = threading.Thread(target=f); t.start(); t.join()
     )
     (t,) = thread_summary(run, name="busy")
     assert share(t, "running") > 0.8
-    assert t["cpu_s"] > 0.6
-    assert t["time_by_state"].get("R", 0) > 0.7
+    # State R is on a CPU or waiting for one: on a shared machine the split
+    # varies, but CPU time + run-queue delay must account for it.
+    r = t["time_by_state"].get("R", 0)
+    assert r > 0.7
+    assert t["cpu_s"] > 0.2
+    assert abs(r - (t["cpu_s"] + t["run_delay_s"])) < 0.25
 
 
 def test_pipe_reader_is_pipe(tmp_path):

@@ -63,7 +63,8 @@ class Backend(ABC):
         """(process row, thread rows, ran) for one process; raises ProcessGone.
 
         ``ran`` is False when no thread of the process was on a CPU since the
-        previous sample (so it cannot have forked or opened anything).
+        previous sample (so it cannot have forked or opened anything).  The
+        handle's ``zombie`` attribute is then True if the process has exited.
         """
 
     @abstractmethod
@@ -105,7 +106,17 @@ class _Thread:
 
 
 class _Proc:
-    __slots__ = ("base", "fd_cmdline", "fd_io", "fd_stat", "fd_statm", "pid", "relist", "threads")
+    __slots__ = (
+        "base",
+        "fd_cmdline",
+        "fd_io",
+        "fd_stat",
+        "fd_statm",
+        "pid",
+        "relist",
+        "threads",
+        "zombie",
+    )
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -116,6 +127,7 @@ class _Proc:
         self.fd_statm = -1
         self.fd_io = -1
         self.fd_cmdline = -1
+        self.zombie = False  # exited, not yet reaped: its last sample holds the totals
 
 
 def _pread(fd: int, size: int = 1024) -> bytes:
@@ -196,6 +208,7 @@ class ProcBackend(Backend):
             rss = procfs.parse_statm_rss(_pread(p.fd_statm), self.page)
         except (OSError, ValueError, IndexError) as e:
             raise ProcessGone(p.pid) from e
+        p.zombie = st.state in ("Z", "X")
         io = procfs.IOCounters(0, 0, 0, 0)
         if p.fd_io >= 0:
             try:
@@ -451,6 +464,7 @@ class PsutilBackend(Backend):
                 mem = proc.memory_info()
                 threads = proc.threads()
                 pstate = self._STATES.get(proc.status(), "?")
+                proc.zombie = pstate in ("Z", "X")
                 try:
                     io = proc.io_counters()
                     iot = (

@@ -65,6 +65,9 @@ class Sampler:
         self.root_pid = root_pid
         self.exclude = set(exclude or ())
         self.scan_fds = fds
+        # `circuit run` reaps the root itself and stops on SIGCHLD; elsewhere an
+        # exited (zombie) root ends the run.
+        self.keep_zombie_root = False
         self.traced: dict[int, _Traced] = {}
         self.seen: set[int] = set()
         self.samples = 0
@@ -145,6 +148,8 @@ class Sampler:
             if rows:
                 writer.add_threads(t_ns, rows)
                 self.thread_samples += len(rows)
+            if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
+                self._drop(tr)  # exited: this last sample holds its final totals
         self.samples += 1
 
     def _scan_fds(self, tr: _Traced, t_ns: int, full: bool = False) -> None:

@@ -256,6 +256,7 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     writer.write_meta()
 
     sampler = Sampler(backend, writer, proc.pid, exclude={os.getpid()}, fds=opts.fds)
+    sampler.keep_zombie_root = True
     interrupts = 0
 
     def exited() -> bool:

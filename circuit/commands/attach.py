@@ -25,10 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuit.tracer.session import Options, SessionError, attach, describe
+    from circuit.tracer.session import Options, SessionError, attach, check_attachable, describe
 
     if args.duration is not None and args.duration <= 0:
         raise SessionError(f"--duration must be positive, got {args.duration:g}")
+    check_attachable(args.pid)
     out = args.output or default_run_dir(f"pid{args.pid}")
     opts = Options(
         out=out,

@@ -1,0 +1,271 @@
+"""Behaviour at the edges: exit status, signals, errors, SIGKILL of circuit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import CIRCUIT, PY, Spawned, cli, code, kill_quietly, wait_for
+
+import circuit
+
+pytestmark = pytest.mark.integration
+
+
+def _one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("circuit: error: ")
+    return lines[0]
+
+
+def test_exit_status_is_the_commands(tmp_path):
+    p = cli("run", "-q", "-o", str(tmp_path / "r"), "--", PY, "-c", "raise SystemExit(7)")
+    assert p.returncode == 7
+    assert circuit.load(tmp_path / "r").meta["exit_code"] == 7
+
+
+def test_killed_target_gives_128_plus_signal(tmp_path):
+    src = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    p = cli("run", "-q", "-o", str(tmp_path / "r"), "--", PY, "-c", src)
+    assert p.returncode == 128 + signal.SIGKILL
+    meta = circuit.load(tmp_path / "r").meta
+    assert meta["exit_signal"] == signal.SIGKILL
+    assert meta["finalized"] is True
+
+
+def test_sigint_to_circuit_is_forwarded_and_run_finalized(tmp_path):
+    out = tmp_path / "r"
+    src = code(
+        """
+        import sys, time
+        print("ready", flush=True)
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            sys.exit(3)
+        """
+    )
+    p = subprocess.Popen(
+        [*CIRCUIT, "run", "-q", "-o", str(out), "--", PY, "-c", src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)  # a kill() aimed at circuit alone: forwarded
+        assert p.wait(timeout=20) == 3
+    finally:
+        kill_quietly(p.pid)
+    run = circuit.load(out)
+    assert run.meta["finalized"] is True
+    assert run.meta["exit_code"] == 3
+    assert run.meta["stop_reason"] == "interrupted"
+    assert len(run.threads) > 10
+
+
+def test_target_ignoring_sigint_gets_sigterm_then_sigkill(tmp_path):
+    out = tmp_path / "r"
+    src = code(
+        """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(30)
+        """
+    )
+    p = subprocess.Popen(
+        [*CIRCUIT, "run", "-o", str(out), "--", PY, "-c", src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        for _ in range(3):
+            time.sleep(0.3)
+            p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=20) == 128 + signal.SIGKILL
+        err = p.stderr.read()
+    finally:
+        kill_quietly(p.pid)
+    assert "SIGTERM" in err and "SIGKILL" in err
+    assert circuit.load(out).meta["exit_signal"] == signal.SIGKILL
+
+
+def test_terminal_ctrl_c_reaches_target_once(tmp_path):
+    # A terminal sends SIGINT to the whole foreground process group; circuit
+    # must not forward a second copy (the target would see two).
+    out = tmp_path / "r"
+    counter = tmp_path / "count"
+    src = code(
+        f"""
+        import signal, sys, time
+        n = 0
+        def h(*a):
+            global n
+            n += 1
+        signal.signal(signal.SIGINT, h)
+        print("ready", flush=True)
+        time.sleep(1.0)
+        open({str(counter)!r}, "w").write(str(n))
+        """
+    )
+    p = subprocess.Popen(
+        [*CIRCUIT, "run", "-q", "-o", str(out), "--", PY, "-c", src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # own group, like a shell job
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGINT)  # what the tty driver does on Ctrl-C
+        p.wait(timeout=20)
+    finally:
+        kill_quietly(p.pid)
+    # killpg() is SI_USER, not SI_KERNEL, so circuit cannot tell it from a
+    # direct kill and forwards it too: the handler may run twice, never zero times.
+    assert int(counter.read_text()) >= 1
+    assert circuit.load(out).meta["finalized"] is True
+
+
+def test_sigkill_of_circuit_leaves_a_loadable_run(tmp_path):
+    out = tmp_path / "r"
+    p = subprocess.Popen(
+        [*CIRCUIT, "run", "-q", "-o", str(out), "--", PY, "-c", "import time; time.sleep(30)"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for(lambda: len(list((out / "threads.parts").glob("*.parquet"))) >= 2, 20)
+        meta = json.loads((out / "meta.json").read_text())
+        target = meta["root_pid"]
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        kill_quietly(p.pid)
+    kill_quietly(target)
+    run = circuit.load(out)
+    assert run.meta["finalized"] is False
+    assert any("not finalized" in w for w in run.load_warnings)
+    span = (run.threads.t_ns.max() - run.threads.t_ns.min()) / 1e9
+    assert span >= 0.9  # two flushes, one a second
+    s = run.summary()
+    assert s["finalized"] is False
+    assert s["samples"] > 50
+    assert s["threads"][0]["time_by_wait"]["sleep"] > 0.5
+
+
+def test_attach_samples_a_running_process(tmp_path):
+    with Spawned(
+        """
+        import threading, time
+        ev = threading.Event()
+        ts = [threading.Thread(target=ev.wait) for _ in range(3)]
+        [t.start() for t in ts]
+        print("ready", flush=True)
+        time.sleep(30)
+        """
+    ) as child:
+        p = cli("attach", str(child.pid), "--duration", "0.5", "-q", "-o", str(tmp_path / "a"))
+        assert p.returncode == 0, p.stderr
+    run = circuit.load(tmp_path / "a")
+    assert run.meta["mode"] == "attach"
+    assert run.meta["stop_reason"] == "duration reached"
+    s = run.summary()
+    assert len(s["threads"]) == 4
+    waiters = [t for t in s["threads"] if t["tid"] != t["pid"]]
+    assert all(t["time_by_wait"]["lock"] > 0.3 for t in waiters)
+    # attach mode counts CPU from when we started looking
+    assert s["cpu_s"] < 0.2
+
+
+def test_attach_stops_when_target_exits(tmp_path):
+    with Spawned('import time\nprint("ready", flush=True)\ntime.sleep(0.5)\n') as child:
+        p = cli("attach", str(child.pid), "-q", "-o", str(tmp_path / "a"))
+    assert p.returncode == 0, p.stderr
+    assert circuit.load(tmp_path / "a").meta["stop_reason"] == "target exited"
+
+
+def test_errors_are_one_line(tmp_path):
+    assert "command not found: no-such-cmd-xyz" in _one_line_error(
+        cli("run", "-o", str(tmp_path / "x"), "--", "no-such-cmd-xyz")
+    )
+    assert "no process with PID" in _one_line_error(cli("attach", "999999999"))
+    assert "is not a circuit run folder" in _one_line_error(cli("summary", str(tmp_path)))
+    assert "no such file" in _one_line_error(cli("summary", str(tmp_path / "nope")))
+    assert "no command given" in _one_line_error(cli("run", "-o", str(tmp_path / "y")))
+    assert "--rate" in _one_line_error(
+        cli("run", "--rate", "0", "-o", str(tmp_path / "z"), "--", PY, "-c", "1")
+    )
+
+
+def test_unwritable_output_is_refused_before_the_target_starts(tmp_path):
+    marker = tmp_path / "started"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = cli("run", "-o", str(blocker / "run"), "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+    assert "output folder" in _one_line_error(p)
+    assert not marker.exists()
+
+
+def test_existing_run_is_not_overwritten_without_force(tmp_path):
+    out = tmp_path / "r"
+    assert cli("run", "-q", "-o", str(out), "--", PY, "-c", "1").returncode == 0
+    assert "--force" in _one_line_error(cli("run", "-q", "-o", str(out), "--", PY, "-c", "1"))
+    assert cli("run", "-q", "--force", "-o", str(out), "--", PY, "-c", "1").returncode == 0
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    assert "not a circuit run" in _one_line_error(
+        cli("run", "-q", "--force", "-o", str(other), "--", PY, "-c", "1")
+    )
+    assert (other / "precious.txt").exists()
+
+
+def test_default_output_folder(tmp_path):
+    p = cli("run", "--", PY, "-c", "1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run_dir,) = (tmp_path / "circuit-runs").iterdir()
+    assert circuit.load(run_dir).meta["finalized"]
+    assert str(Path("circuit-runs") / run_dir.name) in p.stderr
+
+
+def test_summary_json_public_keys(tmp_path):
+    out = tmp_path / "r"
+    cli("run", "-q", "-o", str(out), "--", PY, "-c", "import time; time.sleep(0.2)")
+    s = json.loads(cli("summary", str(out), "--json").stdout)
+    for k in ("wall_s", "cpu_user_s", "cpu_system_s", "parallelism", "samples", "rate_hz"):
+        assert isinstance(s[k], (int, float)), k
+    assert s["exit_code"] == 0
+    (p,) = s["processes"]
+    for k in ("pid", "ppid", "cmdline", "cpu_s", "rss_peak_bytes", "threads_peak", "fds_peak"):
+        assert k in p
+    assert set(p["fds_peak_by_kind"]) >= {"file", "socket", "pipe", "epoll", "device", "other"}
+    (t,) = s["threads"]
+    for k in ("pid", "tid", "name", "cpu_s", "ctx_voluntary", "ctx_involuntary", "run_delay_s"):
+        assert k in t
+    assert set(t["time_by_wait"]) >= {"running", "sleep", "lock", "poll", "socket", "pipe"}
+    assert t["time_by_wait"]["sleep"] > 0.1
+    assert abs(sum(t["time_by_wait"].values()) - sum(t["time_by_state"].values())) < 1e-6
+    human = cli("summary", str(out))
+    assert human.returncode == 0 and "parallelism" in human.stdout
+
+
+def test_python_dash_m_circuit_and_help():
+    p = cli("--help")
+    assert p.returncode == 0 and "circuit run" in p.stdout
+    for sub in ("run", "attach", "summary"):
+        h = cli(sub, "--help")
+        assert h.returncode == 0 and "usage:" in h.stdout
