@@ -168,8 +168,9 @@ class Classifier:
         self.by_nr: dict[int, str] = {}
         for reason, names in _GROUPS.items():
             for n in names:
-                self.by_nr[table[n]] = reason
-        self.fd_io = {table[n] for n in _FD_IO}
+                if n in table:  # the generic table has no pause, poll, select...
+                    self.by_nr[table[n]] = reason
+        self.fd_io = {table[n] for n in _FD_IO if n in table}
 
     def __call__(self, state: str, nr: int, arg0: int, wchan: str, fd_kind: str | None) -> str:
         if state == "R":

@@ -1,0 +1,79 @@
+"""Summary arithmetic on small hand-built frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from circuit.analysis.summary import summarize_frames, with_durations
+
+MS = 1_000_000
+
+
+def _threads(rows):
+    cols = ["t_ns", "pid", "tid", "name", "state", "wait", "cpu_ns", "user_ns", "system_ns"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("ctx_vol", "ctx_invol", "run_delay_ns"):
+        df[c] = 0
+    return df
+
+
+def _procs(rows):
+    df = pd.DataFrame(rows, columns=["t_ns", "pid", "ppid", "user_ns", "system_ns"])
+    df["rss_bytes"] = 100
+    df["num_threads"] = 1
+    for c in ("fds", "fds_file", "fds_socket", "fds_pipe", "fds_epoll", "fds_eventfd"):
+        df[c] = 0
+    for c in ("fds_timerfd", "fds_signalfd", "fds_inotify", "fds_device", "fds_other"):
+        df[c] = 0
+    return df
+
+
+def test_with_durations_uses_next_sample_and_period_for_last():
+    df = _threads(
+        [
+            (0, 1, 1, "a", "S", "sleep", 0, 0, 0),
+            (10 * MS, 1, 1, "a", "S", "sleep", 0, 0, 0),
+            (30 * MS, 1, 1, "a", "R", "running", 0, 0, 0),
+            (0, 1, 2, "b", "R", "running", 0, 0, 0),
+        ]
+    )
+    d = with_durations(df, 10 * MS)
+    assert d[d.tid == 1].dt_ns.tolist() == [10 * MS, 20 * MS, 10 * MS]
+    assert d[d.tid == 2].dt_ns.tolist() == [10 * MS]
+
+
+def test_summary_times_and_parallelism_run_mode():
+    threads = _threads(
+        [
+            (0, 1, 1, "main", "S", "sleep", 1 * MS, 0, 0),
+            (10 * MS, 1, 1, "main", "S", "sleep", 1 * MS, 0, 0),
+            (20 * MS, 1, 1, "main", "R", "running", 5 * MS, 0, 0),
+        ]
+    )
+    procs = _procs([(0, 1, 0, 10 * MS, 0), (20 * MS, 1, 0, 20 * MS, 10 * MS)])
+    meta = {"mode": "run", "wall_s": 0.03, "rate_hz_achieved": 100.0, "samples": 3}
+    s = summarize_frames(meta, threads, procs, pd.DataFrame())
+    (t,) = s["threads"]
+    assert t["time_by_wait"]["sleep"] == 0.02 and t["time_by_wait"]["running"] == 0.01
+    assert t["time_by_state"] == {"S": 0.02, "R": 0.01}
+    assert t["cpu_s"] == 0.005  # run mode: absolute counters
+    assert s["cpu_user_s"] == 0.02 and s["cpu_system_s"] == 0.01
+    assert abs(s["parallelism"] - 1.0) < 1e-9
+
+
+def test_attach_mode_counts_from_first_sample_but_new_threads_from_zero():
+    threads = _threads(
+        [
+            (0, 1, 1, "old", "R", "running", 500 * MS, 0, 0),
+            (10 * MS, 1, 1, "old", "R", "running", 505 * MS, 0, 0),
+            (10 * MS, 1, 2, "new", "R", "running", 3 * MS, 0, 0),
+        ]
+    )
+    procs = _procs([(0, 1, 0, 900 * MS, 0), (10 * MS, 1, 0, 910 * MS, 0)])
+    meta = {"mode": "attach", "wall_s": 0.02, "rate_hz_achieved": 100.0}
+    s = summarize_frames(meta, threads, procs, pd.DataFrame())
+    by_tid = {t["tid"]: t for t in s["threads"]}
+    assert by_tid[1]["cpu_s"] == 0.005
+    assert by_tid[2]["cpu_s"] == 0.003
+    assert s["cpu_user_s"] == 0.01
+    assert s["samples"] == 2

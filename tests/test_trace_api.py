@@ -1,0 +1,65 @@
+"""circuit.trace() / circuit.mark() from a real script."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from helpers import PY, code
+
+import circuit
+
+pytestmark = pytest.mark.integration
+
+
+def test_trace_context_manager_and_marks(tmp_path):
+    out = tmp_path / "t"
+    script = code(
+        f"""
+        import os, threading, time
+        import circuit
+        with circuit.trace({str(out)!r}, rate=200) as tr:
+            circuit.mark("phase", step=1)
+            t = threading.Thread(target=time.sleep, args=(0.4,)); t.start(); t.join()
+            circuit.mark("done")
+        print(os.getpid(), tr.meta["finalized"], flush=True)
+        """
+    )
+    p = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid, finalized = p.stdout.split()
+    assert finalized == "True"
+    run = circuit.load(out)
+    assert run.meta["mode"] == "trace"
+    assert run.meta["root_pid"] == int(pid)
+    # the helper process samples us but is not part of the traced tree
+    assert set(run.processes.pid) == {int(pid)}
+    assert list(run.marks.name) == ["phase", "done"]
+    assert run.marks.field_step.iloc[0] == 1
+    m0, m1 = run.marks.t_ns
+    between = run.threads[(run.threads.t_ns > m0) & (run.threads.t_ns < m1)]
+    assert "sleep" in set(between.wait)
+    assert run.meta["rate_hz_requested"] == 200
+
+
+def test_mark_outside_a_trace_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("CIRCUIT_RUN_DIR", raising=False)
+    circuit.mark("nothing")  # must not raise or write anywhere
+
+
+def test_marks_from_threads_and_children_under_circuit_run(tmp_path):
+    from helpers import trace
+
+    _, run = trace(
+        tmp_path,
+        """
+        import subprocess, sys, threading
+        import circuit
+        ts = [threading.Thread(target=circuit.mark, args=(f"t{i}",)) for i in range(4)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        subprocess.run([sys.executable, "-c", "import circuit; circuit.mark('child')"])
+        """,
+    )
+    assert sorted(run.marks.name) == ["child", "t0", "t1", "t2", "t3"]
+    assert run.marks.pid.nunique() == 2
+    assert run.marks.tid.nunique() == 5
