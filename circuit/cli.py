@@ -9,7 +9,7 @@ import sys
 from .errors import CircuitError
 
 # name -> module in circuit.commands; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ("run", "attach", "summary", "demo")
+COMMANDS = ("run", "attach", "summary", "report", "export", "demo")
 
 DESCRIPTION = """\
 circuit traces Python programs from outside the process: every thread's kernel

@@ -1,0 +1,219 @@
+"""Bench-level analysis: comparisons across runs, models and workloads.
+
+A bench folder holds a results table (one row per traced run) and the run
+folders.  The functions take the results DataFrame with (some of) the columns
+workload, model, tasks, repeat, wall_s, cpu_s, parallelism, run (path to the
+run folder) and degrade gracefully: a missing column gives an empty or
+narrower frame, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from circuit.errors import CircuitError
+from circuit.tracer.schema import META_FILE
+from circuit.tracer.waits import WAIT_REASONS
+
+RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl", "results.json")
+BENCH_FILE = "bench.json"
+
+
+def is_bench(path: str | Path) -> bool:
+    p = Path(path)
+    if not p.is_dir() or (p / META_FILE).exists():
+        return False
+    return (p / BENCH_FILE).exists() or any((p / f).exists() for f in RESULT_FILES)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The results table of a bench folder; ``run`` paths made absolute."""
+    p = Path(path)
+    df: pd.DataFrame | None = None
+    for f in RESULT_FILES:
+        fp = p / f
+        if not fp.exists():
+            continue
+        try:
+            if f.endswith(".parquet"):
+                df = pd.read_parquet(fp)
+            elif f.endswith(".csv"):
+                df = pd.read_csv(fp)
+            elif f.endswith(".jsonl"):
+                df = pd.read_json(fp, lines=True)
+            else:
+                data = json.loads(fp.read_text())
+                df = pd.DataFrame(data.get("results", data) if isinstance(data, dict) else data)
+        except (OSError, ValueError) as e:
+            raise CircuitError(f"{fp} is not a readable results table: {e}") from None
+        break
+    if df is None and (p / BENCH_FILE).exists():
+        try:
+            data = json.loads((p / BENCH_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise CircuitError(f"{p / BENCH_FILE} is corrupted: {e}") from None
+        rows = data.get("results") if isinstance(data, dict) else None
+        df = pd.DataFrame(rows or [])
+    if df is None:
+        raise CircuitError(f"{p} is not a bench folder (no {BENCH_FILE} or results table)")
+    if "run" in df.columns:
+        df["run"] = [
+            str(r if Path(str(r)).is_absolute() else p / str(r)) if isinstance(r, str) and r else r
+            for r in df["run"]
+        ]
+    return df
+
+
+def bench_meta(path: str | Path) -> dict[str, Any]:
+    f = Path(path) / BENCH_FILE
+    if not f.exists():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if k != "results"}
+
+
+def _has(df: pd.DataFrame, *cols: str) -> bool:
+    return all(c in df.columns for c in cols)
+
+
+def _keys(df: pd.DataFrame, wanted: tuple[str, ...]) -> list[str]:
+    return [c for c in wanted if c in df.columns]
+
+
+def model_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """Median wall and CPU seconds (and parallelism) per workload, model and
+    task count over repeats; ``runs`` = how many repeats went into each median."""
+    keys = _keys(results, ("workload", "model", "tasks"))
+    vals = _keys(results, ("wall_s", "cpu_s", "parallelism"))
+    if results.empty or "model" not in keys or not vals:
+        return pd.DataFrame(columns=[*keys, *vals, "runs"])
+    df = results.copy()
+    if "parallelism" not in df.columns and _has(df, "wall_s", "cpu_s"):
+        df["parallelism"] = df["cpu_s"] / df["wall_s"].where(df["wall_s"] > 0)
+        vals.append("parallelism")
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g[vals].median()
+    out["runs"] = g.size()
+    return order_models(out.reset_index())
+
+
+def scaling(results: pd.DataFrame) -> pd.DataFrame:
+    """Median wall seconds per workload, model and task count (for wall vs tasks);
+    only workloads measured at two or more task counts."""
+    if not _has(results, "model", "tasks", "wall_s") or results.empty:
+        return pd.DataFrame(columns=["workload", "model", "tasks", "wall_s", "runs"])
+    keys = _keys(results, ("workload", "model", "tasks"))
+    g = results.groupby(keys, sort=True, dropna=False)["wall_s"]
+    out = g.median().to_frame()
+    out["runs"] = g.size()
+    out = out.reset_index()
+    if "workload" in out.columns:
+        counts = out.groupby("workload")["tasks"].transform("nunique")
+        out = out[counts >= 2].reset_index(drop=True)
+    return out
+
+
+MODEL_ORDER = ("sequential", "threads", "asyncio", "uvloop", "processes")
+
+
+def order_models(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the article's order: sequential, threads, asyncio, processes, others."""
+    if "model" not in df.columns or df.empty:
+        return df
+    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
+    r = df["model"].map(lambda m: rank.get(str(m), len(rank)))
+    keys = [c for c in ("workload",) if c in df.columns]
+    return (
+        df.assign(_r=r)
+        .sort_values([*keys, "_r", "model"], kind="stable")
+        .drop(columns="_r")
+        .reset_index(drop=True)
+    )
+
+
+Loader = Callable[[str], Any]
+
+
+def _default_loader(path: str) -> Any:
+    from .run import load
+
+    return load(path)
+
+
+def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.DataFrame:
+    """For each result row whose run folder loads: thread-seconds per wait
+    reason (one column per reason), thread CPU seconds, GIL share, threads seen,
+    peak sockets and epoll fds.  Rows whose run is missing are skipped."""
+    from .metrics import fd_peaks, gil_contention, run_period
+    from .summary import with_durations
+
+    if "run" not in results.columns or results.empty:
+        return pd.DataFrame()
+    load = loader or _default_loader
+    rows = []
+    for i, r in results.iterrows():
+        path = r["run"]
+        if not isinstance(path, str) or not path:
+            continue
+        try:
+            run = load(path)
+            th = run.threads
+            pr = run.processes
+        except (CircuitError, OSError):
+            continue
+        per = run_period(run.meta)
+        row: dict[str, Any] = {"row": i}
+        if len(th):
+            df = with_durations(th, per)
+            by = df.groupby(df["wait"].astype(str))["dt_ns"].sum() / 1e9
+            for w in WAIT_REASONS:
+                row[f"wait_{w}_s"] = float(by.get(w, 0.0))
+            row["threads_seen"] = int(df[["pid", "tid"]].drop_duplicates().shape[0])
+            gc = gil_contention(th, per)
+            row["gil_share"] = (
+                float(gc["gil_wait_s"].sum() / gc["thread_s"].sum()) if len(gc) else np.nan
+            )
+        peaks = fd_peaks(pr)
+        if len(peaks):
+            row["sockets_peak"] = int(peaks.get("socket", pd.Series([0])).max())
+            row["epoll_peak"] = int(peaks.get("epoll", pd.Series([0])).max())
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    w = pd.DataFrame(rows).set_index("row")
+    return results.join(w, how="inner")
+
+
+def sleep_split(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per workload and model: median thread-seconds per wait reason and median
+    CPU seconds (from per_run_waits output)."""
+    cols = [c for c in runs.columns if c.startswith("wait_") and c.endswith("_s")]
+    if runs.empty or "model" not in runs.columns or not cols:
+        return pd.DataFrame()
+    keys = _keys(runs, ("workload", "model"))
+    vals = cols + _keys(runs, ("cpu_s", "wall_s"))
+    return order_models(runs.groupby(keys, sort=True)[vals].median().reset_index())
+
+
+def gil_vs_threads(runs: pd.DataFrame) -> pd.DataFrame:
+    """GIL share of thread time against thread count (tasks, else threads seen),
+    median per workload, model and count; only runs with GIL data."""
+    if runs.empty or "gil_share" not in runs.columns:
+        return pd.DataFrame(columns=["workload", "model", "threads", "gil_share"])
+    df = runs[runs["gil_share"].notna()].copy()
+    if df.empty:
+        return pd.DataFrame(columns=["workload", "model", "threads", "gil_share"])
+    df["threads"] = df["tasks"] if "tasks" in df.columns else df.get("threads_seen")
+    keys = _keys(df, ("workload", "model", "threads"))
+    return df.groupby(keys, sort=True)["gil_share"].median().reset_index()

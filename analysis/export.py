@@ -1,0 +1,193 @@
+"""Export a run for other tools.
+
+* Chrome Trace Event JSON (``perfetto`` and ``chrome`` write the same format;
+  it opens in ui.perfetto.dev and chrome://tracing): one complete ('X')
+  slice per merged thread-state interval, named by wait reason; process and
+  thread names as metadata ('M') events; marks as instant ('i') events; CPU
+  (cores) and open fds by kind as counter ('C') events.  Timestamps are
+  microseconds since the run started.
+* CSV: a zip of one CSV per table (threads, intervals, processes, fds,
+  procs, marks), for spreadsheets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from circuit.tracer.waits import Classifier
+
+from . import metrics as M
+
+
+def _us(ns: np.ndarray | int, t0: int) -> Any:
+    return (np.asarray(ns, dtype=np.int64) - t0) / 1000.0
+
+
+def chrome_trace(run: Any) -> dict[str, Any]:
+    """The run as a Trace Event Format dict ({"traceEvents": [...], ...})."""
+    meta = run.meta
+    th, pr, procs, marks = run.threads, run.processes, run.procs, run.marks
+    per = M.run_period(meta)
+    t0 = M.start_ns(meta, th, pr)
+    events: list[dict[str, Any]] = []
+
+    # -- metadata: names for pids and tids
+    names: dict[int, str] = {}
+    if len(procs):
+        for r in procs.drop_duplicates("pid", keep="last").itertuples():
+            names[int(r.pid)] = f"{r.name} ({r.pid}): {str(r.cmdline)[:120]}"
+    pids = set(map(int, pr["pid"].unique())) | set(map(int, th["pid"].unique()))
+    for pid in sorted(pids):
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": pid,
+                "tid": 0,
+                "args": {"name": names.get(pid, f"pid {pid}")},
+            }
+        )
+    if len(th):
+        tn = th.groupby(["pid", "tid"], observed=True)["name"].last()
+        for (pid, tid), name in tn.items():
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": int(pid),
+                    "tid": int(tid),
+                    "args": {"name": f"{name} ({tid})"},
+                }
+            )
+
+    # -- thread states as complete slices (vectorised into columns, then rows)
+    iv = M.state_intervals(th, per)
+    if len(iv):
+        cls = Classifier(meta.get("machine"))
+        sc_codes = iv["syscall"].to_numpy()
+        sc_names = {int(c): cls.syscall_name(int(c)) for c in np.unique(sc_codes)}
+        frame = pd.DataFrame(
+            {
+                "name": iv["wait"],
+                "cat": "state",
+                "ph": "X",
+                "ts": _us(iv["start_ns"].to_numpy(), t0),
+                "dur": iv["dur_ns"].to_numpy() / 1000.0,
+                "pid": iv["pid"].astype(int),
+                "tid": iv["tid"].astype(int),
+            }
+        )
+        state = iv["state"].to_numpy()
+        syscalls = [sc_names[int(c)] for c in sc_codes]
+        cpu_ms = np.round(iv["cpu_ns"].to_numpy() / 1e6, 3)
+        records = frame.to_dict("records")
+        for rec, st, sc, cm in zip(records, state, syscalls, cpu_ms, strict=True):
+            rec["args"] = {"state": st, "syscall": sc, "cpu_ms": float(cm)}
+        events += records
+
+    # -- marks as instants on their thread
+    if len(marks):
+        fields = [c for c in marks.columns if c.startswith("field_")]
+        for r in marks.to_dict("records"):
+            args = {c[6:]: r[c] for c in fields if pd.notna(r[c])}
+            events.append(
+                {
+                    "ph": "i",
+                    "s": "t",
+                    "name": str(r["name"]),
+                    "cat": "mark",
+                    "ts": float(_us(int(r["t_ns"]), t0)),
+                    "pid": int(r["pid"]),
+                    "tid": int(r["tid"]),
+                    "args": {k: _jsonable(v) for k, v in args.items()},
+                }
+            )
+
+    # -- counters: CPU per process, open fds by kind per process
+    pc = M.process_cpu(pr, per, t0)
+    for r in pc.itertuples():
+        events.append(
+            {
+                "ph": "C",
+                "name": "CPU (cores)",
+                "pid": int(r.pid),
+                "tid": 0,
+                "ts": float(r.t_s * 1e6),
+                "args": {"cpu": round(float(r.cpu), 4)},
+            }
+        )
+    fc = M.fd_counts(pr, t0, by_pid=True)
+    kinds = [k for k in M.FD_KINDS if k in fc.columns and fc[k].max() > 0]
+    if len(fc) and kinds:
+        # Only emit a counter when the counts change: long runs stay small.
+        vals = fc[["pid", *kinds]].to_numpy()
+        changed = np.ones(len(fc), dtype=bool)
+        changed[1:] = (vals[1:] != vals[:-1]).any(axis=1)
+        for r in fc[changed].itertuples(index=False):
+            d = r._asdict()
+            events.append(
+                {
+                    "ph": "C",
+                    "name": "open fds",
+                    "pid": int(d["pid"]),
+                    "tid": 0,
+                    "ts": float(d["t_s"] * 1e6),
+                    "args": {k: int(d[k]) for k in kinds},
+                }
+            )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "tool": "circuit",
+            "command": " ".join(meta.get("command") or []),
+            "start_time": meta.get("start_time"),
+            "rate_hz": meta.get("rate_hz_achieved"),
+        },
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def write_chrome_trace(run: Any, out: str | Path) -> Path:
+    out = Path(out)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(chrome_trace(run), f, separators=(",", ":"))
+    return out
+
+
+def csv_tables(run: Any) -> dict[str, pd.DataFrame]:
+    per = M.run_period(run.meta)
+    return {
+        "threads": run.threads,
+        "intervals": M.state_intervals(run.threads, per),
+        "processes": run.processes,
+        "fds": run.fds,
+        "procs": run.procs,
+        "marks": run.marks,
+    }
+
+
+def write_csv_zip(run: Any, out: str | Path) -> Path:
+    out = Path(out)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, df in csv_tables(run).items():
+            buf = io.StringIO()
+            df.to_csv(buf, index=False)
+            z.writestr(f"{name}.csv", buf.getvalue())
+    return out

@@ -1,0 +1,502 @@
+"""Plots of runs and benches (matplotlib, Agg backend).
+
+Each function returns a :class:`matplotlib.figure.Figure` (for notebooks);
+``save(fig, stem)`` writes ``stem.png`` and ``stem.svg``.  Run-level
+functions take a run (anything with ``.meta``, ``.threads``, ``.processes``
+and ``.marks``, e.g. ``circuit.load(path)``); bench-level ones take the
+frames from :mod:`circuit.analysis.bench`.  Timelines draw merged state
+intervals as one PolyCollection per wait reason, never one artist per sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display needed, same output everywhere
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from circuit.tracer.waits import WAIT_REASONS
+
+from . import metrics as m
+
+# One colour per wait reason, the same in every plot and in the report.
+WAIT_COLORS: dict[str, str] = {
+    "running": "#2ca02c",
+    "sleep": "#9ecae1",
+    "lock": "#ff7f0e",
+    "gil": "#d62728",
+    "poll": "#9467bd",
+    "socket": "#1f77b4",
+    "pipe": "#8c564b",
+    "disk": "#bcbd22",
+    "child": "#7f7f7f",
+    "other": "#e7cbe0",
+}
+FD_COLORS: dict[str, str] = {
+    "file": "#8c8c8c",
+    "socket": "#1f77b4",
+    "pipe": "#8c564b",
+    "epoll": "#9467bd",
+    "eventfd": "#17becf",
+    "timerfd": "#bcbd22",
+    "signalfd": "#e377c2",
+    "inotify": "#ff7f0e",
+    "device": "#c7c7c7",
+    "other": "#dbdb8d",
+}
+MODEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+MAX_LANES = 40
+
+plt.rcParams.update(
+    {
+        "font.size": 10,
+        "axes.titlesize": 12,
+        "axes.titleweight": "bold",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "figure.dpi": 100,
+        "svg.fonttype": "none",
+    }
+)
+
+
+def save(fig: Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write ``stem.png`` / ``stem.svg``; returns the paths."""
+    out = []
+    for fmt in formats:
+        p = Path(f"{stem}.{fmt}")
+        fig.savefig(p, format=fmt, dpi=110 if fmt == "png" else None, bbox_inches="tight")
+        out.append(p)
+    return out
+
+
+def _empty_figure(title: str, message: str, size: tuple[float, float] = (8, 2.2)) -> Figure:
+    fig = plt.figure(figsize=size)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#555")
+    return fig
+
+
+def _short(s: str, n: int = 28) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _label(pid: int, tid: int, name: str, multi_pid: bool) -> str:
+    base = f"{_short(name, 16)} {tid}"
+    return f"{pid}/{base}" if multi_pid else base
+
+
+def _rects(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: float) -> np.ndarray:
+    """(n, 4, 2) vertex array of rectangles [x0, x1] x [y - h/2, y + h/2]."""
+    lo, hi = y - h / 2, y + h / 2
+    return np.stack(
+        [
+            np.stack([x0, lo], 1),
+            np.stack([x0, hi], 1),
+            np.stack([x1, hi], 1),
+            np.stack([x1, lo], 1),
+        ],
+        1,
+    )
+
+
+# -- 1. thread-state timeline --------------------------------------------------
+
+
+def timeline(run: Any, max_lanes: int = MAX_LANES) -> Figure:
+    """One lane per thread, coloured by wait reason; task spans and marks
+    overlaid; a GIL-holder strip on top when the run has GIL waits."""
+    th = run.threads
+    title = "Thread states over time"
+    if th.empty:
+        return _empty_figure(title, "no thread samples in this run")
+    per = m.run_period(run.meta)
+    t0 = m.start_ns(run.meta, th)
+    iv = m.state_intervals(th, per)
+    # Busiest threads first by sampled time, but keep lanes in start order.
+    lanes = (
+        iv.groupby(["pid", "tid"], sort=False)
+        .agg(first=("start_ns", "min"), total=("dur_ns", "sum"), name=("name", "last"))
+        .reset_index()
+    )
+    dropped = 0
+    if len(lanes) > max_lanes:
+        dropped = len(lanes) - max_lanes
+        lanes = lanes.nlargest(max_lanes, "total")
+    lanes = lanes.sort_values(["pid", "first"]).reset_index(drop=True)
+    hold = m.gil_hold_intervals(th, per)
+    gil_lane = not hold.empty
+    n = len(lanes) + (1 if gil_lane else 0)
+    lane_of = {(p, t): i for i, (p, t) in enumerate(zip(lanes["pid"], lanes["tid"], strict=True))}
+    fig = plt.figure(figsize=(11, 1.2 + 0.38 * n + 0.6))
+    ax = fig.add_subplot()
+    key = pd.MultiIndex.from_arrays([iv["pid"], iv["tid"]])
+    lane_idx = pd.Series(lane_of)
+    y = lane_idx.reindex(key).to_numpy()
+    keep = ~np.isnan(y)
+    iv, y = iv[keep], y[keep]
+    x0 = (iv["start_ns"].to_numpy() - t0) / 1e9
+    x1 = (iv["end_ns"].to_numpy() - t0) / 1e9
+    present = []
+    for w in WAIT_REASONS:
+        sel = (iv["wait"] == w).to_numpy()
+        if not sel.any():
+            continue
+        present.append(w)
+        ax.add_collection(
+            PolyCollection(
+                _rects(x0[sel], x1[sel], y[sel], 0.7),
+                facecolors=WAIT_COLORS[w],
+                edgecolors="none",
+                linewidths=0,
+            )
+        )
+    others = sorted(set(iv["wait"]) - set(WAIT_REASONS))
+    if others:
+        sel = iv["wait"].isin(others).to_numpy()
+        ax.add_collection(
+            PolyCollection(_rects(x0[sel], x1[sel], y[sel], 0.7), facecolors="#000000")
+        )
+    labels = [
+        _label(p, t, nm, lanes["pid"].nunique() > 1)
+        for p, t, nm in zip(lanes["pid"], lanes["tid"], lanes["name"], strict=True)
+    ]
+    if gil_lane:
+        gy = len(lanes)
+        tids = sorted(hold["tid"].unique())
+        cmap = plt.get_cmap("tab10")
+        colors = {t: cmap(i % 10) for i, t in enumerate(tids)}
+        hx0 = (hold["start_ns"].to_numpy() - t0) / 1e9
+        hx1 = (hold["end_ns"].to_numpy() - t0) / 1e9
+        ax.add_collection(
+            PolyCollection(
+                _rects(hx0, hx1, np.full(len(hold), gy, dtype=float), 0.7),
+                facecolors=[colors[t] for t in hold["tid"]],
+            )
+        )
+        labels.append("GIL holder")
+        ax.axhline(gy - 0.5, color="#333", lw=0.8)
+    # Task spans: a thin black bar along the top of the task's thread lane.
+    spans = m.task_spans(run.marks)
+    has_tasks = False
+    if len(spans):
+        sk = pd.MultiIndex.from_arrays([spans["pid"], spans["tid"]])
+        sy = lane_idx.reindex(sk).to_numpy()
+        end = spans["end_ns"].fillna(iv["end_ns"].max() if len(iv) else 0).to_numpy()
+        ok = ~np.isnan(sy)
+        if ok.any():
+            has_tasks = True
+            s0 = (spans["start_ns"].to_numpy()[ok] - t0) / 1e9
+            s1 = (end[ok] - t0) / 1e9
+            ax.hlines(sy[ok] + 0.42, s0, s1, colors="black", lw=1.6)
+            ax.plot(s0, sy[ok] + 0.42, "k|", ms=7)
+    marks = run.marks
+    other_marks = False
+    if len(marks) and "name" in marks.columns:
+        om = marks[~marks["name"].isin(["task-start", "task-end"])]
+        mk = pd.MultiIndex.from_arrays([om["pid"], om["tid"]])
+        my = lane_idx.reindex(mk).to_numpy()
+        ok = ~np.isnan(my)
+        if ok.any():
+            other_marks = True
+            ax.plot((om["t_ns"].to_numpy()[ok] - t0) / 1e9, my[ok] + 0.42, "kv", ms=5)
+    ax.set_yticks(range(n), labels)
+    ax.set_ylim(n - 0.5, -0.7)
+    xmax = max(float(x1.max()) if len(x1) else 0.0, float(run.meta.get("wall_s") or 0.0))
+    ax.set_xlim(0, xmax * 1.01 or 1)
+    ax.set_xlabel("time since start (s)")
+    ax.set_title(title + (f"  ({dropped} quieter threads not shown)" if dropped else ""))
+    handles = [Patch(color=WAIT_COLORS[w], label=w) for w in present]
+    if others:
+        handles.append(Patch(color="black", label="unknown"))
+    if has_tasks:
+        handles.append(plt.Line2D([], [], color="black", lw=1.6, marker="|", label="task span"))
+    if other_marks:
+        handles.append(plt.Line2D([], [], color="black", ls="", marker="v", label="mark"))
+    ax.legend(
+        handles=handles,
+        title="wait reason",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
+    ax.grid(axis="x", color="#ddd", lw=0.6)
+    fig.tight_layout()
+    return fig
+
+
+# -- 2. CPU per thread ---------------------------------------------------------
+
+
+def cpu(run: Any, max_threads: int = 8) -> Figure:
+    """CPU per thread (cores) over time, with the process total."""
+    title = "CPU use over time"
+    th, pr = run.threads, run.processes
+    if th.empty and pr.empty:
+        return _empty_figure(title, "no CPU samples in this run")
+    per = m.run_period(run.meta)
+    t0 = m.start_ns(run.meta, th, pr)
+    fig = plt.figure(figsize=(10, 4.2))
+    ax = fig.add_subplot()
+    rates = m.thread_rates(th, per, t0)
+    if len(rates):
+        top = rates.groupby(["pid", "tid"])["cpu"].sum().nlargest(max_threads).index
+        multi = rates["pid"].nunique() > 1
+        for pid, tid in top:
+            r = rates[(rates["pid"] == pid) & (rates["tid"] == tid)]
+            ax.plot(r["t_s"], r["cpu"], lw=1.2, label=_label(pid, tid, r["name"].iloc[0], multi))
+    pc = m.process_cpu(pr, per, t0)
+    if len(pc):
+        tot = pc.groupby("t_s")["cpu"].sum()
+        ax.plot(tot.index, tot.to_numpy(), color="black", lw=2.2, label="all processes (total)")
+    cpus = run.meta.get("cpus")
+    if cpus:
+        ax.axhline(cpus, color="#999", ls="--", lw=1)
+        ax.text(0, cpus, f" {cpus} CPUs", va="bottom", color="#666", fontsize=9)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("CPU (cores = CPU-seconds per second)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="thread")
+    ax.grid(color="#eee")
+    fig.tight_layout()
+    return fig
+
+
+# -- 3. context switches ---------------------------------------------------------
+
+
+def context_switches(run: Any) -> Figure:
+    """Context switches per second (all threads), voluntary vs involuntary."""
+    title = "Context switches per second"
+    th = run.threads
+    if th.empty:
+        return _empty_figure(title, "no thread samples in this run")
+    per = m.run_period(run.meta)
+    t0 = m.start_ns(run.meta, th)
+    rates = m.thread_rates(th, per, t0)
+    g = rates.groupby("t_s")[["ctx_vol", "ctx_invol"]].sum()
+    fig = plt.figure(figsize=(10, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(g.index, g["ctx_vol"], color="#1f77b4", lw=1.6, label="voluntary (thread blocked)")
+    ax.plot(g.index, g["ctx_invol"], color="#d62728", lw=1.6, label="involuntary (preempted)")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("switches per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.grid(color="#eee")
+    fig.tight_layout()
+    return fig
+
+
+# -- 4. open fds -----------------------------------------------------------------
+
+
+def fds(run: Any) -> Figure:
+    """Open file descriptors over time (all processes), stacked by kind."""
+    title = "Open file descriptors by kind"
+    pr = run.processes
+    t0 = m.start_ns(run.meta, pr)
+    fc = m.fd_counts(pr, t0)
+    if fc.empty:
+        return _empty_figure(title, "no process samples (fd counts) in this run")
+    kinds = [k for k in m.FD_KINDS if k in fc.columns and fc[k].max() > 0]
+    fig = plt.figure(figsize=(10, 3.8))
+    ax = fig.add_subplot()
+    ax.stackplot(
+        fc["t_s"],
+        *[fc[k] for k in kinds],
+        labels=kinds,
+        colors=[FD_COLORS[k] for k in kinds],
+        step="post",
+    )
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("open fds")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="kind")
+    ax.grid(color="#eee")
+    fig.tight_layout()
+    return fig
+
+
+# -- 5. model comparison ---------------------------------------------------------
+
+
+def model_comparison(cmp: pd.DataFrame) -> Figure:
+    """Wall vs CPU seconds per model, one panel per workload (bench.model_comparison).
+    With several task counts, the largest one is shown."""
+    title = "Wall time vs CPU time per model"
+    if cmp.empty or "model" not in cmp.columns or "wall_s" not in cmp.columns:
+        return _empty_figure(title, "no bench results with model and wall_s")
+    df = cmp
+    if "tasks" in df.columns and df["tasks"].notna().any():
+        df = df[
+            df["tasks"]
+            == df.groupby("workload" if "workload" in df else "model")["tasks"].transform("max")
+        ]
+    works = list(df["workload"].unique()) if "workload" in df.columns else [None]
+    fig, axes = plt.subplots(
+        1, len(works), figsize=(max(5, 3.6 * len(works)), 4), squeeze=False, sharey=False
+    )
+    for ax, wk in zip(axes[0], works, strict=True):
+        d = df if wk is None else df[df["workload"] == wk]
+        models = list(d["model"])
+        x = np.arange(len(models))
+        ax.bar(x - 0.2, d["wall_s"], 0.4, label="wall", color="#4c72b0")
+        if "cpu_s" in d.columns:
+            ax.bar(x + 0.2, d["cpu_s"], 0.4, label="CPU", color="#dd8452")
+        ax.set_xticks(x, [_short(s, 12) for s in models], rotation=20)
+        sub = wk if wk is not None else ""
+        if "tasks" in d.columns and d["tasks"].notna().any():
+            sub += f" ({int(d['tasks'].max())} tasks)"
+        ax.set_title(_short(sub, 40), fontsize=11)
+        ax.set_ylabel("seconds (median)")
+        ax.grid(axis="y", color="#eee")
+    axes[0][0].legend(frameon=False)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+# -- 6. scaling -------------------------------------------------------------------
+
+
+def scaling(sc: pd.DataFrame) -> Figure:
+    """Wall time vs number of tasks, one line per model, one panel per workload."""
+    title = "Scaling: wall time vs tasks"
+    if sc.empty or sc["tasks"].nunique() < 2:
+        return _empty_figure(title, "needs a bench with at least two task counts")
+    works = list(sc["workload"].unique()) if "workload" in sc.columns else [None]
+    fig, axes = plt.subplots(1, len(works), figsize=(max(5, 3.8 * len(works)), 4), squeeze=False)
+    models = sorted(sc["model"].astype(str).unique())
+    colors = {mo: MODEL_COLORS[i % len(MODEL_COLORS)] for i, mo in enumerate(models)}
+    for ax, wk in zip(axes[0], works, strict=True):
+        d = sc if wk is None else sc[sc["workload"] == wk]
+        for mo, g in d.groupby("model"):
+            g = g.sort_values("tasks")
+            ax.plot(g["tasks"], g["wall_s"], "o-", color=colors[str(mo)], label=_short(mo, 16))
+        ax.set_xlabel("tasks")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("wall time (s, median)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(_short(wk or "", 40), fontsize=11)
+        ax.grid(color="#eee")
+    axes[0][-1].legend(frameon=False, title="model", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+# -- 7. GIL -----------------------------------------------------------------------
+
+
+def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
+    """Left: GIL share of thread time vs thread count (bench.gil_vs_threads).
+    Right: histogram of GIL hold times in ``run`` (metrics.gil_hold_intervals)."""
+    title = "The GIL"
+    hold = pd.DataFrame()
+    if run is not None and len(run.threads):
+        hold = m.gil_hold_intervals(run.threads, m.run_period(run.meta))
+    has_c = contention is not None and len(contention) > 0
+    if hold.empty and not has_c:
+        return _empty_figure(title, "no GIL data in this run (no thread waited on the GIL)")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    a, b = axes
+    if has_c:
+        assert contention is not None
+        for i, (mo, g) in enumerate(
+            contention.groupby(["workload", "model"] if "workload" in contention else "model")
+        ):
+            g = g.sort_values("threads")
+            lab = " / ".join(map(str, mo)) if isinstance(mo, tuple) else str(mo)
+            a.plot(
+                g["threads"],
+                100 * g["gil_share"],
+                "o-",
+                label=_short(lab, 24),
+                color=MODEL_COLORS[i % len(MODEL_COLORS)],
+            )
+        a.set_xlabel("threads")
+        a.set_ylabel("thread time waiting for the GIL (%)")
+        a.set_ylim(bottom=0)
+        a.legend(frameon=False, fontsize=8)
+        a.grid(color="#eee")
+    else:
+        a.set_axis_off()
+        a.text(
+            0.5, 0.5, "contention vs threads\nneeds a bench", ha="center", va="center", color="#555"
+        )
+    a.set_title("GIL contention vs thread count", fontsize=11)
+    if len(hold):
+        ms = hold["dur_ns"].to_numpy() / 1e6
+        b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=WAIT_COLORS["gil"], alpha=0.85)
+        b.axvline(
+            float(np.median(ms)),
+            color="black",
+            ls="--",
+            lw=1,
+            label=f"median {np.median(ms):.1f} ms",
+        )
+        b.set_xlabel("hold time (ms; resolution = sampling period)")
+        b.set_ylabel("holds")
+        b.legend(frameon=False)
+        b.grid(color="#eee")
+    else:
+        b.set_axis_off()
+        b.text(0.5, 0.5, "no GIL data in this run", ha="center", va="center", color="#555")
+    b.set_title("GIL hold times (while others waited)", fontsize=11)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+# -- 8. sleep state -----------------------------------------------------------------
+
+
+def sleep_split(split: pd.DataFrame) -> Figure:
+    """Per model: thread-seconds running vs each sleep reason (stacked), with
+    the CPU seconds used as a black marker (bench.sleep_split)."""
+    title = "Where thread time went, per model (vs CPU used)"
+    cols = [f"wait_{w}_s" for w in WAIT_REASONS if f"wait_{w}_s" in split.columns]
+    if split.empty or not cols:
+        return _empty_figure(title, "no run folders with thread samples in this bench")
+    cols = [c for c in cols if split[c].sum() > 0]
+    works = list(split["workload"].unique()) if "workload" in split.columns else [None]
+    fig, axes = plt.subplots(
+        1, len(works), figsize=(max(5.5, 3.8 * len(works) + 1.5), 4.2), squeeze=False
+    )
+    for ax, wk in zip(axes[0], works, strict=True):
+        d = split if wk is None else split[split["workload"] == wk]
+        x = np.arange(len(d))
+        bottom = np.zeros(len(d))
+        for c in cols:
+            w = c[5:-2]
+            v = d[c].to_numpy()
+            ax.bar(x, v, 0.6, bottom=bottom, color=WAIT_COLORS.get(w, "#000"), label=w)
+            bottom += v
+        if "cpu_s" in d.columns:
+            ax.plot(x, d["cpu_s"], "D", color="black", ms=7, label="CPU used")
+        ax.set_xticks(x, [_short(s, 12) for s in d["model"]], rotation=20)
+        ax.set_ylabel("thread-seconds (median run)")
+        ax.set_title(_short(wk or "", 40), fontsize=11)
+        ax.grid(axis="y", color="#eee")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], loc="center right", frameon=False, title="state")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return fig

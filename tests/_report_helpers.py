@@ -1,0 +1,118 @@
+"""Real traced runs for the analysis/report tests (shared, built once per session)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+
+# A tiny workload under three models.  It names its worker threads with a
+# hostile string (Linux keeps the first 15 bytes: "<script>alert(1") so the
+# report's escaping is tested on real thread names, and takes the full
+# string as a command-line argument.
+EVIL = "<script>alert(1)</script>"
+
+WORKLOAD = textwrap.dedent(
+    """
+    import asyncio, ctypes, sys, threading, time
+    import circuit
+
+    model, workload, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    libc = ctypes.CDLL(None)
+
+    def name_me():
+        libc.prctl(15, ctypes.c_char_p(sys.argv[4].encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+
+    def job(i):
+        circuit.mark("task-start", task=i)
+        if workload == "io":
+            time.sleep(0.15)
+        else:
+            n = 0
+            for _ in range(400_000):
+                n += 1
+        circuit.mark("task-end", task=i)
+
+    def threaded(i):
+        name_me()
+        job(i)
+
+    if model == "sequential":
+        for i in range(tasks):
+            job(i)
+    elif model == "threads":
+        ts = [threading.Thread(target=threaded, args=(i,)) for i in range(tasks)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+    else:
+        async def one(i, port):
+            circuit.mark("task-start", task=i)
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"x")
+            await w.drain()
+            await r.read(1)
+            w.close()
+            circuit.mark("task-end", task=i)
+
+        async def handle(r, w):
+            await r.read(1)
+            await asyncio.sleep(0.15)
+            w.write(b"y")
+            await w.drain()
+            w.close()
+
+        async def main():
+            srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+            port = srv.sockets[0].getsockname()[1]
+            await asyncio.gather(*(one(i, port) for i in range(tasks)))
+            srv.close()
+
+        asyncio.run(main())
+    """
+)
+
+
+def trace(out: Path, model: str, workload: str, tasks: int) -> dict:
+    from circuit.tracer.session import Options, run_command
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    script = out.parent / "workload.py"
+    if not script.exists():
+        script.write_text(WORKLOAD)
+    cmd = [sys.executable, str(script), model, workload, str(tasks), EVIL]
+    run_command(cmd, Options(out=out, rate=200.0, force=True, quiet=True))
+    return json.loads((out / "meta.json").read_text())
+
+
+def build_bench(root: Path) -> Path:
+    """A bench folder: bench.json + results.csv + one run folder per row."""
+    from circuit.analysis.run import load
+    from circuit.analysis.summary import summarize_frames
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    plan = [("io", m, n) for m in ("sequential", "threads", "asyncio") for n in (2, 4)]
+    plan += [("cpu", m, 2) for m in ("sequential", "threads")]
+    for workload, model, tasks in plan:
+        rel = f"runs/{workload}-{model}-{tasks}"
+        trace(root / rel, model, workload, tasks)
+        r = load(root / rel)
+        s = summarize_frames(r.meta, r.threads, r.processes, r.procs)
+        rows.append(
+            {
+                "workload": workload,
+                "model": model,
+                "tasks": tasks,
+                "repeat": 0,
+                "wall_s": s["wall_s"],
+                "cpu_s": s["cpu_s"],
+                "parallelism": s["parallelism"],
+                "run": rel,
+            }
+        )
+    pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
+    (root / "bench.json").write_text(json.dumps({"name": "test bench", "repeats": 1}))
+    return root
