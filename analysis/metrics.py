@@ -311,8 +311,9 @@ def gil_hold_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
 
 
 def gil_contention(threads: pd.DataFrame, period: int) -> pd.DataFrame:
-    """Per process: threads seen, thread-seconds sampled, seconds waiting for the
-    GIL, their share, and running seconds.  Empty when no GIL waits were seen."""
+    """Per process that had GIL waiters: threads seen, thread-seconds sampled,
+    seconds waiting for the GIL, their share, and running seconds.  Empty when
+    no GIL waits were seen."""
     cols = ["pid", "threads", "thread_s", "gil_wait_s", "gil_share", "running_s"]
     if threads.empty:
         return pd.DataFrame(columns=cols)
@@ -329,6 +330,7 @@ def gil_contention(threads: pd.DataFrame, period: int) -> pd.DataFrame:
         gil_ns=("gil_ns", "sum"),
         run_ns=("run_ns", "sum"),
     )
+    g = g[g["gil_ns"] > 0]
     out = pd.DataFrame(
         {
             "threads": g["threads"],

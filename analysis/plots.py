@@ -225,6 +225,9 @@ def timeline(run: Any, max_lanes: int = MAX_LANES) -> Figure:
         handles.append(plt.Line2D([], [], color="black", lw=1.6, marker="|", label="task span"))
     if other_marks:
         handles.append(plt.Line2D([], [], color="black", ls="", marker="v", label="mark"))
+    if gil_lane:
+        shown = tids[:8]
+        handles += [Patch(color=colors[t], label=f"GIL held by {t}") for t in shown]
     ax.legend(
         handles=handles,
         title="wait reason",
@@ -432,6 +435,7 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
                 color=MODEL_COLORS[i % len(MODEL_COLORS)],
             )
         a.set_xlabel("threads")
+        a.xaxis.get_major_locator().set_params(integer=True)
         a.set_ylabel("thread time waiting for the GIL (%)")
         a.set_ylim(bottom=0)
         a.legend(frameon=False, fontsize=8)
@@ -454,6 +458,7 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
         )
         b.set_xlabel("hold time (ms; resolution = sampling period)")
         b.set_ylabel("holds")
+        b.yaxis.get_major_locator().set_params(integer=True)
         b.legend(frameon=False)
         b.grid(color="#eee")
     else:

@@ -116,3 +116,91 @@ def build_bench(root: Path) -> Path:
     pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
     (root / "bench.json").write_text(json.dumps({"name": "test bench", "repeats": 1}))
     return root
+
+
+# -- hand-built runs for unit tests ------------------------------------------------
+
+MS = 1_000_000
+T0 = 1_000 * MS
+
+
+def thread_frame(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (t_ms, pid, tid, name, state, wait, syscall, cpu_ms, ctx_vol, ctx_invol)."""
+    cols = ["t_ms", "pid", "tid", "name", "state", "wait", "syscall", "cpu_ms", "vol", "invol"]
+    df = pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(
+        {
+            "t_ns": T0 + df["t_ms"].astype("int64") * MS,
+            "pid": df["pid"].astype("int32"),
+            "tid": df["tid"].astype("int32"),
+            "name": df["name"].astype("category"),
+            "state": df["state"].astype("category"),
+            "wait": df["wait"].astype("category"),
+            "syscall": df["syscall"].astype("int16"),
+            "arg0": 0,
+            "wchan": "",
+            "user_ns": (df["cpu_ms"] * MS).astype("int64"),
+            "system_ns": 0,
+            "cpu_ns": (df["cpu_ms"] * MS).astype("int64"),
+            "run_delay_ns": 0,
+            "ctx_vol": df["vol"].astype("int64"),
+            "ctx_invol": df["invol"].astype("int64"),
+            "cpu": 0,
+        }
+    )
+
+
+def process_frame(rows: list[dict]) -> pd.DataFrame:
+    """rows: dicts with t_ms, pid and any fds_<kind> / cpu_ms keys."""
+    from circuit.tracer.schema import PROCESS_FIELDS
+
+    out = []
+    for r in rows:
+        d = {c: 0 for c, _ in PROCESS_FIELDS}
+        d.update({k: v for k, v in r.items() if k not in ("t_ms", "cpu_ms")})
+        d["t_ns"] = T0 + r["t_ms"] * MS
+        d["user_ns"] = int(r.get("cpu_ms", 0) * MS)
+        d["fds"] = sum(v for k, v in r.items() if k.startswith("fds_"))
+        out.append(d)
+    return pd.DataFrame(out, columns=[c for c, _ in PROCESS_FIELDS])
+
+
+def fake_run(threads: pd.DataFrame, processes=None, marks=None, rate=100.0, **meta):
+    from types import SimpleNamespace
+
+    from circuit.tracer.schema import FD_FIELDS, PROC_FIELDS
+
+    m = {
+        "format_version": 1,
+        "mode": "run",
+        "finalized": True,
+        "start_ns": T0,
+        "rate_hz_achieved": rate,
+        "cpus": 2,
+        "command": ["python", "app.py"],
+        "machine": "x86_64",
+        **meta,
+    }
+    if processes is None:
+        processes = process_frame([])
+    if marks is None:
+        marks = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "pid": [], "tid": [], "name": []})
+    return SimpleNamespace(
+        path="hand-built",
+        meta=m,
+        threads=threads,
+        processes=processes,
+        fds=pd.DataFrame(columns=[c for c, _ in FD_FIELDS]),
+        procs=pd.DataFrame(columns=[c for c, _ in PROC_FIELDS]),
+        marks=marks,
+        load_warnings=[],
+    )
+
+
+# Two threads of pid 1 taking turns with the GIL.
+GIL_ROWS_FOR_BENCH = [
+    (0, 1, 1, "t1", "R", "running", -1, 0, 0, 0),
+    (0, 1, 2, "t2", "S", "gil", 202, 0, 0, 0),
+    (10, 1, 1, "t1", "S", "gil", 202, 10, 0, 0),
+    (10, 1, 2, "t2", "R", "running", -1, 0, 0, 0),
+]

@@ -1,0 +1,144 @@
+"""Unit tests of analysis.bench on hand-built results tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from _report_helpers import GIL_ROWS_FOR_BENCH, process_frame, thread_frame
+
+from circuit.analysis import bench as B
+from circuit.errors import CircuitError
+
+
+def results() -> pd.DataFrame:
+    rows = []
+    for model, wall, cpu in (
+        ("threads", 1.0, 0.1),
+        ("sequential", 4.0, 0.1),
+        ("asyncio", 1.2, 0.2),
+    ):
+        for tasks, scale in ((2, 0.5), (4, 1.0)):
+            for rep, jitter in enumerate((1.0, 1.1, 0.9)):
+                rows.append(
+                    {
+                        "workload": "io",
+                        "model": model,
+                        "tasks": tasks,
+                        "repeat": rep,
+                        "wall_s": wall * scale * jitter,
+                        "cpu_s": cpu,
+                        "run": f"runs/{model}-{tasks}-{rep}",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_model_comparison_medians_in_article_order() -> None:
+    cmp = B.model_comparison(results())
+    assert cmp["model"].tolist()[::2] == ["sequential", "threads", "asyncio"]
+    row = cmp[(cmp["model"] == "sequential") & (cmp["tasks"] == 4)].iloc[0]
+    assert row["wall_s"] == pytest.approx(4.0)  # median of 4.0, 4.4, 3.6
+    assert row["runs"] == 3
+    # parallelism is derived when the table lacks it
+    assert row["parallelism"] == pytest.approx(0.1 / 4.0)
+
+
+@pytest.mark.parametrize("drop", [["cpu_s"], ["tasks"], ["workload"], ["run", "repeat"]])
+def test_model_comparison_degrades_without_columns(drop: list[str]) -> None:
+    cmp = B.model_comparison(results().drop(columns=drop))
+    assert len(cmp) > 0 and "wall_s" in cmp.columns
+    for c in drop:
+        assert c not in cmp.columns
+
+
+def test_missing_essentials_give_empty_frames() -> None:
+    df = results().drop(columns=["model"])
+    assert B.model_comparison(df).empty
+    assert B.scaling(df).empty
+    assert B.scaling(results().drop(columns=["wall_s"])).empty
+    assert B.per_run_waits(results().drop(columns=["run"])).empty
+    assert B.sleep_split(pd.DataFrame()).empty
+    assert B.gil_vs_threads(pd.DataFrame()).empty
+
+
+def test_scaling_keeps_workloads_with_two_task_counts() -> None:
+    df = pd.concat(
+        [
+            results(),
+            pd.DataFrame([{"workload": "cpu", "model": "threads", "tasks": 2, "wall_s": 1}]),
+        ]
+    )
+    sc = B.scaling(df)
+    assert set(sc["workload"]) == {"io"}
+    thr = sc[sc["model"] == "threads"].sort_values("tasks")
+    assert thr["wall_s"].tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_read_results_formats_and_relative_paths(tmp_path: Path) -> None:
+    df = results()
+    df.to_csv(tmp_path / "results.csv", index=False)
+    assert B.is_bench(tmp_path)
+    got = B.read_results(tmp_path)
+    assert got["run"].iloc[0] == str(tmp_path / "runs/threads-2-0")
+    (tmp_path / "results.csv").unlink()
+    (tmp_path / "bench.json").write_text(
+        json.dumps({"name": "b", "results": df.to_dict("records")})
+    )
+    assert B.is_bench(tmp_path)
+    assert len(B.read_results(tmp_path)) == len(df)
+    assert B.bench_meta(tmp_path) == {"name": "b"}
+
+
+def test_not_a_bench(tmp_path: Path) -> None:
+    assert not B.is_bench(tmp_path)
+    (tmp_path / "meta.json").write_text("{}")
+    (tmp_path / "results.csv").write_text("a\n1\n")
+    assert not B.is_bench(tmp_path)  # a run folder is never a bench
+    with pytest.raises(CircuitError):
+        B.read_results(tmp_path / "nope")
+
+
+def _fake_loader(table: dict[str, object]):
+    def load(path: str):
+        if path not in table:
+            raise CircuitError("missing")
+        return table[path]
+
+    return load
+
+
+def test_per_run_waits_sleep_split_and_gil_vs_threads() -> None:
+    sleepy = thread_frame(
+        [(t, 1, 1, "m", "S", "sleep", 35, 0, 0, 0) for t in range(0, 100, 10)]
+        + [(t, 1, 2, "m", "R", "running", -1, t, 0, 0) for t in range(0, 50, 10)]
+    )
+    gil = thread_frame(GIL_ROWS_FOR_BENCH)
+    procs = process_frame([{"t_ms": 0, "pid": 1, "fds_socket": 10, "fds_epoll": 1}])
+    mk = lambda th: SimpleNamespace(  # noqa: E731
+        meta={"rate_hz_achieved": 100.0}, threads=th, processes=procs
+    )
+    res = pd.DataFrame(
+        [
+            {"workload": "io", "model": "asyncio", "tasks": 2, "cpu_s": 0.05, "run": "a"},
+            {"workload": "cpu", "model": "threads", "tasks": 2, "cpu_s": 0.5, "run": "g"},
+            {"workload": "io", "model": "threads", "tasks": 2, "cpu_s": 0.1, "run": "missing"},
+        ]
+    )
+    runs = B.per_run_waits(res, loader=_fake_loader({"a": mk(sleepy), "g": mk(gil)}))
+    assert runs["run"].tolist() == ["a", "g"]  # the missing run is skipped
+    a = runs.iloc[0]
+    assert a["wait_sleep_s"] == pytest.approx(0.1)
+    assert a["wait_running_s"] == pytest.approx(0.05)
+    assert a["threads_seen"] == 2
+    assert a["sockets_peak"] == 10 and a["epoll_peak"] == 1
+    assert np.isnan(a["gil_share"])
+    assert runs.iloc[1]["gil_share"] > 0
+    split = B.sleep_split(runs)
+    assert split[split["model"] == "asyncio"]["wait_sleep_s"].iloc[0] == pytest.approx(0.1)
+    gvt = B.gil_vs_threads(runs)
+    assert gvt["model"].tolist() == ["threads"] and gvt["threads"].tolist() == [2]
