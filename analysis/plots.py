@@ -27,32 +27,8 @@ from matplotlib.patches import Patch
 from circuit.tracer.waits import WAIT_REASONS
 
 from . import metrics as m
+from .style import FD_COLORS, WAIT_COLORS
 
-# One colour per wait reason, the same in every plot and in the report.
-WAIT_COLORS: dict[str, str] = {
-    "running": "#2ca02c",
-    "sleep": "#9ecae1",
-    "lock": "#ff7f0e",
-    "gil": "#d62728",
-    "poll": "#9467bd",
-    "socket": "#1f77b4",
-    "pipe": "#8c564b",
-    "disk": "#bcbd22",
-    "child": "#7f7f7f",
-    "other": "#e7cbe0",
-}
-FD_COLORS: dict[str, str] = {
-    "file": "#8c8c8c",
-    "socket": "#1f77b4",
-    "pipe": "#8c564b",
-    "epoll": "#9467bd",
-    "eventfd": "#17becf",
-    "timerfd": "#bcbd22",
-    "signalfd": "#e377c2",
-    "inotify": "#ff7f0e",
-    "device": "#c7c7c7",
-    "other": "#dbdb8d",
-}
 MODEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 MAX_LANES = 40
 

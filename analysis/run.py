@@ -129,22 +129,45 @@ class Run:
         )
 
     def _repr_html_(self) -> str:
+        """Jupyter: the summary, with one bar per thread showing where its time went."""
         import html
 
+        from .style import WAIT_COLORS
+
         s = self.summary()
-        rows = "".join(
-            f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
-            f"<td>{t['cpu_s']:.3f}</td><td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
-            for t in s["threads"][:50]
+        rows = []
+        for t in sorted(s["threads"], key=lambda t: -t["cpu_s"])[:50]:
+            total = sum(t["time_by_wait"].values()) or 1.0
+            bar = "".join(
+                f"<span title='{w} {v:.3f} s' style='display:inline-block;height:10px;"
+                f"width:{200 * v / total:.1f}px;background:{WAIT_COLORS.get(w, '#000')}'></span>"
+                for w, v in t["time_by_wait"].items()
+                if v > 0
+            )
+            rows.append(
+                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
+                f"<td>{t['cpu_s']:.3f}</td><td style='white-space:nowrap'>{bar}</td>"
+                f"<td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
+            )
+        legend = " ".join(
+            f"<span style='color:{c}'>&#9632;</span>&nbsp;{w}" for w, c in WAIT_COLORS.items()
+        )
+        fds = "; ".join(
+            f"pid {p['pid']}: "
+            + html.escape(", ".join(f"{k} {v}" for k, v in p["fds_peak_by_kind"].items() if v))
+            for p in s["processes"][:10]
         )
         cmd = html.escape(" ".join(self.meta.get("command") or []))
+        more = f"<br>({len(s['threads']) - 50} more threads)" if len(s["threads"]) > 50 else ""
         return (
-            f"<b>circuit run</b> <code>{cmd}</code><br>"
+            f"<b>circuit run</b> <code>{html.escape(str(self.path))}</code>: <code>{cmd}</code><br>"
             f"wall {s['wall_s']:.3f} s · CPU user {s['cpu_user_s']:.3f} s, system "
             f"{s['cpu_system_s']:.3f} s · parallelism {s['parallelism']:.2f} · "
-            f"{s['samples']} samples at {s['rate_hz']:.0f} Hz"
+            f"{s['samples']} samples at {s['rate_hz']:.0f} Hz<br>"
+            f"peak fds: {fds or 'n/a'}"
             "<table><tr><th>pid</th><th>tid</th><th>name</th><th>CPU s</th>"
-            f"<th>mostly</th></tr>{rows}</table>"
+            f"<th>time by wait reason</th><th>mostly</th></tr>{''.join(rows)}</table>"
+            f"<small>{legend}</small>{more}"
         )
 
 

@@ -273,3 +273,12 @@ def test_browser_check_detects_errors(tmp_path: Path) -> None:
     assert any("boom" in e for e in errors)
     assert page["images"][0][1] == 0  # undecodable image: naturalWidth 0
     assert os.path.exists(bad)
+
+
+def test_notebook_repr_escapes_and_summarises(bench: Path) -> None:
+    run = circuit.load(bench / "runs" / "io-threads-4")
+    h = run._repr_html_()
+    assert "<script" not in h and html.escape(EVIL) in h and html.escape(EVIL[:15]) in h
+    s = run.summary()
+    assert f"wall {s['wall_s']:.3f} s" in h
+    assert h.count("<tr>") == 1 + len(s["threads"])
