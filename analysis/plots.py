@@ -64,6 +64,14 @@ def _empty_figure(title: str, message: str, size: tuple[float, float] = (8, 2.2)
     return fig
 
 
+def _time_axis(ax: Any, run: Any, *t_s: Any) -> None:
+    """x from 0 to the end of the run (wall time or last point), never degenerate."""
+    ends = [float(run.meta.get("wall_s") or 0.0)]
+    ends += [float(np.max(t)) for t in t_s if len(t)]
+    ax.set_xlim(0, max(ends) * 1.01 or 1.0)
+    ax.set_xlabel("time since start (s)")
+
+
 def _short(s: str, n: int = 28) -> str:
     s = str(s)
     return s if len(s) <= n else s[: n - 1] + "…"
@@ -244,7 +252,7 @@ def cpu(run: Any, max_threads: int = 8) -> Figure:
     if cpus:
         ax.axhline(cpus, color="#999", ls="--", lw=1)
         ax.text(0, cpus, f" {cpus} CPUs", va="bottom", color="#666", fontsize=9)
-    ax.set_xlabel("time since start (s)")
+    _time_axis(ax, run, rates["t_s"] if len(rates) else [], pc["t_s"] if len(pc) else [])
     ax.set_ylabel("CPU (cores = CPU-seconds per second)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
@@ -271,7 +279,7 @@ def context_switches(run: Any) -> Figure:
     ax = fig.add_subplot()
     ax.plot(g.index, g["ctx_vol"], color="#1f77b4", lw=1.6, label="voluntary (thread blocked)")
     ax.plot(g.index, g["ctx_invol"], color="#d62728", lw=1.6, label="involuntary (preempted)")
-    ax.set_xlabel("time since start (s)")
+    _time_axis(ax, run, g.index.to_numpy())
     ax.set_ylabel("switches per second")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
@@ -302,7 +310,7 @@ def fds(run: Any) -> Figure:
         colors=[FD_COLORS[k] for k in kinds],
         step="post",
     )
-    ax.set_xlabel("time since start (s)")
+    _time_axis(ax, run, fc["t_s"].to_numpy())
     ax.set_ylabel("open fds")
     ax.set_ylim(bottom=0)
     ax.yaxis.get_major_locator().set_params(integer=True)

@@ -1,0 +1,86 @@
+"""Report documents from hand-built runs: evidence comes from the data, gaps are said."""
+
+from __future__ import annotations
+
+import re
+
+from _report_helpers import GIL_ROWS_FOR_BENCH, T0, fake_run, process_frame, thread_frame
+
+from circuit.analysis.report import V, _md, _md_code, render_html, render_markdown, run_document
+
+SECTIONS = ["threads", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
+
+
+def _render(run) -> str:
+    doc = run_document(run)
+    return render_html(
+        doc, {f.name: b"png" for s in doc.sections for f in s.body if hasattr(f, "fig")}
+    )
+
+
+def test_missing_data_is_said_not_invented() -> None:
+    out = _render(fake_run(thread_frame([])))
+    for sid in SECTIONS:
+        assert f"<section id='{sid}'>" in out
+    assert out.count("Not measured in this run") >= 6
+    assert "nan" not in out.lower()
+
+
+def test_sleep_evidence_names_thread_syscall_and_cpu() -> None:
+    rows = [(t, 1, 42, "sleeper", "S", "sleep", 230, 1, 1, 0) for t in range(0, 400, 10)]
+    rows += [(400, 1, 42, "sleeper", "R", "running", -1, 2, 1, 0)]
+    out = _render(fake_run(thread_frame(rows)))
+    assert re.search(
+        r"Thread <b>42</b> \(<code>sleeper</code>\) slept <b>0.400 s</b> in "
+        r"<code>clock_nanosleep</code> \(wait reason <b>sleep</b>\) and used <b>1.00 ms</b>",
+        out,
+    )
+    assert "No GIL data in this run" in out
+
+
+def test_gil_section_with_gil_data() -> None:
+    out = _render(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
+    gil = out.split("<section id='gil'>")[1].split("</section>")[0]
+    assert "No GIL data" not in gil
+    assert "<b>2</b> threads spent <b>0.020 s</b> waiting for the GIL" in gil
+    assert "<b>50%</b>" in gil
+    assert "held in <b>2</b> stretches" in gil
+
+
+def test_epoll_evidence_from_fd_counts() -> None:
+    pr = process_frame(
+        [{"t_ms": t, "pid": 1, "fds_socket": 10 if t else 2, "fds_epoll": 1} for t in (0, 10)]
+    )
+    rows = [(t, 1, 1, "loop", "S", "poll", 232, 0, 0, 0) for t in (0, 10)]
+    out = _render(fake_run(thread_frame(rows), pr))
+    assert "Process <b>1</b> held <b>1</b> epoll fd(s) and <b>10</b> socket(s) at peak." in out
+    assert "waited <b>0.020 s</b> in <code>epoll_wait</code>" in out
+
+
+def test_task_overlap() -> None:
+    import pandas as pd
+
+    ms = 1_000_000
+    marks = pd.DataFrame(
+        {
+            "t_ns": [T0, T0 + 1 * ms, T0 + 5 * ms, T0 + 6 * ms, T0 + 7 * ms, T0 + 9 * ms],
+            "pid": 1,
+            "tid": 1,
+            "name": ["task-start", "task-start", "task-end", "task-end", "task-start", "task-end"],
+            "field_task": [0, 1, 0, 1, 2, 2],
+        }
+    )
+    rows = [(0, 1, 1, "m", "R", "running", -1, 0, 0, 0)]
+    out = _render(fake_run(thread_frame(rows), marks=marks))
+    assert "<b>3</b> tasks (<b>3</b> finished), up to <b>2</b> in flight at once" in out
+
+
+def test_markdown_escaping() -> None:
+    assert _md("<b>*x*</b> | y") == "&lt;b&gt;\\*x\\*&lt;/b&gt; \\| y"
+    assert _md_code("a`b") == "``a`b``"
+    doc = run_document(
+        fake_run(thread_frame([]), command=["python", "<img src=x onerror=alert(1)>"])
+    )
+    md = render_markdown(doc, {})
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert isinstance(doc.facts.rows[0][1], V)
