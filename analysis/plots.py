@@ -41,6 +41,7 @@ plt.rcParams.update(
         "axes.spines.right": False,
         "figure.dpi": 100,
         "svg.fonttype": "none",
+        "axes.axisbelow": True,  # grid lines behind bars and state intervals
     }
 )
 
@@ -344,9 +345,11 @@ def model_comparison(cmp: pd.DataFrame) -> Figure:
         d = df if wk is None else df[df["workload"] == wk]
         models = list(d["model"])
         x = np.arange(len(models))
-        ax.bar(x - 0.2, d["wall_s"], 0.4, label="wall", color="#4c72b0")
+        bars = ax.bar(x - 0.2, d["wall_s"], 0.4, label="wall", color="#4c72b0")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
         if "cpu_s" in d.columns:
-            ax.bar(x + 0.2, d["cpu_s"], 0.4, label="CPU", color="#dd8452")
+            bars = ax.bar(x + 0.2, d["cpu_s"], 0.4, label="CPU", color="#dd8452")
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
         ax.set_xticks(x, [_short(s, 12) for s in models], rotation=20)
         sub = wk if wk is not None else ""
         if "tasks" in d.columns and d["tasks"].notna().any():

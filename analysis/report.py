@@ -712,7 +712,9 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
             "The kernel puts a blocked thread to sleep, and a sleeping thread uses no CPU. "
             "Summing every thread's sampled time by what it was doing shows, per model, how much "
             "was spent running and how much asleep — and why: a timer, a lock, the GIL, an "
-            "epoll wait, a single socket. Against it, the CPU actually used (black diamonds)."
+            "epoll wait, a single socket. Against it, the CPU actually used (black diamonds): "
+            "running counts threads in state R, which includes runnable threads waiting for a "
+            "CPU, so on a busy machine it exceeds the CPU used."
         ],
     )
     if split.empty:
