@@ -98,9 +98,10 @@ def state_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
         {
             "pid": df["pid"].to_numpy()[starts],
             "tid": df["tid"].to_numpy()[starts],
-            "name": df["name"].astype(str).to_numpy()[starts],
-            "state": df["state"].astype(str).to_numpy()[starts],
-            "wait": df["wait"].astype(str).to_numpy()[starts],
+            # take the rows first, then stringify: categoricals stay cheap
+            "name": df["name"].iloc[starts].astype(str).to_numpy(),
+            "state": df["state"].iloc[starts].astype(str).to_numpy(),
+            "wait": df["wait"].iloc[starts].astype(str).to_numpy(),
             "syscall": df["syscall"].to_numpy()[starts],
             "start_ns": t[starts],
             "end_ns": t[ends] + dt[ends],

@@ -73,9 +73,12 @@ def _time_axis(ax: Any, run: Any, *t_s: Any) -> None:
     ax.set_xlabel("time since start (s)")
 
 
-def _short(s: str, n: int = 28) -> str:
+def _short(s: Any, n: int = 28) -> str:
+    """Shorten a (possibly target-controlled) string for a label; ``$`` is escaped
+    so matplotlib never parses a thread name as mathtext."""
     s = str(s)
-    return s if len(s) <= n else s[: n - 1] + "…"
+    s = s if len(s) <= n else s[: n - 1] + "…"
+    return s.replace("$", r"\$")
 
 
 def _label(pid: int, tid: int, name: str, multi_pid: bool) -> str:
@@ -100,7 +103,7 @@ def _rects(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: float) -> np.ndarra
 # -- 1. thread-state timeline --------------------------------------------------
 
 
-def timeline(run: Any, max_lanes: int = MAX_LANES) -> Figure:
+def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | None = None) -> Figure:
     """One lane per thread, coloured by wait reason; task spans and marks
     overlaid; a GIL-holder strip on top when the run has GIL waits."""
     th = run.threads
@@ -109,7 +112,7 @@ def timeline(run: Any, max_lanes: int = MAX_LANES) -> Figure:
         return _empty_figure(title, "no thread samples in this run")
     per = m.run_period(run.meta)
     t0 = m.start_ns(run.meta, th)
-    iv = m.state_intervals(th, per)
+    iv = m.state_intervals(th, per) if intervals is None else intervals
     # Busiest threads first by sampled time, but keep lanes in start order.
     lanes = (
         iv.groupby(["pid", "tid"], sort=False)
@@ -228,7 +231,7 @@ def timeline(run: Any, max_lanes: int = MAX_LANES) -> Figure:
 # -- 2. CPU per thread ---------------------------------------------------------
 
 
-def cpu(run: Any, max_threads: int = 8) -> Figure:
+def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Figure:
     """CPU per thread (cores) over time, with the process total."""
     title = "CPU use over time"
     th, pr = run.threads, run.processes
@@ -238,7 +241,8 @@ def cpu(run: Any, max_threads: int = 8) -> Figure:
     t0 = m.start_ns(run.meta, th, pr)
     fig = plt.figure(figsize=(10, 4.2))
     ax = fig.add_subplot()
-    rates = m.thread_rates(th, per, t0)
+    if rates is None:
+        rates = m.thread_rates(th, per, t0)
     if len(rates):
         top = rates.groupby(["pid", "tid"])["cpu"].sum().nlargest(max_threads).index
         multi = rates["pid"].nunique() > 1
@@ -266,7 +270,7 @@ def cpu(run: Any, max_threads: int = 8) -> Figure:
 # -- 3. context switches ---------------------------------------------------------
 
 
-def context_switches(run: Any) -> Figure:
+def context_switches(run: Any, rates: pd.DataFrame | None = None) -> Figure:
     """Context switches per second (all threads), voluntary vs involuntary."""
     title = "Context switches per second"
     th = run.threads
@@ -274,7 +278,8 @@ def context_switches(run: Any) -> Figure:
         return _empty_figure(title, "no thread samples in this run")
     per = m.run_period(run.meta)
     t0 = m.start_ns(run.meta, th)
-    rates = m.thread_rates(th, per, t0)
+    if rates is None:
+        rates = m.thread_rates(th, per, t0)
     g = rates.groupby("t_s")[["ctx_vol", "ctx_invol"]].sum()
     fig = plt.figure(figsize=(10, 3.6))
     ax = fig.add_subplot()

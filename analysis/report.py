@@ -141,11 +141,13 @@ def run_document(run: Any) -> Document:
             ],
         ],
     )
+    # Computed once here, shared by the sections and their plots.
+    rates = M.thread_rates(th, per, t0)
     sections = [
         _sec_timeline(run, s, iv),
         _sec_sleep(s, iv, cls),
-        _sec_ctx(run, s),
-        _sec_cpu(run, s),
+        _sec_ctx(run, s, rates),
+        _sec_cpu(run, s, rates),
         _sec_gil(run, th, per),
         _sec_fds(run, s, pr),
         _sec_epoll(s, iv, cls, pr),
@@ -178,7 +180,9 @@ def _sec_timeline(run: Any, s: dict[str, Any], iv: pd.DataFrame) -> Section:
     if not s["threads"]:
         sec.missing("no thread samples were recorded.")
         return sec
-    sec.body.append(Figure("timeline", plots.timeline(run), "Thread states over time"))
+    sec.body.append(
+        Figure("timeline", plots.timeline(run, intervals=iv), "Thread states over time")
+    )
     rows = []
     for t in sorted(s["threads"], key=lambda t: -t["cpu_s"])[:30]:
         total = sum(t["time_by_wait"].values()) or 1.0
@@ -261,7 +265,7 @@ def _sec_sleep(s: dict[str, Any], iv: pd.DataFrame, cls: Classifier) -> Section:
     return sec
 
 
-def _sec_ctx(run: Any, s: dict[str, Any]) -> Section:
+def _sec_ctx(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
     from . import plots
 
     sec = Section(
@@ -313,11 +317,13 @@ def _sec_ctx(run: Any, s: dict[str, Any]) -> Section:
             V(ti["ctx_involuntary"]),
             ".",
         )
-    sec.body.append(Figure("switches", plots.context_switches(run), "Context switches per second"))
+    sec.body.append(
+        Figure("switches", plots.context_switches(run, rates=rates), "Context switches per second")
+    )
     return sec
 
 
-def _sec_cpu(run: Any, s: dict[str, Any]) -> Section:
+def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
     from . import plots
 
     sec = Section(
@@ -355,7 +361,7 @@ def _sec_cpu(run: Any, s: dict[str, Any]) -> Section:
             V(_s(t["cpu_s"])),
             " of CPU.",
         )
-    sec.body.append(Figure("cpu", plots.cpu(run), "CPU per thread and process total"))
+    sec.body.append(Figure("cpu", plots.cpu(run, rates=rates), "CPU per thread and process total"))
     return sec
 
 

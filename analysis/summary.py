@@ -24,9 +24,18 @@ def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
     A sample stands for the time until the same thread's next sample; a
     thread's last sample stands for one sampling period.
     """
-    df = threads.sort_values(["pid", "tid", "t_ns"], kind="stable")
-    t = df["t_ns"].to_numpy()
-    key = df["tid"].to_numpy().astype(np.int64) + (df["pid"].to_numpy().astype(np.int64) << 32)
+    t = threads["t_ns"].to_numpy()
+    key = threads["tid"].to_numpy().astype(np.int64) + (
+        threads["pid"].to_numpy().astype(np.int64) << 32
+    )
+    # Finalised runs are stored sorted by (pid, tid, t_ns): skip the sort then.
+    ordered = len(t) < 2 or bool(
+        np.all((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (t[1:] >= t[:-1])))
+    )
+    df = threads if ordered else threads.sort_values(["pid", "tid", "t_ns"], kind="stable")
+    if not ordered:
+        t = df["t_ns"].to_numpy()
+        key = df["tid"].to_numpy().astype(np.int64) + (df["pid"].to_numpy().astype(np.int64) << 32)
     dt = np.empty_like(t)
     if len(t):
         dt[:-1] = t[1:] - t[:-1]

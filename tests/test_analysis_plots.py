@@ -154,3 +154,11 @@ def test_bench_plots_degrade() -> None:
     ):
         assert isinstance(fig, Figure)
         plt.close(fig)
+
+
+def test_labels_from_the_target_are_not_mathtext(tmp_path: Path) -> None:
+    # a thread name with an unbalanced TeX expression would crash mathtext at draw time
+    rows = [(t, 1, 3, "a$\\frac{x$", "R", "running", -1, t, 0, 0) for t in (0, 10, 20)]
+    for fn in (plots.timeline, plots.cpu):
+        fig = fn(fake_run(thread_frame(rows)))
+        _check_saves(fig, tmp_path, fn.__name__)
