@@ -23,6 +23,8 @@ examples:
   circuit attach 1234 --duration 10     trace a running process
   circuit summary out                   what the threads did, where time went
   circuit summary out --json            the same, machine-readable
+  circuit report out                    HTML report (+ Markdown) with plots and explanations
+  circuit export out --format perfetto  trace JSON for ui.perfetto.dev (or --format csv)
 """
 
 
