@@ -261,7 +261,9 @@ def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Fi
     ax.set_ylabel("CPU (cores = CPU-seconds per second)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="thread")
+    n = rates.groupby(["pid", "tid"]).ngroups if len(rates) else 0
+    title = "thread" if n <= max_threads else f"thread (busiest {max_threads} of {n})"
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=title)
     ax.grid(color="#eee")
     fig.tight_layout()
     return fig
