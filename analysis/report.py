@@ -131,6 +131,7 @@ def run_document(run: Any) -> Document:
                 "samples",
                 V(f"{s['samples']} at {s['rate_hz']:.1f} Hz, {s['thread_samples']} thread samples"),
             ],
+            ["longest gap between samples", V(_gap(pr, per))],
             ["processes / threads seen", V(f"{len(s['processes'])} / {len(s['threads'])}")],
             ["sampler CPU", V(_s(float(meta.get("sampler_cpu_s") or 0.0)))],
             [
@@ -161,6 +162,21 @@ def run_document(run: Any) -> Document:
         sections=sections,
         warnings=warnings,
     )
+
+
+def _gap(pr: pd.DataFrame, per: int) -> str:
+    """The longest stretch with no sample: on a starved machine the sampler
+    falls behind, and whatever happened in a gap was not seen."""
+    t = np.unique(pr["t_ns"].to_numpy()) if len(pr) else np.array([])
+    if len(t) < 2:
+        return "n/a"
+    gap = float(np.diff(t).max()) / 1e9
+    note = (
+        " (sampler fell behind: states in this gap were not observed)"
+        if gap > 5 * per / 1e9
+        else ""
+    )
+    return _s(gap) + note
 
 
 def _sec_timeline(run: Any, s: dict[str, Any], iv: pd.DataFrame) -> Section:

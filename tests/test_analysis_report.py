@@ -84,3 +84,13 @@ def test_markdown_escaping() -> None:
     md = render_markdown(doc, {})
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     assert isinstance(doc.facts.rows[0][1], V)
+
+
+def test_sampling_gaps_are_reported() -> None:
+    pr = process_frame([{"t_ms": t, "pid": 1} for t in (0, 10, 20, 520, 530)])
+    rows = [(0, 1, 1, "m", "R", "running", -1, 0, 0, 0)]
+    out = _render(fake_run(thread_frame(rows), pr))
+    assert "<b>0.500 s (sampler fell behind: states in this gap were not observed)</b>" in out
+    pr = process_frame([{"t_ms": t, "pid": 1} for t in (0, 10, 20)])
+    out = _render(fake_run(thread_frame(rows), pr))
+    assert "<b>0.010 s</b>" in out and "fell behind" not in out
