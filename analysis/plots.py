@@ -309,6 +309,8 @@ def fds(run: Any) -> Figure:
     if fc.empty:
         return _empty_figure(title, "no process samples (fd counts) in this run")
     kinds = [k for k in m.FD_KINDS if k in fc.columns and fc[k].max() > 0]
+    if not kinds:
+        return _empty_figure(title, "no open fds were recorded (fd scanning off or unreadable)")
     fig = plt.figure(figsize=(10, 3.8))
     ax = fig.add_subplot()
     ax.stackplot(
