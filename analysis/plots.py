@@ -1,6 +1,7 @@
 """Plots of runs and benches (matplotlib, Agg backend).
 
-Each function returns a :class:`matplotlib.figure.Figure` (for notebooks);
+Each function returns a :class:`matplotlib.figure.Figure` (for notebooks; not
+registered with pyplot, so it never needs closing and displays once);
 ``save(fig, stem)`` writes ``stem.png`` and ``stem.svg``.  Run-level
 functions take a run (anything with ``.meta``, ``.threads``, ``.processes``
 and ``.marks``, e.g. ``circuit.load(path)``); bench-level ones take the
@@ -10,8 +11,10 @@ intervals as one PolyCollection per wait reason, never one artist per sample.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -32,18 +35,28 @@ from .style import FD_COLORS, WAIT_COLORS
 MODEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 MAX_LANES = 40
 
-plt.rcParams.update(
-    {
-        "font.size": 10,
-        "axes.titlesize": 12,
-        "axes.titleweight": "bold",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "figure.dpi": 100,
-        "svg.fonttype": "none",
-        "axes.axisbelow": True,  # grid lines behind bars and state intervals
-    }
-)
+# Applied per call (rc_context), never to the user's global matplotlib settings.
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.axisbelow": True,  # grid lines behind bars and state intervals
+    "figure.dpi": 100,
+    "svg.fonttype": "none",
+}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _styled(fn: _F) -> _F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kw)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def save(fig: Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
@@ -51,13 +64,22 @@ def save(fig: Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "svg"
     out = []
     for fmt in formats:
         p = Path(f"{stem}.{fmt}")
-        fig.savefig(p, format=fmt, dpi=110 if fmt == "png" else None, bbox_inches="tight")
+        with matplotlib.rc_context(STYLE):
+            fig.savefig(p, format=fmt, dpi=110 if fmt == "png" else None, bbox_inches="tight")
         out.append(p)
     return out
 
 
+def _subplots(*args: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+    # Figures are not registered with pyplot: nothing to close, no leak in a
+    # long report, and a notebook shows the returned figure exactly once.
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kw)
+
+
+@_styled
 def _empty_figure(title: str, message: str, size: tuple[float, float] = (8, 2.2)) -> Figure:
-    fig = plt.figure(figsize=size)
+    fig = Figure(figsize=size)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
@@ -103,6 +125,7 @@ def _rects(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: float) -> np.ndarra
 # -- 1. thread-state timeline --------------------------------------------------
 
 
+@_styled
 def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | None = None) -> Figure:
     """One lane per thread, coloured by wait reason; task spans and marks
     overlaid; a GIL-holder strip on top when the run has GIL waits."""
@@ -128,7 +151,7 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
     gil_lane = not hold.empty
     n = len(lanes) + (1 if gil_lane else 0)
     lane_of = {(p, t): i for i, (p, t) in enumerate(zip(lanes["pid"], lanes["tid"], strict=True))}
-    fig = plt.figure(figsize=(11, 1.2 + 0.38 * n + 0.6))
+    fig = Figure(figsize=(11, 1.2 + 0.38 * n + 0.6))
     ax = fig.add_subplot()
     key = pd.MultiIndex.from_arrays([iv["pid"], iv["tid"]])
     lane_idx = pd.Series(lane_of)
@@ -231,6 +254,7 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
 # -- 2. CPU per thread ---------------------------------------------------------
 
 
+@_styled
 def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Figure:
     """CPU per thread (cores) over time, with the process total."""
     title = "CPU use over time"
@@ -239,7 +263,7 @@ def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Fi
         return _empty_figure(title, "no CPU samples in this run")
     per = m.run_period(run.meta)
     t0 = m.start_ns(run.meta, th, pr)
-    fig = plt.figure(figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
     ax = fig.add_subplot()
     if rates is None:
         rates = m.thread_rates(th, per, t0)
@@ -272,6 +296,7 @@ def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Fi
 # -- 3. context switches ---------------------------------------------------------
 
 
+@_styled
 def context_switches(run: Any, rates: pd.DataFrame | None = None) -> Figure:
     """Context switches per second (all threads), voluntary vs involuntary."""
     title = "Context switches per second"
@@ -283,7 +308,7 @@ def context_switches(run: Any, rates: pd.DataFrame | None = None) -> Figure:
     if rates is None:
         rates = m.thread_rates(th, per, t0)
     g = rates.groupby("t_s")[["ctx_vol", "ctx_invol"]].sum()
-    fig = plt.figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
     ax = fig.add_subplot()
     ax.plot(g.index, g["ctx_vol"], color="#1f77b4", lw=1.6, label="voluntary (thread blocked)")
     ax.plot(g.index, g["ctx_invol"], color="#d62728", lw=1.6, label="involuntary (preempted)")
@@ -300,6 +325,7 @@ def context_switches(run: Any, rates: pd.DataFrame | None = None) -> Figure:
 # -- 4. open fds -----------------------------------------------------------------
 
 
+@_styled
 def fds(run: Any) -> Figure:
     """Open file descriptors over time (all processes), stacked by kind."""
     title = "Open file descriptors by kind"
@@ -311,7 +337,7 @@ def fds(run: Any) -> Figure:
     kinds = [k for k in m.FD_KINDS if k in fc.columns and fc[k].max() > 0]
     if not kinds:
         return _empty_figure(title, "no open fds were recorded (fd scanning off or unreadable)")
-    fig = plt.figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
     ax = fig.add_subplot()
     ax.stackplot(
         fc["t_s"],
@@ -334,6 +360,7 @@ def fds(run: Any) -> Figure:
 # -- 5. model comparison ---------------------------------------------------------
 
 
+@_styled
 def model_comparison(cmp: pd.DataFrame) -> Figure:
     """Wall vs CPU seconds per model, one panel per workload (bench.model_comparison).
     With several task counts, the largest one is shown."""
@@ -347,7 +374,7 @@ def model_comparison(cmp: pd.DataFrame) -> Figure:
             == df.groupby("workload" if "workload" in df else "model")["tasks"].transform("max")
         ]
     works = list(df["workload"].unique()) if "workload" in df.columns else [None]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, len(works), figsize=(max(5, 3.6 * len(works)), 4), squeeze=False, sharey=False
     )
     for ax, wk in zip(axes[0], works, strict=True):
@@ -375,13 +402,14 @@ def model_comparison(cmp: pd.DataFrame) -> Figure:
 # -- 6. scaling -------------------------------------------------------------------
 
 
+@_styled
 def scaling(sc: pd.DataFrame) -> Figure:
     """Wall time vs number of tasks, one line per model, one panel per workload."""
     title = "Scaling: wall time vs tasks"
     if sc.empty or sc["tasks"].nunique() < 2:
         return _empty_figure(title, "needs a bench with at least two task counts")
     works = list(sc["workload"].unique()) if "workload" in sc.columns else [None]
-    fig, axes = plt.subplots(1, len(works), figsize=(max(5, 3.8 * len(works)), 4), squeeze=False)
+    fig, axes = _subplots(1, len(works), figsize=(max(5, 3.8 * len(works)), 4), squeeze=False)
     models = sorted(sc["model"].astype(str).unique())
     colors = {mo: MODEL_COLORS[i % len(MODEL_COLORS)] for i, mo in enumerate(models)}
     for ax, wk in zip(axes[0], works, strict=True):
@@ -404,6 +432,7 @@ def scaling(sc: pd.DataFrame) -> Figure:
 # -- 7. GIL -----------------------------------------------------------------------
 
 
+@_styled
 def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
     """Left: GIL share of thread time vs thread count (bench.gil_vs_threads).
     Right: histogram of GIL hold times in ``run`` (metrics.gil_hold_intervals)."""
@@ -414,7 +443,7 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
     has_c = contention is not None and len(contention) > 0
     if hold.empty and not has_c:
         return _empty_figure(title, "no GIL data in this run (no thread waited on the GIL)")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = _subplots(1, 2, figsize=(10, 3.8))
     a, b = axes
     if has_c:
         assert contention is not None
@@ -469,6 +498,7 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
 # -- 8. sleep state -----------------------------------------------------------------
 
 
+@_styled
 def sleep_split(split: pd.DataFrame) -> Figure:
     """Per model: thread-seconds running vs each sleep reason (stacked), with
     the CPU seconds used as a black marker (bench.sleep_split)."""
@@ -478,7 +508,7 @@ def sleep_split(split: pd.DataFrame) -> Figure:
         return _empty_figure(title, "no run folders with thread samples in this bench")
     cols = [c for c in cols if split[c].sum() > 0]
     works = list(split["workload"].unique()) if "workload" in split.columns else [None]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, len(works), figsize=(max(5.5, 3.8 * len(works) + 1.5), 4.2), squeeze=False
     )
     for ax, wk in zip(axes[0], works, strict=True):

@@ -162,3 +162,13 @@ def test_labels_from_the_target_are_not_mathtext(tmp_path: Path) -> None:
     for fn in (plots.timeline, plots.cpu):
         fig = fn(fake_run(thread_frame(rows)))
         _check_saves(fig, tmp_path, fn.__name__)
+
+
+def test_plots_leave_global_matplotlib_settings_alone() -> None:
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    fig = plots.timeline(fake_run(thread_frame(ROWS)))
+    assert not fig.axes[0].spines["top"].get_visible()  # styled inside
+    assert dict(matplotlib.rcParams) == before
+    assert plt.get_fignums() == []  # not registered with pyplot
