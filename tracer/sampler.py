@@ -153,7 +153,9 @@ class Sampler:
         self.samples += 1
 
     def _scan_fds(self, tr: _Traced, t_ns: int, full: bool = False) -> None:
-        c0 = time.monotonic_ns()
+        # CPU time, not wall: a scan preempted on a busy machine must not push
+        # the next one far away.
+        c0 = time.thread_time_ns()
         old = tr.fds
         new = self.backend.fds(tr.handle, {} if full else old)
         if new is None:
@@ -199,7 +201,7 @@ class Sampler:
             for k in kinds.values():
                 by_kind[k] += 1
             tr.counts = (len(new), *by_kind.values())
-        cost = time.monotonic_ns() - c0
+        cost = time.thread_time_ns() - c0
         tr.next_fd_scan = t_ns + max(self.period_ns, cost * FD_BUDGET)
         if full:
             tr.next_full_scan = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
