@@ -1,0 +1,120 @@
+"""Helpers for the reliability tests: trace real targets, check a run's consistency.
+
+Imported as a plain module (pytest puts tests/ on sys.path for rootdir-less
+test files); kept apart from the lead's helpers.py to avoid merge clashes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PY = sys.executable  # the venv's real interpreter (python3 here is a shell shim)
+CIRCUIT = [PY, "-m", "circuit"]
+
+
+def code(src: str) -> str:
+    return textwrap.dedent(src).strip() + "\n"
+
+
+def trace(tmp_path: Path, src: str, name: str = "run", **opts: Any):
+    """Trace ``python -c src`` in-process with the real tracer; return (status, meta, Run)."""
+    import circuit
+    from circuit.tracer.session import Options, run_command
+
+    out = tmp_path / name
+    status, meta = run_command([PY, "-c", code(src)], Options(out=out, quiet=True, **opts))
+    return status, meta, circuit.load(out)
+
+
+def cli(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CIRCUIT, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] != b"Z"
+
+
+def check_consistent(run, churn: bool = False) -> dict[str, Any]:
+    """Assert the invariants every run must hold; return a few counts for the caller.
+
+    * fd counts by kind sum to the total, on every process row;
+    * per thread and per process, CPU counters never go backwards;
+    * the number of thread rows at one (pid, t_ns) matches the process row's
+      num_threads (read a few µs earlier): exactly on most samples, and within
+      a tolerance when threads start and stop all the time (``churn``).
+    """
+    procs: pd.DataFrame = run.processes
+    threads: pd.DataFrame = run.threads
+    assert len(procs) > 0, "no process samples"
+    kinds = [c for c in procs.columns if c.startswith("fds_")]
+    assert (procs[kinds].sum(axis=1) == procs["fds"]).all(), "fd kinds do not sum to the total"
+    assert (procs[kinds] >= 0).all().all()
+
+    p = procs.sort_values(["pid", "t_ns"])
+    for col in ("user_ns", "system_ns"):
+        d = p.groupby("pid")[col].diff().dropna()
+        assert (d >= 0).all(), f"process {col} went backwards"
+    # An exec from a non-main thread hands the leader's tid to that thread (its
+    # own counters): a tid's counters only grow between two execs, which the
+    # sampler marks with a new procs row.
+    t = threads.sort_values(["pid", "tid", "t_ns"]).copy()
+    t["epoch"] = 0
+    for pid, starts in run.procs.groupby("pid")["t_ns"]:
+        if len(starts) > 1:
+            sel = t["pid"] == pid
+            t.loc[sel, "epoch"] = np.searchsorted(
+                np.sort(starts.to_numpy()), t.loc[sel, "t_ns"], "right"
+            )
+    for col in ("cpu_ns", "user_ns", "system_ns"):
+        d = t.groupby(["pid", "tid", "epoch"], observed=True)[col].diff().dropna()
+        assert (d >= 0).all(), f"thread {col} went backwards"
+    s = run.summary()
+    assert all(x["cpu_s"] >= 0 for x in s["threads"]), "negative thread CPU in the summary"
+    assert all(x["cpu_s"] >= 0 for x in s["processes"]), "negative process CPU in the summary"
+    # a tid is sampled at most once per timestamp
+    assert not threads.duplicated(["t_ns", "pid", "tid"]).any()
+
+    counted = threads.groupby(["pid", "t_ns"], observed=True)["tid"].nunique()
+    joined = procs.set_index(["pid", "t_ns"])["num_threads"].to_frame().join(counted, how="left")
+    joined["tid"] = joined["tid"].fillna(0)
+    diff = (joined["num_threads"] - joined["tid"]).abs()
+    exact = float((diff == 0).mean())
+    if churn:
+        # Threads are born and die between the stat read and the task listing.
+        assert exact > 0.3, f"only {exact:.0%} of samples count threads exactly"
+        assert (diff <= joined["num_threads"].clip(lower=1) * 0.5 + 5).mean() > 0.9
+    else:
+        assert exact > 0.9, f"only {exact:.0%} of samples count threads exactly"
+    return {"exact_share": exact, "samples": len(procs), "max_diff": int(diff.max())}
