@@ -253,7 +253,6 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         _restore_signals(old_mask)
         raise SessionError(f"cannot start {cmd[0]}: {e.strerror}") from None
     meta.update(root_pid=proc.pid, start_ns=time.monotonic_ns(), start_time=_now_iso())
-    writer.write_meta()
 
     sampler = Sampler(backend, writer, proc.pid, exclude={os.getpid()}, fds=opts.fds)
     sampler.keep_zombie_root = True
@@ -301,10 +300,30 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
 
     stats = LoopStats()
     status: int | None = None
+    write_error: OSError | None = None
+    failed_s = 0.0
     on_tick = _start_observers(opts, writer, sampler)
     try:
-        stats = run_loop(sampler, opts.rate, wait, on_tick)
+        try:
+            writer.write_meta()
+            stats = run_loop(sampler, opts.rate, wait, on_tick)
+        except OSError as e:
+            # The disk filled or the folder became unwritable.  The target is
+            # the user's work: it runs on, untraced, and we stay its parent so
+            # Ctrl-C still reaches it and its exit status is still reported.
+            write_error = e
+            failed_s = (time.monotonic_ns() - meta["start_ns"]) / 1e9
+            _say(
+                opts,
+                f"error: {_write_failure(writer, e)}; tracing stopped, waiting for the "
+                "target to exit (Ctrl-C stops it)",
+            )
     finally:
+        # Whatever ended the loop, never block in waitpid with signals blocked
+        # while the target still runs: Ctrl-C must keep working.
+        while not exited():
+            if wait(0.5):
+                break
         try:
             _, raw = os.waitpid(proc.pid, 0)
             status = os.waitstatus_to_exitcode(raw)
@@ -315,6 +334,14 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     exit_signal = -code if code < 0 else None
     shell_code = 128 - code if code < 0 else code
     reason = "interrupted" if interrupts else "target exited"
+    if write_error is not None:
+        _abandon(writer, sampler, opts, {"exit_code": code, "exit_status": shell_code})
+        raise SessionError(
+            f"{_write_failure(writer, write_error)}; tracing stopped "
+            f"{failed_s:.1f} s in, "
+            f"the target ran on and exited with status {shell_code}; "
+            "what was flushed before stays readable"
+        )
     meta = _finish(
         writer,
         sampler,
@@ -329,6 +356,22 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         reason,
     )
     return shell_code, meta
+
+
+def _write_failure(writer: RunWriter, e: OSError) -> str:
+    why = os.strerror(e.errno) if e.errno else str(e)
+    return f"could not write the run to {writer.path}: {why}"
+
+
+def _abandon(writer: RunWriter, sampler: Sampler, opts: Options, extra: dict[str, Any]) -> None:
+    """After a write failure: stop everything we started, note what we can."""
+    sampler.close()
+    _stop_observers(opts, "write failed")
+    writer.meta.update(stop_reason="write failed", **extra)
+    try:
+        writer.write_meta()  # atomic: on a full disk the previous meta.json stays
+    except OSError:
+        pass
 
 
 def _send(proc: subprocess.Popen, sig: int) -> None:
@@ -425,6 +468,13 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
     on_tick = _start_observers(opts, writer, sampler)
     try:
         stats = run_loop(sampler, opts.rate, wait, on_tick)
+    except OSError as e:
+        # Disk full or folder unwritable: the target is not ours to stop.
+        _abandon(writer, sampler, opts, {})
+        raise SessionError(
+            f"{_write_failure(writer, e)}; tracing stopped, PID {pid} was left running; "
+            "what was flushed before stays readable"
+        ) from None
     finally:
         _restore_signals(old_mask)
     return _finish(writer, sampler, stats, {"stop_reason": reason, "exit_code": None}, opts, reason)

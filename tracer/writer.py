@@ -25,11 +25,22 @@ FILE_MODE = 0o600
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)  # a full disk keeps the previous, whole file
+        raise
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
 
 
 def prepare_run_dir(path: Path, force: bool) -> Path:
@@ -123,9 +134,13 @@ class RunWriter:
         parts.mkdir(mode=DIR_MODE, exist_ok=True)
         final = parts / f"{self.part:06d}.parquet"
         tmp = parts / f".{self.part:06d}.tmp"
-        self.pq.write_table(table, tmp, compression="zstd")
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, final)
+        try:
+            self.pq.write_table(table, tmp, compression="zstd")
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, final)
+        except BaseException:
+            _discard(tmp)  # frees the space a half-written part took
+            raise
         self.bytes_written += final.stat().st_size
 
     # -- finalising ----------------------------------------------------------
@@ -152,9 +167,13 @@ class RunWriter:
         final = self.path / f"{name}.parquet"
         tmp = self.path / f".{name}.parquet.tmp"
         # Large row groups and zstd: thread samples compress to a few bytes each.
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, final)
+        try:
+            pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, final)
+        except BaseException:
+            _discard(tmp)  # the parts stay, so the table stays readable
+            raise
         for f in files:
             f.unlink()
         if parts_dir.exists():
