@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from circuit.errors import CircuitError
-from circuit.tracer.schema import MARKS_FILE, META_FILE, SUPPORTED_VERSIONS, arrow_schema
+from circuit.tracer.schema import MARKS_FILE, META_FILE, SUPPORTED_VERSIONS, TABLES, arrow_schema
 
 _CATEGORIES = {
     "threads": ["name", "state", "wait", "wchan"],
@@ -34,31 +34,98 @@ def _read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(mfile.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFormatError(f"{mfile} is corrupted: {e}") from None
+    except OSError as e:
+        raise RunFormatError(f"cannot read {mfile}: {e.strerror}") from None
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise RunFormatError(f"{mfile} has no format_version: not a circuit run")
-    if meta["format_version"] not in SUPPORTED_VERSIONS:
+    version = meta["format_version"]
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise RunFormatError(
-            f"{mfile}: format_version {meta['format_version']!r} is not supported by this "
+            f"{mfile}: format_version {version!r} is not supported by this "
             f"circuit (reads {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade circuit"
         )
+    for key, types in _META_TYPES.items():
+        v = meta.get(key)
+        # bool is an int to Python, never a count or a time to us
+        if v is not None and (
+            not isinstance(v, types) or (isinstance(v, bool) and bool not in types)
+        ):
+            raise RunFormatError(
+                f"{mfile} is corrupted: {key!r} is a {type(v).__name__}, "
+                f"expected {' or '.join(t.__name__ for t in types)}"
+            )
     return meta
 
 
-def _read_table(path: Path, name: str, warnings: list[str]) -> pd.DataFrame:
+# Fields the analysis reads, with the types it can use (None is always allowed).
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "mode": (str,),
+    "finalized": (bool,),
+    "command": (list,),
+    "warnings": (list,),
+    "start_ns": (int,),
+    "end_ns": (int,),
+    "root_pid": (int,),
+    "samples": (int,),
+    "thread_samples": (int,),
+    "missed_deadlines": (int,),
+    "wall_s": (int, float),
+    "rate_hz_achieved": (int, float),
+    "rate_hz_requested": (int, float),
+    "sampler_cpu_s": (int, float),
+    "exit_code": (int,),
+}
+
+
+def _check_columns(f: Path, schema) -> None:
+    """Raise ArrowInvalid/OSError unless ``f`` is Parquet with every column of ``schema``.
+
+    Reads the footer only.  (read_table(schema=...) alone would fill absent
+    columns with nulls.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    have = set(pq.ParquetFile(f).schema_arrow.names)
+    missing = [c for c in schema.names if c not in have]
+    if missing:
+        raise pa.ArrowInvalid(f"columns {', '.join(missing)} are missing")
+
+
+def _check_tables(path: Path) -> None:
+    """A finalized run has every table, each a whole Parquet file: fail fast,
+    naming the file, rather than in the middle of an analysis."""
+    import pyarrow as pa
+
+    for name in TABLES:
+        f = path / f"{name}.parquet"
+        if not f.exists():
+            raise RunFormatError(f"{f} is missing from a finalized run")
+        try:
+            _check_columns(f, arrow_schema(name))
+        except (OSError, pa.ArrowInvalid) as e:
+            why = " ".join(str(e).split())
+            raise RunFormatError(f"{f} is corrupted or truncated: {why}") from None
+
+
+def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema(name)
     single = path / f"{name}.parquet"
     files = [single] if single.exists() else sorted((path / f"{name}.parts").glob("*.parquet"))
+    if not files and finalized:
+        raise RunFormatError(f"{single} is missing from a finalized run")
     tables = []
     for f in files:
         try:
+            _check_columns(f, schema)
             tables.append(pq.read_table(f, schema=schema))
         except (OSError, pa.ArrowInvalid) as e:
+            why = " ".join(str(e).split())  # one line
             if f is single:
-                raise RunFormatError(f"{f} is corrupted or truncated: {e}") from None
-            warnings.append(f"skipped unreadable part {f.name} of {name}: {e}")
+                raise RunFormatError(f"{f} is corrupted or truncated: {why}") from None
+            warnings.append(f"skipped unreadable part {f.name} of {name}: {why}")
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     df = table.to_pandas()
     for c in _CATEGORIES.get(name, ()):
@@ -73,26 +140,29 @@ class Run:
         self.path = Path(path)
         self.meta = _read_meta(self.path)
         self.load_warnings: list[str] = []
-        if not self.meta.get("finalized"):
+        self.finalized = bool(self.meta.get("finalized"))
+        if self.finalized:
+            _check_tables(self.path)
+        if not self.finalized:
             self.load_warnings.append(
                 "run was not finalized (tracer killed or still running): data up to the last flush"
             )
 
     @cached_property
     def threads(self) -> pd.DataFrame:
-        return _read_table(self.path, "threads", self.load_warnings)
+        return _read_table(self.path, "threads", self.load_warnings, self.finalized)
 
     @cached_property
     def processes(self) -> pd.DataFrame:
-        return _read_table(self.path, "processes", self.load_warnings)
+        return _read_table(self.path, "processes", self.load_warnings, self.finalized)
 
     @cached_property
     def fds(self) -> pd.DataFrame:
-        return _read_table(self.path, "fds", self.load_warnings)
+        return _read_table(self.path, "fds", self.load_warnings, self.finalized)
 
     @cached_property
     def procs(self) -> pd.DataFrame:
-        return _read_table(self.path, "procs", self.load_warnings)
+        return _read_table(self.path, "procs", self.load_warnings, self.finalized)
 
     @cached_property
     def marks(self) -> pd.DataFrame:
