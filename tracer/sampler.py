@@ -59,6 +59,7 @@ class Sampler:
         root_pid: int,
         exclude: set[int] | None = None,
         fds: bool = True,
+        redact: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.backend = backend
         self.writer = writer
@@ -68,6 +69,7 @@ class Sampler:
         # `circuit run` reaps the root itself and stops on SIGCHLD; elsewhere an
         # exited (zombie) root ends the run.
         self.keep_zombie_root = False
+        self.redact = redact  # --redact: applied to every command line recorded
         self.traced: dict[int, _Traced] = {}
         self.seen: set[int] = set()
         self.samples = 0
@@ -90,6 +92,7 @@ class Sampler:
 
     def _record_info(self, pid: int, ppid: int, t_ns: int, root: bool) -> None:
         info = self.backend.info(pid)
+        cmdline = info["cmdline"] if self.redact is None else self.redact(info["cmdline"])
         self.writer.add(
             "procs",
             (
@@ -98,7 +101,7 @@ class Sampler:
                 info["ppid"] if info["ppid"] >= 0 else ppid,
                 info["name"],
                 info["exe"],
-                shlex.join(info["cmdline"]),
+                shlex.join(cmdline),
                 root,
             ),
         )

@@ -30,6 +30,7 @@ from circuit.errors import CircuitError
 
 from .backends import make_backend
 from .observers import Observer
+from .redact import redact_argv, redact_env
 from .sampler import LoopStats, Sampler, run_loop
 from .schema import FORMAT_VERSION, MARKS_FILE
 from .writer import RunWriter, prepare_run_dir
@@ -59,6 +60,8 @@ class Options:
     fds: bool = True
     duration: float | None = None
     quiet: bool = False
+    redact: bool = False  # mask secret-looking command-line values (tracer/redact.py)
+    record_env: bool = False  # keep the target's environment (secret-looking values masked)
     extra_meta: dict[str, Any] = field(default_factory=dict)
     on_tick: Callable[[int], None] | None = None
     observers: list[Observer] = field(default_factory=list)
@@ -236,11 +239,12 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         raise SessionError(f"command not found: {cmd[0]}")
     backend = make_backend(opts.backend)
     writer, meta = _open_run(opts, "run")
-    meta.update(command=cmd, backend=backend.name)
-    writer.write_meta()
-
+    meta.update(command=redact_argv(cmd) if opts.redact else cmd, backend=backend.name)
     env = dict(os.environ)
     env[ENV_RUN_DIR] = str(writer.path.resolve())
+    if opts.record_env:
+        meta["environment"] = redact_env(env)
+    writer.write_meta()
     old_mask = _block_signals()
     try:
         proc = subprocess.Popen(
@@ -254,7 +258,14 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         raise SessionError(f"cannot start {cmd[0]}: {e.strerror}") from None
     meta.update(root_pid=proc.pid, start_ns=time.monotonic_ns(), start_time=_now_iso())
 
-    sampler = Sampler(backend, writer, proc.pid, exclude={os.getpid()}, fds=opts.fds)
+    sampler = Sampler(
+        backend,
+        writer,
+        proc.pid,
+        exclude={os.getpid()},
+        fds=opts.fds,
+        redact=redact_argv if opts.redact else None,
+    )
     sampler.keep_zombie_root = True
     interrupts = 0
 
@@ -428,10 +439,26 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
     check_attachable(pid)
     backend = make_backend(opts.backend)
     writer, meta = _open_run(opts, "attach" if stop_fd is None else "trace")
-    meta.update(root_pid=pid, backend=backend.name, command=backend.info(pid)["cmdline"])
+    command = backend.info(pid)["cmdline"]
+    meta.update(
+        root_pid=pid, backend=backend.name, command=redact_argv(command) if opts.redact else command
+    )
+    if opts.record_env:
+        env = _read_environ(pid)
+        if env is None:
+            meta["warnings"].append(f"the environment of PID {pid} is not readable: not recorded")
+        else:
+            meta["environment"] = redact_env(env)
     writer.write_meta()
     old_mask = _block_signals()
-    sampler = Sampler(backend, writer, pid, exclude={os.getpid()}, fds=opts.fds)
+    sampler = Sampler(
+        backend,
+        writer,
+        pid,
+        exclude={os.getpid()},
+        fds=opts.fds,
+        redact=redact_argv if opts.redact else None,
+    )
     end = time.monotonic() + opts.duration if opts.duration else None
     reason = "target exited"
 
@@ -478,6 +505,20 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
     finally:
         _restore_signals(old_mask)
     return _finish(writer, sampler, stats, {"stop_reason": reason, "exit_code": None}, opts, reason)
+
+
+def _read_environ(pid: int) -> dict[str, str] | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.decode("utf-8", "backslashreplace").partition("=")
+        if sep:
+            env[k] = v
+    return env
 
 
 def marks_path(run_dir: Path) -> Path:

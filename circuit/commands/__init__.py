@@ -39,3 +39,15 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         "--no-fds", dest="fds", action="store_false", help="do not scan open file descriptors"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.add_argument(
+        "--redact",
+        action="store_true",
+        help="mask values of secret-looking options in recorded command lines "
+        "(--password X, --api-key=X, TOKEN=X, https://user:X@host); see docs/reliability.md",
+    )
+    p.add_argument(
+        "--record-env",
+        action="store_true",
+        help="also record the target's environment in meta.json (never recorded otherwise; "
+        "values of secret-looking variables are masked)",
+    )

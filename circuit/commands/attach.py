@@ -38,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         fds=args.fds,
         quiet=args.quiet,
+        redact=args.redact,
+        record_env=args.record_env,
         duration=args.duration,
     )
+    check_attachable(args.pid)  # before saying "tracing": no progress line ahead of the error
     if not args.quiet:
         print(f"circuit: tracing PID {args.pid} into {out} (Ctrl-C to stop)", file=sys.stderr)
     meta = attach(args.pid, opts)

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         fds=args.fds,
         quiet=args.quiet,
+        redact=args.redact,
+        record_env=args.record_env,
     )
     code, meta = run_command(cmd, opts)
     if not args.quiet:
