@@ -36,6 +36,12 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` 0600 before Arrow writes into it: Arrow creates files
+    0644, and a tracer killed mid-write would leave that behind."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
+
+
 def _discard(tmp: Path) -> None:
     try:
         tmp.unlink()
@@ -135,8 +141,8 @@ class RunWriter:
         final = parts / f"{self.part:06d}.parquet"
         tmp = parts / f".{self.part:06d}.tmp"
         try:
+            _create_private(tmp)
             self.pq.write_table(table, tmp, compression="zstd")
-            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, final)
         except BaseException:
             _discard(tmp)  # frees the space a half-written part took
@@ -168,8 +174,8 @@ class RunWriter:
         tmp = self.path / f".{name}.parquet.tmp"
         # Large row groups and zstd: thread samples compress to a few bytes each.
         try:
+            _create_private(tmp)
             pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
-            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, final)
         except BaseException:
             _discard(tmp)  # the parts stay, so the table stays readable
