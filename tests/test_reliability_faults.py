@@ -164,7 +164,8 @@ for _ in range({pipes}):
     keep.extend(os.pipe())
 keep += [socket.socket() for _ in range({socks})]
 keep += [os.open("/dev/null", os.O_RDONLY) for _ in range({files})]
-time.sleep(1.0)
+# long enough for a full rescan: its period grows with the table (FD_BUDGET)
+time.sleep(2.0)
 """,
     )
     assert status == 0 and meta["finalized"]
