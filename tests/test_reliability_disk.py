@@ -156,3 +156,38 @@ def test_folder_turns_read_only(small_disk):
     _check_error(err, out, "Read-only file system")
     run = circuit.load(out)
     assert run.meta["finalized"] is False and len(run.processes) > 0
+
+
+def test_attach_disk_full_leaves_the_target_running(small_disk):
+    # attach: the target is not circuit's child; a write failure stops tracing
+    # and leaves it alone.
+    target = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    out = small_disk / "run"
+    p: subprocess.Popen | None = None
+    try:
+        p = subprocess.Popen(
+            [*CIRCUIT, "attach", str(target.pid), "-q", "-o", str(out)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert wait_for(lambda: any(out.glob("processes.parts/*.parquet")), timeout=10)
+        with open(small_disk / "filler", "wb") as f:  # the test fills the disk itself
+            try:
+                while True:
+                    f.write(b"x" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 2
+        last = _check_error(err, out, "No space left on device")
+        assert f"PID {target.pid} was left running" in last
+        assert target.poll() is None  # still running, untouched
+    finally:
+        target.kill()
+        target.wait()
+        if p is not None and p.poll() is None:
+            p.kill()
+    run = circuit.load(out)
+    assert run.meta["finalized"] is False and len(run.processes) > 0
+    assert not list(out.rglob("*.tmp"))
