@@ -314,6 +314,8 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     write_error: OSError | None = None
     failed_s = 0.0
     on_tick = _start_observers(opts, writer, sampler)
+    # Signals stay blocked until the run is finalised: a Ctrl-C pressed while
+    # circuit merges the run must not cost the run (it is dropped instead).
     try:
         try:
             writer.write_meta()
@@ -329,43 +331,44 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
                 f"error: {_write_failure(writer, e)}; tracing stopped, waiting for the "
                 "target to exit (Ctrl-C stops it)",
             )
-    finally:
-        # Whatever ended the loop, never block in waitpid with signals blocked
-        # while the target still runs: Ctrl-C must keep working.
-        while not exited():
-            if wait(0.5):
-                break
-        try:
-            _, raw = os.waitpid(proc.pid, 0)
-            status = os.waitstatus_to_exitcode(raw)
-        except ChildProcessError:
-            status = proc.returncode
-        _restore_signals(old_mask)
-    code = status if status is not None else 1
-    exit_signal = -code if code < 0 else None
-    shell_code = 128 - code if code < 0 else code
-    reason = "interrupted" if interrupts else "target exited"
-    if write_error is not None:
-        _abandon(writer, sampler, opts, {"exit_code": code, "exit_status": shell_code})
-        raise SessionError(
-            f"{_write_failure(writer, write_error)}; tracing stopped "
-            f"{failed_s:.1f} s in, "
-            f"the target ran on and exited with status {shell_code}; "
-            "what was flushed before stays readable"
+        finally:
+            # Whatever ended the loop, never block in waitpid while the target
+            # still runs: Ctrl-C must keep reaching it.
+            while not exited():
+                if wait(0.5):
+                    break
+            try:
+                _, raw = os.waitpid(proc.pid, 0)
+                status = os.waitstatus_to_exitcode(raw)
+            except ChildProcessError:
+                status = proc.returncode
+        code = status if status is not None else 1
+        exit_signal = -code if code < 0 else None
+        shell_code = 128 - code if code < 0 else code
+        reason = "interrupted" if interrupts else "target exited"
+        if write_error is not None:
+            _abandon(writer, sampler, opts, {"exit_code": code, "exit_status": shell_code})
+            raise SessionError(
+                f"{_write_failure(writer, write_error)}; tracing stopped "
+                f"{failed_s:.1f} s in, "
+                f"the target ran on and exited with status {shell_code}; "
+                "what was flushed before stays readable"
+            )
+        meta = _finish(
+            writer,
+            sampler,
+            stats,
+            {
+                "exit_code": code,
+                "exit_signal": exit_signal,
+                "exit_status": shell_code,
+                "stop_reason": reason,
+            },
+            opts,
+            reason,
         )
-    meta = _finish(
-        writer,
-        sampler,
-        stats,
-        {
-            "exit_code": code,
-            "exit_signal": exit_signal,
-            "exit_status": shell_code,
-            "stop_reason": reason,
-        },
-        opts,
-        reason,
-    )
+    finally:
+        _restore_signals(old_mask)
     return shell_code, meta
 
 
@@ -502,9 +505,12 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
             f"{_write_failure(writer, e)}; tracing stopped, PID {pid} was left running; "
             "what was flushed before stays readable"
         ) from None
+    else:
+        return _finish(
+            writer, sampler, stats, {"stop_reason": reason, "exit_code": None}, opts, reason
+        )
     finally:
         _restore_signals(old_mask)
-    return _finish(writer, sampler, stats, {"stop_reason": reason, "exit_code": None}, opts, reason)
 
 
 def _read_environ(pid: int) -> dict[str, str] | None:
