@@ -204,3 +204,37 @@ def test_three_ctrl_c_on_a_terminal(circuit_run):
         os.close(master)
     assert status == 128 + signal.SIGKILL, err
     _check_finalized(c, 128 + signal.SIGKILL)
+
+
+def test_ctrl_c_while_circuit_finalises_is_ignored(circuit_run):
+    # An impatient user hammers Ctrl-C after the target has ended, while
+    # circuit merges the run (a few hundred thousand thread rows here).
+    c = circuit_run(
+        """
+import threading, time
+threading.stack_size(256 * 1024)
+ev = threading.Event()
+ts = [threading.Thread(target=ev.wait) for _ in range(1000)]
+for t in ts:
+    t.start()
+print("ready", flush=True)
+time.sleep(1.5)
+ev.set()
+for t in ts:
+    t.join()
+print("bye", flush=True)
+"""
+    )
+    assert c.proc.stdout.readline().strip() == "bye"
+    assert wait_for(lambda: not alive(c.target))  # exited (a zombie until circuit reaps it)
+    # until the run is finalised (a Ctrl-C after that interrupts circuit itself)
+    while c.proc.poll() is None and not c.meta().get("finalized"):
+        try:
+            os.kill(c.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    status, err = c.wait()
+    assert "Traceback" not in err
+    assert status == 0, err  # the target's status, not 130
+    assert c.meta()["finalized"] is True
