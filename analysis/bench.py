@@ -1,16 +1,24 @@
-"""Bench-level analysis: comparisons across runs, models and workloads.
+"""Bench-level analysis: the ``circuit bench`` matrix and tables, and comparisons
+across runs, models and workloads.
 
-A bench folder holds a results table (one row per traced run) and the run
-folders.  The functions take the results DataFrame with (some of) the columns
-workload, model, tasks, repeat, wall_s, cpu_s, parallelism, run (path to the
-run folder) and degrade gracefully: a missing column gives an empty or
-narrower frame, never an exception.
+``circuit bench`` writes a bench folder: ``bench.json``, ``runs.parquet|csv``
+(one row per traced run: workload, model, tasks, repeat, wall_s, cpu_s,
+parallelism, run = path of the run folder, ...), ``results.parquet|csv`` (one
+row per cell: medians and spread, speedup) and the run folders.
+
+The report functions take the per-run table (:func:`read_results`) and degrade
+gracefully: a missing column gives an empty or narrower frame, never an
+exception.  The bench functions (:func:`matrix`, :func:`run_metrics`,
+:func:`aggregate`) are pure: per-run numbers come from a run's summary plus the
+workload's own JSON record, so they are unit-tested on hand-built inputs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from circuit.errors import CircuitError
-from circuit.tracer.schema import META_FILE
+from circuit.tracer.schema import FD_KIND_COLUMNS, META_FILE
 from circuit.tracer.waits import WAIT_REASONS
 
 RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl", "results.json")
@@ -217,3 +225,149 @@ def gil_vs_threads(runs: pd.DataFrame) -> pd.DataFrame:
     df["threads"] = df["tasks"] if "tasks" in df.columns else df.get("threads_seen")
     keys = _keys(df, ("workload", "model", "threads"))
     return df.groupby(keys, sort=True)["gil_share"].median().reset_index()
+
+
+# -- circuit bench: the matrix, per-run metrics, per-cell table ------------------
+
+KEYS = ("workload", "model", "tasks")
+# Metrics reported per cell as median, min and max over the repeats.
+SPREAD_METRICS = ("wall_s", "run_wall_s", "cpu_s", "parallelism", "ctx_per_s")
+FD_KINDS = tuple(c[len("fds_") :] for c in FD_KIND_COLUMNS)
+SERVER_MARKER = "circuit.workloads.server"
+BASELINE_MODEL = "sequential"
+
+
+@dataclass(frozen=True)
+class Cell:
+    workload: str
+    model: str
+    tasks: int
+
+    def run_name(self, repeat: int) -> str:
+        """Folder name of one run of this cell (repeat counts from 1)."""
+        return f"{self.workload}_{self.model}_t{self.tasks}_r{repeat}"
+
+
+def matrix(workloads: list[str], models: list[str], tasks: list[int]) -> list[Cell]:
+    return [Cell(w, m, n) for w in workloads for n in tasks for m in models]
+
+
+def schedule(cells: list[Cell], repeat: int) -> list[tuple[Cell, int]]:
+    """Every cell once, then every cell again...: repeats are interleaved so a
+    slow minute on the machine hits all models alike, not one cell's repeats."""
+    return [(c, r) for r in range(1, repeat + 1) for c in cells]
+
+
+def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
+    """One row of the runs table from a run's summary and the workload's record.
+
+    ``wall_s`` is the workload's own clock around its tasks (what the article
+    times); ``run_wall_s`` is the whole traced command, interpreter start-up
+    included.  CPU, parallelism, context switches, threads and fds count the
+    workload's processes only: the io-http server is a separate process in
+    the traced tree and is reported as ``server_cpu_s``.
+    """
+    result = result or {}
+    server_pid = result.get("server_pid")
+    procs = summary.get("processes") or []
+
+    def is_server(p: dict[str, Any]) -> bool:
+        if server_pid is not None:
+            return p["pid"] == server_pid
+        return SERVER_MARKER in str(p.get("cmdline", ""))
+
+    work = [p for p in procs if not is_server(p)]
+    server = [p for p in procs if is_server(p)]
+    pids = {p["pid"] for p in work}
+    run_wall = float(summary.get("wall_s") or 0.0)
+    cpu = sum(float(p["cpu_s"]) for p in work)
+    ctx = sum(
+        int(t["ctx_voluntary"]) + int(t["ctx_involuntary"])
+        for t in summary.get("threads") or []
+        if t["pid"] in pids
+    )
+    root_pid = result.get("pid")
+    root = [p for p in work if p["pid"] == root_pid] or work[:1]
+    row: dict[str, Any] = {
+        "ok": bool(result) and summary.get("exit_code") == 0,
+        "exit_code": summary.get("exit_code"),
+        "wall_s": float(result["wall_s"]) if "wall_s" in result else math.nan,
+        "run_wall_s": run_wall,
+        "cpu_s": cpu,
+        "parallelism": cpu / run_wall if run_wall > 0 else math.nan,
+        "ctx_switches": ctx,
+        "ctx_per_s": ctx / run_wall if run_wall > 0 else math.nan,
+        "threads_peak": int(root[0]["threads_peak"]) if root else 0,
+        "processes": len(work),
+        "server_cpu_s": sum(float(p["cpu_s"]) for p in server) if server else math.nan,
+        # Filled in once GIL metrics exist (py-spy); NaN means "not measured".
+        "gil_contention": math.nan,
+        "python": result.get("python"),
+        "python_version": result.get("python_version"),
+        "gil_enabled": result.get("gil_enabled"),
+    }
+    for k in FD_KINDS:
+        # Sum of per-process peaks: an upper bound on what the tree held at once.
+        row[f"fds_{k}"] = sum(int(p["fds_peak_by_kind"].get(k, 0)) for p in work)
+    return row
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: median/min/max of each metric, speedup vs sequential.
+
+    ``speedup`` is the sequential cell's median wall time over this cell's
+    (same workload and number of tasks): measured side by side in one bench.
+    Its min/max use this cell's slowest and fastest run.  Failed runs are
+    counted, not averaged.
+    """
+    cols: list[str] = [
+        *KEYS,
+        "scale",
+        "runs",
+        "runs_ok",
+        *(f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max")),
+        "speedup_median",
+        "speedup_min",
+        "speedup_max",
+        "threads_peak",
+        "processes",
+        *(f"fds_{k}" for k in FD_KINDS),
+        "server_cpu_s",
+        "gil_contention",
+        "python",
+        "gil_enabled",
+    ]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, g in runs.groupby(list(KEYS), sort=False):
+        ok = g[g["ok"].astype(bool)]
+        row: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        row["scale"] = g["scale"].iloc[0] if "scale" in g else math.nan
+        row["runs"] = len(g)
+        row["runs_ok"] = len(ok)
+        for m in SPREAD_METRICS:
+            v = ok[m].astype(float)
+            row[f"{m}_median"] = v.median() if len(v) else math.nan
+            row[f"{m}_min"] = v.min() if len(v) else math.nan
+            row[f"{m}_max"] = v.max() if len(v) else math.nan
+        row["threads_peak"] = ok["threads_peak"].max() if len(ok) else math.nan
+        row["processes"] = ok["processes"].max() if len(ok) else math.nan
+        for k in FD_KINDS:
+            row[f"fds_{k}"] = ok[f"fds_{k}"].median() if len(ok) else math.nan
+        row["server_cpu_s"] = ok["server_cpu_s"].median() if len(ok) else math.nan
+        row["gil_contention"] = ok["gil_contention"].median() if len(ok) else math.nan
+        row["python"] = ok["python"].iloc[0] if len(ok) else None
+        row["gil_enabled"] = ok["gil_enabled"].iloc[0] if len(ok) else None
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    base = out[out["model"] == BASELINE_MODEL].set_index(["workload", "tasks"])["wall_s_median"]
+    ref = np.array(
+        [base.get((w, n), math.nan) for w, n in zip(out["workload"], out["tasks"], strict=True)],
+        dtype=float,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["speedup_median"] = ref / out["wall_s_median"].to_numpy(dtype=float)
+        out["speedup_min"] = ref / out["wall_s_max"].to_numpy(dtype=float)
+        out["speedup_max"] = ref / out["wall_s_min"].to_numpy(dtype=float)
+    return out[cols]
