@@ -37,15 +37,17 @@ sequential, threads, asyncio, processes; 2 tasks; 3 repeats; scale 0.1).
 """
 
 EPILOG = """\
-columns:
-  wall       the workload's own clock around its tasks (median [min-max])
-  speedup    sequential's median wall / this cell's (same workload, tasks)
-  CPU        CPU seconds of the workload's processes over the whole run
-  par        CPU seconds per wall second of the traced run
+columns (medians over the repeats):
+  wall s     the workload's own clock around its tasks; min-max: fastest, slowest run
+  speedup    sequential's median wall / this cell's (same workload and tasks)
+  CPU s      CPU seconds of the workload's processes over the whole traced run
+  par        parallelism: those CPU seconds per wall second of the traced run
   ctx/s      voluntary + involuntary context switches per second
-  fds        peak sockets / epoll fds (sum over the workload's processes)
-  The io-http server is its own process in the traced tree; it is left out of
-  these columns (its CPU is server_cpu_s in the saved table).
+  threads    peak threads of the workload's main process; procs: its processes
+  sockets, epoll   peak open fds of that kind, summed over the workload's processes
+  The io-http server is its own process in the traced tree, left out of these
+  columns (its CPU is server_cpu_s in the saved table).  gil_contention in the
+  saved table stays empty until GIL metrics are measured.
 
 saved in DIR: bench.json (the matrix), results.parquet/.csv (one row per
 cell), runs.parquet/.csv (one row per run), runs/<cell>_r<k>/ (run folders).
@@ -243,18 +245,26 @@ def bench(
         disable=quiet,
     ) as progress:
         bar = progress.add_task("bench", total=len(plan))
-        for cell, rep in plan:
-            name = cell.run_name(rep)
-            progress.update(bar, description=f"{name:<40}")
-            row = run_one(out, cell, rep, scale, args)
-            rows.append(row)
-            info["runs"].append(
-                {k: row[k] for k in ("run", "workload", "model", "tasks", "repeat", "exit_code")}
-            )
-            progress.advance(bar)
-            if row.get("stop_reason") == "interrupted":
-                stopped = True
-                break
+        try:
+            for cell, rep in plan:
+                name = cell.run_name(rep)
+                progress.update(bar, description=f"{name:<40}")
+                row = run_one(out, cell, rep, scale, args)
+                rows.append(row)
+                info["runs"].append(
+                    {
+                        k: row[k]
+                        for k in ("run", "workload", "model", "tasks", "repeat", "exit_code")
+                    }
+                )
+                progress.advance(bar)
+                if row.get("stop_reason") == "interrupted":
+                    stopped = True
+                    break
+        except KeyboardInterrupt:  # between two runs: keep what was measured
+            stopped = True
+    if not rows:
+        raise CircuitError("interrupted before the first run finished; nothing saved")
     runs = pd.DataFrame(rows)
     results = aggregate(runs)
     runs.to_parquet(out / "runs.parquet", index=False)
