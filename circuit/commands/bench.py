@@ -264,7 +264,7 @@ def bench(
         except KeyboardInterrupt:  # between two runs: keep what was measured
             stopped = True
     if not rows:
-        raise CircuitError("interrupted before the first run finished; nothing saved")
+        raise CircuitError("interrupted before the first run finished: no results")
     runs = pd.DataFrame(rows)
     results = aggregate(runs)
     runs.to_parquet(out / "runs.parquet", index=False)
