@@ -281,11 +281,8 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
     pids = {p["pid"] for p in work}
     run_wall = float(summary.get("wall_s") or 0.0)
     cpu = sum(float(p["cpu_s"]) for p in work)
-    ctx = sum(
-        int(t["ctx_voluntary"]) + int(t["ctx_involuntary"])
-        for t in summary.get("threads") or []
-        if t["pid"] in pids
-    )
+    threads = [t for t in summary.get("threads") or [] if t["pid"] in pids]
+    ctx = sum(int(t["ctx_voluntary"]) + int(t["ctx_involuntary"]) for t in threads)
     root_pid = result.get("pid")
     root = [p for p in work if p["pid"] == root_pid] or work[:1]
     row: dict[str, Any] = {
@@ -309,7 +306,21 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
     for k in FD_KINDS:
         # Sum of per-process peaks: an upper bound on what the tree held at once.
         row[f"fds_{k}"] = sum(int(p["fds_peak_by_kind"].get(k, 0)) for p in work)
+    for w in WAIT_REASONS:
+        # Thread-seconds in each wait reason, all the workload's threads together.
+        row[f"wait_{w}_s"] = sum(float(t.get("time_by_wait", {}).get(w, 0.0)) for t in threads)
     return row
+
+
+def top_wait(row: dict[str, Any] | pd.Series) -> str:
+    """Where the workload's threads spent most of their time (``running`` or a
+    wait reason), with its share: ``sleep 86%``."""
+    times = {w: float(row.get(f"wait_{w}_s", 0.0) or 0.0) for w in WAIT_REASONS}
+    times = {w: v for w, v in times.items() if not math.isnan(v) and v > 0}
+    if not times:
+        return ""
+    w = max(times, key=lambda k: times[k])
+    return f"{w} {100 * times[w] / sum(times.values()):.0f}%"
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -332,6 +343,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         "threads_peak",
         "processes",
         *(f"fds_{k}" for k in FD_KINDS),
+        *(f"wait_{w}_s" for w in WAIT_REASONS),
         "server_cpu_s",
         "gil_contention",
         "python",
@@ -355,6 +367,9 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         row["processes"] = ok["processes"].max() if len(ok) else math.nan
         for k in FD_KINDS:
             row[f"fds_{k}"] = ok[f"fds_{k}"].median() if len(ok) else math.nan
+        for w in WAIT_REASONS:
+            c = f"wait_{w}_s"
+            row[c] = ok[c].median() if len(ok) and c in ok else math.nan
         row["server_cpu_s"] = ok["server_cpu_s"].median() if len(ok) else math.nan
         row["gil_contention"] = ok["gil_contention"].median() if len(ok) else math.nan
         row["python"] = ok["python"].iloc[0] if len(ok) else None

@@ -18,10 +18,12 @@ from circuit.analysis.bench import (
     matrix,
     run_metrics,
     schedule,
+    top_wait,
 )
 from circuit.cli import main
 from circuit.commands.bench import parse_names, parse_tasks
 from circuit.errors import CircuitError
+from circuit.tracer.waits import WAIT_REASONS
 
 # ---------------------------------------------------------------- pure logic
 
@@ -49,8 +51,14 @@ def _proc(pid: int, cpu: float, cmd: str, **kinds: int) -> dict[str, Any]:
     }
 
 
-def _thread(pid: int, vol: int, invol: int) -> dict[str, Any]:
-    return {"pid": pid, "tid": pid, "ctx_voluntary": vol, "ctx_involuntary": invol}
+def _thread(pid: int, vol: int, invol: int, **waits: float) -> dict[str, Any]:
+    return {
+        "pid": pid,
+        "tid": pid,
+        "ctx_voluntary": vol,
+        "ctx_involuntary": invol,
+        "time_by_wait": {w: waits.get(w, 0.0) for w in WAIT_REASONS},
+    }
 
 
 def test_run_metrics_leave_the_server_out() -> None:
@@ -62,7 +70,11 @@ def test_run_metrics_leave_the_server_out() -> None:
             _proc(11, 0.3, "python -m circuit.workloads.server --port 0", socket=7, epoll=1),
             _proc(12, 0.25, "python -m circuit.workloads io-http", socket=1),
         ],
-        "threads": [_thread(10, 10, 2), _thread(11, 100, 100), _thread(12, 4, 4)],
+        "threads": [
+            _thread(10, 10, 2, poll=1.5, running=0.5),
+            _thread(11, 100, 100, poll=2.0),
+            _thread(12, 4, 4, socket=0.5),
+        ],
     }
     result = {"wall_s": 0.8, "pid": 10, "server_pid": 11, "python": "/py", "gil_enabled": True}
     row = run_metrics(summary, result)
@@ -77,6 +89,9 @@ def test_run_metrics_leave_the_server_out() -> None:
     assert row["processes"] == 2
     assert math.isnan(row["gil_contention"])
     assert row["python"] == "/py" and row["gil_enabled"] is True
+    assert row["wait_poll_s"] == 1.5 and row["wait_socket_s"] == 0.5  # server's poll left out
+    assert top_wait(row) == "poll 60%"
+    assert top_wait({}) == ""
 
 
 def test_run_metrics_failed_run() -> None:

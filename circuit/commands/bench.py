@@ -45,6 +45,7 @@ columns (medians over the repeats):
   ctx/s      voluntary + involuntary context switches per second
   threads    peak threads of the workload's main process; procs: its processes
   sockets, epoll   peak open fds of that kind, summed over the workload's processes
+  threads mostly   running or the wait reason the workload's threads spent most time in
   The io-http server is its own process in the traced tree, left out of these
   columns (its CPU is server_cpu_s in the saved table).  gil_contention in the
   saved table stays empty until GIL metrics are measured.
@@ -366,9 +367,11 @@ def render(results: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from circuit.analysis.bench import top_wait
+
     con = Console()
     if not con.is_terminal:
-        con = Console(width=max(con.width, 140))  # a pipe or a file: do not wrap rows
+        con = Console(width=max(con.width, 160))  # a pipe or a file: do not wrap rows
     t = Table(title="circuit bench (medians; wall min-max over the repeats)", title_justify="left")
     for c in ("workload", "model"):
         t.add_column(c, no_wrap=True)
@@ -376,6 +379,7 @@ def render(results: Any) -> None:
         t.add_column(c, justify="right", no_wrap=True)
     for c in ("threads", "procs", "sockets", "epoll"):
         t.add_column(c, justify="right", no_wrap=True)
+    t.add_column("threads mostly", no_wrap=True)
     for r in results.to_dict("records"):
         spread = f"{_num(r['wall_s_min'], '.2f')}-{_num(r['wall_s_max'], '.2f')}"
         if r["runs_ok"] < r["runs"]:
@@ -395,5 +399,6 @@ def render(results: Any) -> None:
             _num(r["processes"], ".0f"),
             _num(r["fds_socket"], ".0f"),
             _num(r["fds_epoll"], ".0f"),
+            top_wait(r),
         )
     con.print(t)
