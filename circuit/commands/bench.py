@@ -382,6 +382,8 @@ def render(results: Any) -> None:
     t.add_column("threads mostly", no_wrap=True)
     for r in results.to_dict("records"):
         spread = f"{_num(r['wall_s_min'], '.2f')}-{_num(r['wall_s_max'], '.2f')}"
+        if r["runs_ok"] == 0:
+            spread = "-"
         if r["runs_ok"] < r["runs"]:
             spread += f" ({r['runs'] - r['runs_ok']} failed)"
         speedup = _num(r["speedup_median"], ".2f")
