@@ -195,11 +195,11 @@ def test_cpu_count_wall_times(cpu_runs: dict[str, list[dict[str, Any]]]) -> None
     if (os.cpu_count() or 1) < 2:
         pytest.skip("processes need 2 CPUs to run in parallel")
     wall = {m: med(v, "wall") for m, v in cpu_runs.items()}
-    busy = statistics.median(r["delay"] for v in cpu_runs.values() for r in v)
-    if busy > BUSY:
-        # Measured, not guessed: threads waited that long for a CPU per CPU
+    delay = {m: round(float(med(v, "delay")), 2) for m, v in cpu_runs.items()}
+    if max(delay.values()) > BUSY:
+        # Measured, not guessed: the threads waited that long for a CPU per CPU
         # second they got, so the 2 cores were not free for these runs.
-        pytest.skip(f"cores busy elsewhere (run-queue delay {busy:.0%} of CPU time): {wall}")
+        pytest.skip(f"cores busy elsewhere (run-queue delay per CPU second {delay}): {wall}")
     assert wall["threads"] > 0.85 * wall["sequential"], wall  # no faster: the GIL
     assert 0.75 < wall["asyncio"] / wall["sequential"] < 1.33, wall  # the loop counts as written
     assert wall["sequential"] / wall["processes"] > 1.4, wall  # two cores, two processes
