@@ -68,7 +68,8 @@ def max_open_sockets(fds: pd.DataFrame, pid: int, remote_port: int) -> int:
     open_now: set[int] = set()
     peak = 0
     for r in fds[fds["pid"] == pid].sort_values("t_ns", kind="stable").itertuples():
-        if r.event == "open" and str(r.remote).endswith(f":{remote_port}"):
+        # "addr": a socket first seen without an address got one (connected later)
+        if r.event in ("open", "addr") and str(r.remote).endswith(f":{remote_port}"):
             open_now.add(r.fd)
         elif r.event == "close":
             open_now.discard(r.fd)
@@ -256,7 +257,7 @@ def _server_port(fds: pd.DataFrame, server_pid: int) -> int:
 def _check_server_side(run: circuit.Run, res: dict[str, Any], port: int) -> None:
     """Each end of every connection is counted in its own process."""
     fds = run.fds
-    est = fds[(fds["event"] == "open") & (fds["proto"] == "tcp ESTABLISHED")]
+    est = fds[fds["event"].isin(["open", "addr"]) & (fds["proto"] == "tcp ESTABLISHED")]
     client = est[est["pid"] == res["pid"]]
     server = est[est["pid"] == res["server_pid"]]
     assert set(client["remote"]) == {f"127.0.0.1:{port}"}
