@@ -230,3 +230,15 @@ def test_bench_bad_input(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "b").exists()  # nothing started, nothing written
+
+
+def test_demo_is_the_default_bench() -> None:
+    from circuit.cli import build_parser
+    from circuit.commands import bench
+
+    a = build_parser().parse_args(["demo"])
+    assert a.func is bench.run
+    assert a.output == Path("circuit-runs/demo")
+    assert a.workloads == "io-sleep,io-http,cpu-count"
+    assert a.models == "sequential,threads,asyncio,processes"
+    assert (a.tasks, a.repeat, a.scale) == ("2", 3, bench.DEFAULT_SCALE)
