@@ -79,6 +79,15 @@ def max_open_sockets(fds: pd.DataFrame, pid: int, remote_port: int) -> int:
 
 # ---------------------------------------------------------------- io-sleep
 
+
+def _untraced(*args: str) -> dict[str, Any]:
+    p = subprocess.run(
+        [PY, "-m", "circuit.workloads", *args], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 SLEEP_SCALE = 0.2  # tasks of 0.8 s and 0.6 s: sum 1.4 s, max 0.8 s
 SUM = (UNITS[0] + UNITS[1]) * SLEEP_SCALE
 MAX = max(UNITS) * SLEEP_SCALE
@@ -124,15 +133,19 @@ def test_io_sleep_sum_vs_max(tmp_path: Path, model: str, expected: float, waitin
 def test_io_sleep_other_models_overlap(model: str) -> None:
     """Pools, processes and uvloop also overlap the two waits (untraced: cheap)."""
     scale = 0.1
-    p = subprocess.run(
-        [PY, "-m", "circuit.workloads", "io-sleep", "--model", model, "--scale", str(scale)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.returncode == 0, p.stderr
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res = _untraced("io-sleep", "--model", model, "--scale", str(scale))
     assert duration(0, scale) - 0.01 <= res["wall_s"] < duration(0, scale) + duration(1, scale)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["thread-pool", "process-pool"])
+def test_pool_size_bounds_concurrency(model: str) -> None:
+    """4 tasks (0.4, 0.3, 0.4, 0.3 s) on 2 workers: two rounds, ~0.7 s, not ~0.4 s."""
+    res = _untraced(
+        "io-sleep", "--model", model, "--tasks", "4", "--workers", "2", "--scale", "0.1"
+    )
+    assert res["workers"] == 2
+    assert 0.69 <= res["wall_s"] < 0.7 + SLACK
 
 
 # ---------------------------------------------------------------- cpu-count
@@ -288,14 +301,7 @@ def test_disk_cleans_up(tmp_path: Path) -> None:
 def test_mixed_threads_overlap_waits_with_cpu() -> None:
     out = {}
     for m in ("sequential", "threads"):
-        p = subprocess.run(
-            [PY, "-m", "circuit.workloads", "mixed", "--model", m, "--scale", "0.1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert p.returncode == 0, p.stderr
-        out[m] = json.loads(p.stdout.strip().splitlines()[-1])
+        out[m] = _untraced("mixed", "--model", m, "--scale", "0.1")
     # One task's sleeps run while the other counts: the waits overlap.
     assert out["threads"]["wall_s"] < out["sequential"]["wall_s"]
     assert out["sequential"]["cpu_s"] > 0.05
