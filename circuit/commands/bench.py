@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
     if args.repeat < 1:
         raise CircuitError(f"--repeat must be at least 1, got {args.repeat}")
-    msg = check(workloads[0], models[0], tasks[0], args.scale)
+    msg = check(workloads[0], "sequential", tasks[0], args.scale)  # names checked above
     if msg:
         raise CircuitError(msg)
     if not 0 < args.rate <= 10_000:
