@@ -29,7 +29,16 @@ from circuit.errors import CircuitError
 from circuit.tracer.schema import FD_KIND_COLUMNS, META_FILE
 from circuit.tracer.waits import WAIT_REASONS
 
-RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl", "results.json")
+# The per-run table, first: ``circuit bench`` writes it as runs.*, and its
+# results.* holds one row per cell (medians), which the report does not want.
+RESULT_FILES = (
+    "runs.parquet",
+    "runs.csv",
+    "results.parquet",
+    "results.csv",
+    "results.jsonl",
+    "results.json",
+)
 BENCH_FILE = "bench.json"
 
 
@@ -132,7 +141,16 @@ def scaling(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-MODEL_ORDER = ("sequential", "threads", "asyncio", "uvloop", "processes")
+MODEL_ORDER = (
+    "sequential",
+    "threads",
+    "thread-pool",
+    "asyncio",
+    "asyncio-uvloop",
+    "uvloop",
+    "processes",
+    "process-pool",
+)
 
 
 def order_models(df: pd.DataFrame) -> pd.DataFrame:
@@ -308,14 +326,14 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
         row[f"fds_{k}"] = sum(int(p["fds_peak_by_kind"].get(k, 0)) for p in work)
     for w in WAIT_REASONS:
         # Thread-seconds in each wait reason, all the workload's threads together.
-        row[f"wait_{w}_s"] = sum(float(t.get("time_by_wait", {}).get(w, 0.0)) for t in threads)
+        row[f"threads_{w}_s"] = sum(float(t.get("time_by_wait", {}).get(w, 0.0)) for t in threads)
     return row
 
 
 def top_wait(row: dict[str, Any] | pd.Series) -> str:
     """Where the workload's threads spent most of their time (``running`` or a
     wait reason), with its share: ``sleep 86%``."""
-    times = {w: float(row.get(f"wait_{w}_s", 0.0) or 0.0) for w in WAIT_REASONS}
+    times = {w: float(row.get(f"threads_{w}_s", 0.0) or 0.0) for w in WAIT_REASONS}
     times = {w: v for w, v in times.items() if not math.isnan(v) and v > 0}
     if not times:
         return ""
@@ -343,7 +361,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         "threads_peak",
         "processes",
         *(f"fds_{k}" for k in FD_KINDS),
-        *(f"wait_{w}_s" for w in WAIT_REASONS),
+        *(f"threads_{w}_s" for w in WAIT_REASONS),
         "server_cpu_s",
         "gil_contention",
         "python",
@@ -368,7 +386,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         for k in FD_KINDS:
             row[f"fds_{k}"] = ok[f"fds_{k}"].median() if len(ok) else math.nan
         for w in WAIT_REASONS:
-            c = f"wait_{w}_s"
+            c = f"threads_{w}_s"
             row[c] = ok[c].median() if len(ok) and c in ok else math.nan
         row["server_cpu_s"] = ok["server_cpu_s"].median() if len(ok) else math.nan
         row["gil_contention"] = ok["gil_contention"].median() if len(ok) else math.nan

@@ -89,7 +89,7 @@ def test_run_metrics_leave_the_server_out() -> None:
     assert row["processes"] == 2
     assert math.isnan(row["gil_contention"])
     assert row["python"] == "/py" and row["gil_enabled"] is True
-    assert row["wait_poll_s"] == 1.5 and row["wait_socket_s"] == 0.5  # server's poll left out
+    assert row["threads_poll_s"] == 1.5 and row["threads_socket_s"] == 0.5  # server's poll left out
     assert top_wait(row) == "poll 60%"
     assert top_wait({}) == ""
 
@@ -206,6 +206,12 @@ def test_tiny_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert run.meta["finalized"]
         assert run.meta["bench"]["model"] == r["model"]
     assert set(runs["python"]) == {res["python"].iloc[0]}
+
+    # circuit report reads the per-run table (runs.*) and every run folder
+    html = tmp_path / "report" / "bench.html"
+    assert main(["report", str(out), "-o", str(html)]) == 0
+    md = html.with_suffix(".md").read_text()
+    assert "| results | 4 runs |" in md and "| run folders readable | 4 of 4 |" in md
 
     # an existing bench is kept unless --force
     assert main(argv) == 2
