@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m circuit bench -o circuit-runs/demo --force
+	$(PY) -m circuit demo -o circuit-runs/demo --force
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .

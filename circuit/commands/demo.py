@@ -1,4 +1,4 @@
-"""circuit demo: the article's comparison, i.e. the default ``circuit bench``."""
+"""circuit demo: the article's comparison (the default ``circuit bench``) and its report."""
 
 from __future__ import annotations
 
@@ -11,14 +11,25 @@ from circuit.commands import bench
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the article's comparison: the default circuit bench, into circuit-runs/demo",
+        help="the article's comparison: the default circuit bench and its report",
         description=(
-            "Same as `circuit bench -o circuit-runs/demo`: io-sleep, io-http and cpu-count "
-            "under sequential, threads, asyncio and processes, each run traced. "
+            "Run the default `circuit bench` into circuit-runs/demo (io-sleep, io-http and "
+            "cpu-count under sequential, threads, asyncio and processes, every run traced), "
+            "then write its report: circuit-runs/demo/report.html and report.md. "
             "Takes every `circuit bench` option."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=bench.EPILOG,
     )
     bench.add_bench_options(p, output=Path("circuit-runs/demo"))
-    p.set_defaults(func=bench.run)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuit.analysis.report import write_report
+
+    status = bench.run(args)
+    if status == 0:
+        html_path, md_path = write_report(args.output, args.output / "report.html")
+        print(f"circuit: report written to {html_path} (Markdown: {md_path})")
+    return status
