@@ -6,6 +6,8 @@ to Arrow types only when it flushes.
 
 from __future__ import annotations
 
+from .procfs import FD_KINDS
+
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
@@ -33,21 +35,7 @@ THREAD_FIELDS: tuple[tuple[str, str], ...] = (
     ("cpu", "int16"),
 )
 
-FD_KIND_COLUMNS = tuple(
-    f"fds_{k}"
-    for k in (
-        "file",
-        "socket",
-        "pipe",
-        "epoll",
-        "eventfd",
-        "timerfd",
-        "signalfd",
-        "inotify",
-        "device",
-        "other",
-    )
-)
+FD_KIND_COLUMNS = tuple(f"fds_{k}" for k in FD_KINDS)
 
 PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
     ("t_ns", "int64"),
