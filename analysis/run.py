@@ -165,6 +165,17 @@ class Run:
         return _read_table(self.path, "procs", self.load_warnings, self.finalized)
 
     @cached_property
+    def maps(self) -> pd.DataFrame:
+        return _read_table(self.path, "maps", self.load_warnings)
+
+    @cached_property
+    def stacks(self) -> pd.DataFrame:
+        """py-spy dumps, one row per thread per dump (see docs/pyspy.md)."""
+        from .pyspy import load_stacks
+
+        return load_stacks(self.path, self.load_warnings)
+
+    @cached_property
     def marks(self) -> pd.DataFrame:
         rows = []
         f = self.path / MARKS_FILE

@@ -72,7 +72,9 @@ def period_ns(meta: dict[str, Any]) -> int:
 
 def summarize(run: Run) -> dict[str, Any]:
     meta = run.meta
-    return summarize_frames(meta, run.threads, run.processes, run.procs)
+    return summarize_frames(
+        meta, run.threads, run.processes, run.procs, maps=run.maps, stacks=run.stacks
+    )
 
 
 def summarize_frames(
@@ -80,7 +82,15 @@ def summarize_frames(
     threads: pd.DataFrame,
     processes: pd.DataFrame,
     procs: pd.DataFrame,
+    maps: pd.DataFrame | None = None,
+    stacks: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
+    from .gil import classify_gil, gil_metrics
+    from .pyspy import thread_names
+
+    if maps is not None and len(threads):
+        threads = classify_gil(threads, maps)  # `lock` -> `gil` (docs/pyspy.md)
+    py_names = thread_names(stacks) if stacks is not None else {}
     attached = meta.get("mode") != "run"
     first_t = int(processes["t_ns"].min()) if len(processes) else 0
     last_t = int(processes["t_ns"].max()) if len(processes) else 0
@@ -144,6 +154,7 @@ def summarize_frames(
                     "pid": int(key[0]),
                     "tid": int(key[1]),
                     "name": str(names[key]),
+                    "python_name": py_names.get((int(key[0]), int(key[1]))),
                     "cpu_s": round(cpu_ns / 1e9, 6),
                     "cpu_user_s": round(d["user_ns"] / 1e9, 6),
                     "cpu_system_s": round(d["system_ns"] / 1e9, 6),
@@ -155,6 +166,11 @@ def summarize_frames(
                 }
             )
 
+    gil = (
+        gil_metrics(with_durations(threads, per), maps, per)
+        if maps is not None and len(threads)
+        else gil_metrics(threads.iloc[:0], None, per)
+    )
     cpu = user_total + system_total
     return {
         "run": str(meta.get("path", "")),
@@ -175,5 +191,6 @@ def summarize_frames(
         "exit_code": meta.get("exit_code"),
         "processes": proc_list,
         "threads": thread_list,
+        "gil": gil,
         "warnings": list(meta.get("warnings") or []),
     }

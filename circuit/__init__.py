@@ -15,7 +15,7 @@ from .errors import CircuitError
 from .marks import mark
 
 __version__ = "0.1.0"
-__all__ = ["CircuitError", "__version__", "load", "mark", "trace"]
+__all__ = ["CircuitError", "__version__", "dump", "load", "mark", "trace"]
 
 if TYPE_CHECKING:
     from .analysis.run import Run
@@ -34,3 +34,15 @@ def trace(path: Any, **kwargs: Any) -> Trace:
     from .api import Trace
 
     return Trace(path, **kwargs)
+
+
+def dump(run_dir: Any = None) -> int:
+    """Ask the circuit process tracing us for a py-spy dump now (SIGUSR1 to it).
+
+    ``run_dir`` defaults to the current run (``$CIRCUIT_RUN_DIR``, set by
+    ``circuit run``).  Returns the tracer's PID; raises CircuitError when no
+    tracer with py-spy runs for that folder.
+    """
+    from .tracer.pyspy import request_dump
+
+    return request_dump(run_dir)

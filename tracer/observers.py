@@ -23,6 +23,9 @@ class Observer:
     def on_demand(self) -> None:
         """SIGUSR1 to circuit (or the API): do your on-demand work now."""
 
+    def on_interrupt(self) -> None:
+        """circuit got SIGINT/SIGTERM/...: the target may still be hung, act now."""
+
     def stop(self, reason: str) -> dict[str, Any]:
         """The run is ending (``reason``: target exited, interrupted, duration...).
 

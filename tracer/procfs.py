@@ -7,6 +7,7 @@ on canned text, including hostile thread names.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from typing import NamedTuple
@@ -231,4 +232,45 @@ def parse_net_unix(data: bytes) -> dict[int, tuple[str, str, str]]:
         except ValueError:
             continue
         out[inode] = ("unix", f[7] if len(f) > 7 else "", "")
+    return out
+
+
+# -- /proc/PID/maps: the python image (for telling GIL waits from lock waits)
+
+_PY_IMAGE = re.compile(r"(?:^|/)(?:lib)?python[0-9.]*[a-z]?(?:\.so[0-9.]*)?(?:\s|$)")
+
+
+def is_python_image(path: str) -> bool:
+    """``/usr/bin/python3.11``, ``.../libpython3.11.so.1.0``, ``python3.13t``: True."""
+    return bool(_PY_IMAGE.search(path.rsplit("/", 1)[-1] + " "))
+
+
+def parse_python_maps(data: bytes) -> list[tuple[int, int, str, str]]:
+    """The mappings of the python executable / libpython in /proc/PID/maps.
+
+    Returns (start, end, path, perms) rows.  The anonymous read-write mapping
+    that directly follows an image's last mapping is its .bss (static builds
+    keep ``_PyRuntime`` there); it is returned with the path ``<image> [bss]``.
+    """
+    out: list[tuple[int, int, str, str]] = []
+    last_image = ""
+    last_end = -1
+    for line in data.decode("utf-8", NAME_ERRORS).splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, _, hi = parts[0].partition("-")
+        try:
+            start, end = int(lo, 16), int(hi, 16)
+        except ValueError:
+            continue
+        perms = parts[1]
+        path = parts[5].strip() if len(parts) == 6 else ""
+        if path and is_python_image(path):
+            out.append((start, end, path, perms))
+            last_image, last_end = path, end
+            continue
+        if not path and last_image and start == last_end and perms.startswith("rw"):
+            out.append((start, end, f"{last_image} [bss]", perms))
+        last_image, last_end = "", -1
     return out

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .backends import Backend, ProcessGone
-from .procfs import FD_KINDS, fd_kind, link_inode
+from .procfs import FD_KINDS, fd_kind, link_inode, parse_python_maps
 from .writer import RunWriter
 
 FLUSH_INTERVAL_S = 1.0
@@ -33,6 +33,11 @@ SMALL_FD_TABLE = 64
 # A socket with no address yet (created, not yet bound) is looked up again at
 # the next scans, then only at full scans (a never-bound socket costs little).
 SOCKET_RETRIES = 20
+# The python image mappings are read when a process is first seen and again
+# this long after, each once: a process seen right after fork/exec has not
+# mapped libpython yet (the dynamic loader does that a moment later), and a
+# multiprocessing "spawn" child exec's python again without changing its name.
+MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
 
 
 @dataclass
@@ -49,6 +54,8 @@ class _Traced:
     dirty: bool = False  # ran since the last fd scan
     unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
     retries: int = 0
+    maps: list[tuple[int, int, str, str]] = field(default_factory=list)
+    maps_due: list[int] = field(default_factory=list)
 
 
 class Sampler:
@@ -105,6 +112,22 @@ class Sampler:
                 root,
             ),
         )
+        tr = self.traced.get(pid)
+        if tr is not None:
+            self._record_maps(tr, t_ns)
+            tr.maps_due = [t_ns + d for d in MAPS_REREAD_NS]
+
+    def _record_maps(self, tr: _Traced, t_ns: int) -> None:
+        """Snapshot the python image mappings (never per sample: see MAPS_REREAD_NS)."""
+        try:
+            with open(f"/proc/{tr.pid}/maps", "rb") as f:
+                maps = parse_python_maps(f.read())
+        except OSError:
+            return  # gone, or not Linux: GIL waits then stay classified as `lock`
+        if maps != tr.maps:
+            tr.maps = maps
+            for m in maps:
+                self.writer.add("maps", (t_ns, tr.pid, *m))
 
     def _drop(self, tr: _Traced) -> None:
         self.backend.close(tr.handle)
@@ -147,6 +170,9 @@ class Sampler:
                 else:
                     tr.dirty = False
                     tr.next_fd_scan = t_ns + self.period_ns
+            if tr.maps_due and t_ns >= tr.maps_due[0]:
+                tr.maps_due.pop(0)
+                self._record_maps(tr, t_ns)
             writer.add("processes", (t_ns, *prow, *tr.counts))
             if rows:
                 writer.add_threads(t_ns, rows)

@@ -76,11 +76,26 @@ PROC_FIELDS: tuple[tuple[str, str], ...] = (
     ("root", "bool_"),
 )
 
+# The python executable / libpython mappings of each process (from
+# /proc/PID/maps, read when the process is first seen, shortly after, and
+# after an exec; a new snapshot only when they changed).  Analysis uses them
+# to tell a GIL wait (futex inside the interpreter's static state) from a
+# lock wait (futex on the heap): see docs/pyspy.md.
+MAP_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),  # when this snapshot was read
+    ("pid", "int32"),
+    ("start", "uint64"),
+    ("end", "uint64"),
+    ("path", "string"),  # the image; "<image> [bss]" for its anonymous .bss
+    ("perms", "string"),  # as in /proc/PID/maps, e.g. "rw-p"
+)
+
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "threads": THREAD_FIELDS,
     "processes": PROCESS_FIELDS,
     "fds": FD_FIELDS,
     "procs": PROC_FIELDS,
+    "maps": MAP_FIELDS,
 }
 
 # Rows are sorted this way when a run is finalised: long runs of one thread
@@ -90,6 +105,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "processes": ("pid", "t_ns"),
     "fds": ("t_ns", "pid", "fd"),
     "procs": ("t_ns", "pid"),
+    "maps": ("pid", "t_ns", "start"),
 }
 
 

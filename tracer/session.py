@@ -287,6 +287,8 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         if sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             interrupts += 1
             if interrupts == 1:
+                for o in opts.observers:
+                    o.on_interrupt()  # e.g. a final py-spy dump, before forwarding
                 # A terminal Ctrl-C already reached the target (same process
                 # group); a kill aimed at circuit did not: forward it.
                 if info.si_code != SI_KERNEL:

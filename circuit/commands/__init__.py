@@ -51,3 +51,71 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         help="also record the target's environment in meta.json (never recorded otherwise; "
         "values of secret-looking variables are masked)",
     )
+
+
+def add_pyspy_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "py-spy",
+        "Python stacks of every traced Python process, children included, saved in "
+        "DIR/pyspy/ and joined to the kernel samples by thread id (docs/pyspy.md). "
+        "On-demand dump: `kill -USR1 <circuit's PID>`, or circuit.dump() from the target. "
+        "If py-spy cannot attach, circuit says why once and keeps the kernel samples.",
+    )
+    g.add_argument(
+        "--dump-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between periodic py-spy dumps (default 1; 0: only on demand / final)",
+    )
+    g.add_argument(
+        "--no-final-dump",
+        dest="final_dump",
+        action="store_false",
+        help="no final dump when circuit is interrupted (Ctrl-C, kill) or --duration ends; "
+        "by default there is one: the stacks of a hung program",
+    )
+    g.add_argument(
+        "--blocking-dumps",
+        action="store_true",
+        help="pause the target for each dump (consistent stacks; default: --nonblocking, "
+        "which measured cheaper for the target)",
+    )
+    g.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run `py-spy record` and save pyspy/profile.svg (flame graph) and "
+        "pyspy/profile.speedscope.json",
+    )
+    g.add_argument("--gil", action="store_true", help="profile: only threads holding the GIL")
+    g.add_argument("--idle", action="store_true", help="profile: include idle threads")
+    g.add_argument(
+        "--native",
+        action="store_true",
+        help="dumps and profile include native (C) frames; pauses the target",
+    )
+    g.add_argument("--no-pyspy", dest="pyspy", action="store_false", help="no py-spy at all")
+
+
+def pyspy_observers(args: argparse.Namespace) -> list:
+    """The observers the py-spy options ask for (empty with --no-pyspy)."""
+    from circuit.errors import CircuitError
+
+    if not args.pyspy:
+        return []
+    if args.dump_interval < 0:
+        raise CircuitError(f"--dump-interval must be >= 0, got {args.dump_interval:g}")
+    from circuit.tracer.pyspy import PySpyObserver
+
+    return [
+        PySpyObserver(
+            interval=args.dump_interval,
+            nonblocking=not args.blocking_dumps,
+            native=args.native,
+            final=args.final_dump,
+            profile=args.profile,
+            gil=args.gil,
+            idle=args.idle,
+            quiet=args.quiet,
+        )
+    ]

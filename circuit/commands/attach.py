@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from circuit.commands import add_sampling_options, default_run_dir
+from circuit.commands import (
+    add_pyspy_options,
+    add_sampling_options,
+    default_run_dir,
+    pyspy_observers,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pid", type=int, metavar="PID")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     add_sampling_options(p)
+    add_pyspy_options(p)
     p.set_defaults(func=run)
 
 
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         redact=args.redact,
         record_env=args.record_env,
+        observers=pyspy_observers(args),
         duration=args.duration,
     )
     check_attachable(args.pid)  # before saying "tracing": no progress line ahead of the error

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from circuit.commands import add_sampling_options, default_run_dir
+from circuit.commands import (
+    add_pyspy_options,
+    add_sampling_options,
+    default_run_dir,
+    pyspy_observers,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: circuit run --rate 200 -o runs/threads -- python app.py --workers 4",
     )
     add_sampling_options(p)
+    add_pyspy_options(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
     p.set_defaults(func=run)
 
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         redact=args.redact,
         record_env=args.record_env,
+        observers=pyspy_observers(args),
     )
     code, meta = run_command(cmd, opts)
     if not args.quiet:

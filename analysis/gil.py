@@ -1,0 +1,367 @@
+"""GIL metrics from outside the process, at the kernel sampling rate.
+
+Method (docs/pyspy.md has the long version and the validation):
+
+* A thread waiting for the GIL sleeps in ``futex`` on an address inside the
+  interpreter's static runtime state (``_PyRuntime``: the writable data/bss
+  mapping of the python executable or libpython); a ``threading.Lock`` waiter
+  sleeps on a heap address.  The sampler records the futex address (``arg0``)
+  and the python image mappings of every process (table ``maps``), so a
+  ``lock`` sample whose address falls inside those mappings becomes ``gil``.
+* The holder of a process's GIL at a sample is one of its ``running`` threads.
+  When exactly one runs, it is the holder.  When several run (a hand-off in
+  progress, or a thread runnable but waiting for a CPU), the previous holder
+  stays the holder while it still runs ("sticky"), else the lowest tid is
+  picked.  Running threads other than the holder count neither as holding
+  nor as waiting.
+* held_s = the thread's samples as holder; wait_s = its samples in ``gil``;
+  contention = wait / (wait + held), 0 when both are 0.
+* Holder switches are holder changes between consecutive samples of the
+  process (samples without any running thread keep the chain).  That counts
+  every switch only when the sampling period is well below the time a holder
+  keeps the GIL (5 ms by default): use ``--rate 1000`` for switch rates.
+
+All functions are pure: DataFrames in, DataFrames or dicts out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def gil_ranges(maps: pd.DataFrame) -> pd.DataFrame:
+    """The writable python image ranges per (pid, snapshot t_ns)."""
+    cols = ["pid", "t_ns", "start", "end"]
+    if maps is None or maps.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
+    w = maps[maps["perms"].astype(str).str[1] == "w"]
+    return w[cols].sort_values(["pid", "t_ns", "start"]).reset_index(drop=True)
+
+
+def python_pids(maps: pd.DataFrame) -> set[int]:
+    """Processes that have a python executable or libpython mapped."""
+    if maps is None or maps.empty:
+        return set()
+    return {int(p) for p in maps["pid"].unique()}
+
+
+def classify_gil(threads: pd.DataFrame, maps: pd.DataFrame) -> pd.DataFrame:
+    """Return ``threads`` with ``wait`` = ``gil`` for futex waits inside the python image.
+
+    A sample uses the maps snapshot of its pid in effect at its time (the
+    latest one taken at or before it; the first one for earlier samples).
+    """
+    out = threads.copy()
+    if out.empty:
+        return out
+    wait = out["wait"].astype(str).to_numpy(copy=True)
+    is_lock = wait == "lock"
+    if not is_lock.any():
+        return out
+    ranges = gil_ranges(maps)
+    addr = out["arg0"].to_numpy().astype(np.int64).astype(np.uint64)
+    pid = out["pid"].to_numpy()
+    t = out["t_ns"].to_numpy()
+    gil = np.zeros(len(out), dtype=bool)
+    for p, snaps in ranges.groupby("pid", sort=False):
+        rows = is_lock & (pid == p)
+        if not rows.any():
+            continue
+        times = np.sort(snaps["t_ns"].unique())
+        which = np.clip(np.searchsorted(times, t[rows], side="right") - 1, 0, None)
+        hit = np.zeros(int(rows.sum()), dtype=bool)
+        for i, ts in enumerate(times):
+            snap = snaps[snaps["t_ns"] == ts]
+            sel = which == i
+            if not sel.any():
+                continue
+            a = addr[rows][sel]
+            inside = np.zeros(len(a), dtype=bool)
+            for lo, hi in zip(
+                snap["start"].to_numpy(np.uint64), snap["end"].to_numpy(np.uint64), strict=True
+            ):
+                inside |= (a >= lo) & (a < hi)
+            hit[sel] = inside
+        gil[np.flatnonzero(rows)[hit]] = True
+    wait[gil] = "gil"
+    cats = list(dict.fromkeys([*_categories(threads["wait"]), "gil"]))
+    out["wait"] = pd.Categorical(wait, categories=cats)
+    return out
+
+
+def _categories(s: pd.Series) -> list[str]:
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return [str(c) for c in s.cat.categories]
+    return sorted({str(v) for v in s.unique()})
+
+
+def interval_cpu(threads: pd.DataFrame) -> np.ndarray:
+    """CPU ns each thread sample's thread used until its next sample (0 for the last)."""
+    pid = threads["pid"].to_numpy().astype(np.int64)
+    tid = threads["tid"].to_numpy().astype(np.int64)
+    t = threads["t_ns"].to_numpy().astype(np.int64)
+    cpu = threads["cpu_ns"].to_numpy().astype(np.int64)
+    order = np.lexsort((t, tid, pid))
+    p, d, c = pid[order], tid[order], cpu[order]
+    same = np.zeros(len(order), dtype=bool)
+    same[:-1] = (p[1:] == p[:-1]) & (d[1:] == d[:-1])
+    out = np.zeros(len(order), dtype=np.int64)
+    out[:-1] = np.where(same[:-1], c[1:] - c[:-1], 0)
+    res = np.empty_like(out)
+    res[order] = out
+    return res
+
+
+def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame:
+    """The holder timeline: one row per (pid, t_ns) sample of a python process.
+
+    The sample at ``t_ns`` stands for the interval up to the process's next
+    sample.  Its holder is the thread that used the most CPU in that interval
+    (``cpu_ns`` of the next sample minus this one), if that is at least
+    ``MIN_HOLD_SHARE`` of the interval: only the GIL holder executes Python,
+    and kernel state ``R`` alone cannot tell the holder from a waiter that
+    has just been woken and is queued for a CPU.  Runs without ``cpu_ns``
+    (backends without schedstat) fall back to the running threads: a single
+    running thread is the holder, among several the previous holder stays.
+
+    Columns: pid, t_ns, holder (tid, -1: nobody ran), dt_ns, waiters
+    (threads in ``gil``), active (tuple of the tids that used at least
+    ``ACTIVE_NS`` of CPU in the interval, most CPU first: more than one means
+    the GIL changed hands inside the interval).  ``threads`` must be classified (:func:`classify_gil`).
+    """
+    cols = ["pid", "t_ns", "holder", "dt_ns", "waiters", "active"]
+    empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in cols[:-1]}).assign(
+        active=pd.Series(dtype=object)
+    )
+    if threads.empty:
+        return empty
+    df = threads
+    if pids is not None:
+        df = df[df["pid"].isin(list(pids))]
+    if df.empty:
+        return empty
+    pid = df["pid"].to_numpy().astype(np.int64)
+    tid = df["tid"].to_numpy().astype(np.int64)
+    t = df["t_ns"].to_numpy().astype(np.int64)
+    cpu = df["cpu_ns"].to_numpy().astype(np.int64)
+    dcpu = interval_cpu(df)
+    wait = df["wait"].astype(str).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "pid": pid,
+            "tid": tid,
+            "t_ns": t,
+            "dcpu": dcpu,
+            "gil": wait == "gil",
+            "run": wait == "running",
+        }
+    )
+    per = frame.groupby(["pid", "t_ns"], sort=True)
+    out = per["gil"].sum().rename("waiters").reset_index()
+    # a sample stands for the time until the process's next sample
+    nxt = out.groupby("pid")["t_ns"].shift(-1)
+    gap = (nxt - out["t_ns"]).to_numpy()
+    med = np.nanmedian(gap) if np.isfinite(gap).any() else 0.0
+    out["dt_ns"] = np.where(np.isfinite(gap), gap, med).astype(np.int64)
+    if (cpu > 0).any():
+        best = frame.loc[frame.groupby(["pid", "t_ns"], sort=True)["dcpu"].idxmax()]
+        best = best.set_index(["pid", "t_ns"]).reindex(
+            pd.MultiIndex.from_frame(out[["pid", "t_ns"]])
+        )
+        ok = best["dcpu"].to_numpy() >= MIN_HOLD_SHARE * out["dt_ns"].to_numpy()
+        holder = pd.Series(np.where(ok, best["tid"].to_numpy(), -1), dtype="float64")
+        # Threads wait in `gil` yet nobody ran: the holder was preempted (or
+        # blocked briefly) while holding it; the last known holder keeps it,
+        # unless it is one of the waiters itself.
+        fill = (holder < 0).to_numpy() & (out["waiters"].to_numpy() > 0)
+        filled = holder.where(holder >= 0).groupby(out["pid"].to_numpy()).ffill()
+        g = frame[frame["gil"]]
+        waiting = set(zip(g["pid"], g["t_ns"], g["tid"], strict=True))
+        ok_fill = np.array(
+            [
+                f and h == h and (p, ts, int(h)) not in waiting
+                for f, p, ts, h in zip(fill, out["pid"], out["t_ns"], filled, strict=True)
+            ],
+            dtype=bool,
+        )
+        holder = holder.where(~ok_fill, filled)
+        out["holder"] = holder.fillna(-1).astype(np.int64).to_numpy()
+        act = frame[frame["dcpu"] >= ACTIVE_NS].sort_values("dcpu", ascending=False)
+        lists = act.groupby(["pid", "t_ns"])["tid"].agg(tuple)
+        out["active"] = lists.reindex(pd.MultiIndex.from_frame(out[["pid", "t_ns"]])).to_numpy()
+        out["active"] = [a if isinstance(a, tuple) else () for a in out["active"]]
+    else:
+        out["holder"] = _sticky_running(frame, out)
+        out["active"] = [(h,) if h >= 0 else () for h in out["holder"]]
+    out["waiters"] = out["waiters"].astype(np.int64)
+    return out[cols]
+
+
+MIN_HOLD_SHARE = 0.1
+# A GIL waiter that wakes (every switch interval) to post a drop request uses
+# ~10 us of CPU; a thread that held the GIL for part of an interval ran
+# Python for longer than this.
+ACTIVE_NS = 50_000
+
+
+def count_switches(active: list[tuple[int, ...]]) -> int:
+    """The fewest GIL hand-offs consistent with the per-interval active sets.
+
+    Each interval with k active threads had at least k - 1 hand-offs inside
+    it; one more happens at its start when the previous interval's last
+    holder is not among them.  The last holder of an interval is taken to be
+    one that is not the first holder when there are several (the order inside an
+    interval is unknown: this keeps the count a lower bound).
+    """
+    switches = 0
+    cur = -1
+    for s in active:
+        if not s:
+            continue
+        if cur >= 0 and cur not in s:
+            switches += 1
+        switches += len(s) - 1
+        if len(s) == 1:
+            cur = s[0]
+        else:
+            first = cur if cur in s else s[0]
+            cur = next(x for x in s if x != first)
+    return switches
+
+
+def _sticky_running(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    running = frame[frame["run"]].sort_values(["pid", "t_ns", "tid"])
+    lists = running.groupby(["pid", "t_ns"])["tid"].agg(list)
+    res = np.full(len(keys), -1, dtype=np.int64)
+    prev: dict[int, int] = {}
+    for i, (p, ts) in enumerate(zip(keys["pid"].to_numpy(), keys["t_ns"].to_numpy(), strict=True)):
+        tids = lists.get((p, ts), [])
+        if tids:
+            h = prev.get(p, -1)
+            h = h if h in tids else int(tids[0])
+            res[i] = prev[p] = h
+    return res
+
+
+def held_wait(threads: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
+    """ns holding and waiting for the GIL per (pid, tid): columns ``held``, ``wait``.
+
+    Each thread sample stands for its process's interval to the next sample
+    (``timeline``: :func:`holders`).  In an interval that has a holder:
+
+    * held: the thread's share of the CPU used by the threads active in the
+      interval (one active thread: all of it; none active: the carried-over
+      holder gets it);
+    * wait: the rest of the interval for a thread in ``gil`` at its start, or
+      that ran, lost the GIL during it and is in ``gil`` at the next sample;
+      the whole interval for a runnable thread that barely ran (woken by a
+      GIL release and not yet scheduled, or preempted).  A thread that ran a
+      lot beside the holder took the GIL during the interval or ran GIL-free
+      C code; its remainder counts as neither.
+    """
+    df = threads.reset_index(drop=True)
+    if df.empty or timeline.empty:
+        return pd.DataFrame({"held": pd.Series(dtype=float), "wait": pd.Series(dtype=float)})
+    tl = timeline.set_index(["pid", "t_ns"])
+    key = pd.MultiIndex.from_arrays(
+        [df["pid"].astype("int64"), df["t_ns"].astype("int64")], names=["pid", "t_ns"]
+    )
+    dt = tl["dt_ns"].reindex(key).to_numpy(dtype=float)
+    holder = tl["holder"].reindex(key).fillna(-1).to_numpy().astype(np.int64)
+    tid = df["tid"].to_numpy().astype(np.int64)
+    dcpu = interval_cpu(df).astype(float)
+    active = dcpu >= ACTIVE_NS
+    act_sum = (
+        pd.Series(np.where(active, dcpu, 0.0)).groupby([df["pid"], df["t_ns"]]).transform("sum")
+    )
+    n_act = pd.Series(active.astype(int)).groupby([df["pid"], df["t_ns"]]).transform("sum")
+    n_act = n_act.to_numpy()
+    share = np.where(active, dcpu / np.maximum(act_sum.to_numpy(), 1.0), 0.0)
+    has = holder >= 0
+    held = np.where(has & active, dt * share, 0.0)
+    held = np.where(has & (n_act == 0) & (holder == tid), dt, held)
+    state = df["wait"].astype(str).to_numpy()
+    order = np.lexsort((df["t_ns"].to_numpy(), tid, df["pid"].to_numpy()))
+    nxt = np.full(len(df), "", dtype=object)
+    same = np.zeros(len(order), dtype=bool)
+    p_o, t_o = df["pid"].to_numpy()[order], tid[order]
+    same[:-1] = (p_o[1:] == p_o[:-1]) & (t_o[1:] == t_o[:-1])
+    nxt_sorted = np.full(len(order), "", dtype=object)
+    nxt_sorted[:-1] = np.where(same[:-1], state[order][1:], "")
+    nxt[order] = nxt_sorted
+    gil = state == "gil"
+    running = state == "running"
+    lost = running & active & (n_act >= 2) & (nxt == "gil")
+    wait = np.where(has & (gil | lost), dt - held, 0.0)
+    wait = np.where(has & running & ~active, dt, wait)
+    wait = np.where(~has & gil, dt, wait)
+    out = pd.DataFrame({"pid": df["pid"].to_numpy(), "tid": tid, "held": held, "wait": wait})
+    return out.groupby(["pid", "tid"])[["held", "wait"]].sum()
+
+
+def gil_metrics(threads: pd.DataFrame, maps: pd.DataFrame, period_ns: int) -> dict[str, Any]:
+    """The ``gil`` entry of ``circuit summary --json``.
+
+    ``threads`` is classified (:func:`classify_gil`) and has ``dt_ns``
+    (``analysis.summary.with_durations``).  Returns contention and
+    switches_per_s over all python processes, plus per-process and
+    per-thread entries.
+    """
+    pids = python_pids(maps)
+    result: dict[str, Any] = {
+        "contention": 0.0,
+        "switches_per_s": 0.0,
+        "processes": [],
+        "threads": [],
+    }
+    if threads.empty or not pids:
+        return result
+    df = threads[threads["pid"].isin(list(pids))]
+    tl = holders(df, pids)
+    if tl.empty:
+        return result
+    per_thread = held_wait(df, tl)
+    total_w = total_h = 0.0
+    total_switches = 0
+    total_busy = 0.0
+    for pid, ph in tl.groupby("pid", sort=True):
+        switches = count_switches(list(ph["active"]))
+        pt = per_thread.loc[per_thread.index.get_level_values(0) == pid]
+        w_ns, h_ns = float(pt["wait"].sum()), float(pt["held"].sum())
+        busy_s = h_ns / 1e9
+        total_w += w_ns
+        total_h += h_ns
+        total_switches += switches
+        total_busy += busy_s
+        contended = ph["waiters"] > 0
+        result["processes"].append(
+            {
+                "pid": int(pid),
+                "contention": _ratio(w_ns, h_ns),
+                "switches": switches,
+                "switches_per_s": round(switches / busy_s, 3) if busy_s > 0 else 0.0,
+                "held_s": round(h_ns / 1e9, 6),
+                "wait_s": round(w_ns / 1e9, 6),
+                "contended_share": round(float(contended.mean()), 4) if len(ph) else 0.0,
+            }
+        )
+    for (pid, tid), r in per_thread.sort_index().iterrows():
+        result["threads"].append(
+            {
+                "pid": int(pid),
+                "tid": int(tid),
+                "held_s": round(r["held"] / 1e9, 6),
+                "wait_s": round(r["wait"] / 1e9, 6),
+                "contention": _ratio(r["wait"], r["held"]),
+            }
+        )
+    result["contention"] = _ratio(total_w, total_h)
+    result["switches_per_s"] = round(total_switches / total_busy, 3) if total_busy > 0 else 0.0
+    return result
+
+
+def _ratio(wait: float, held: float) -> float:
+    return round(wait / (wait + held), 4) if wait + held > 0 else 0.0

@@ -1,0 +1,404 @@
+"""py-spy beside the sampler: periodic / on-demand / final stack dumps, and profiles.
+
+Every dump is a background ``py-spy dump --json --pid PID`` (one per traced
+Python process: py-spy's ``--subprocesses`` does not return children in
+JSON), started from the sampling loop's ``tick`` and collected on a later
+tick, so the loop never waits for py-spy.  Output goes to a temporary file
+(a pipe could fill and stall py-spy); every dump is bounded by a timeout and
+killed past it.  Results: ``pyspy/dumps.jsonl`` in the run folder, one line
+per dump (format: docs/pyspy.md).
+
+py-spy failing (missing, no ptrace permission, unknown interpreter version,
+hanging) is reported once on stderr and in meta.json, and never stops the
+run: the kernel samples go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .observers import Observer
+from .procfs import is_python_image
+from .schema import PYSPY_DIR
+
+DUMPS_FILE = "dumps.jsonl"
+PID_FILE = "tracer.pid"
+ENV_PYSPY = "CIRCUIT_PYSPY"  # path of the py-spy executable to use (tests point it at fakes)
+
+
+def find_pyspy(explicit: str | None = None) -> str | None:
+    """The py-spy executable: explicit path, $CIRCUIT_PYSPY, PATH, or beside our python."""
+    cand = explicit or os.environ.get(ENV_PYSPY)
+    if cand:
+        return cand if os.access(cand, os.X_OK) else None
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+def is_python_process(pid: int) -> bool:
+    """The executable is python, or libpython is mapped (embedded interpreters)."""
+    try:
+        if is_python_image(os.readlink(f"/proc/{pid}/exe")):
+            return True
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            return b"/libpython" in f.read()
+    except OSError:
+        return False
+
+
+def explain(stderr: str, code: int | None) -> tuple[str, str]:
+    """(kind, one-line reason with what would allow it) for a failed py-spy run."""
+    low = stderr.lower()
+    if "permission denied" in low or "operation not permitted" in low or "eperm" in low:
+        return (
+            "permission",
+            "py-spy has no ptrace permission: run circuit as root or with CAP_SYS_PTRACE "
+            "(containers: --cap-add SYS_PTRACE), or set kernel.yama.ptrace_scope=0",
+        )
+    if "version" in low and ("python" in low or "unsupported" in low or "unknown" in low):
+        return (
+            "version",
+            "py-spy does not know this interpreter version: upgrade py-spy (pip install -U py-spy)",
+        )
+    if "no such process" in low:
+        return ("gone", "the process exited")
+    first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+    return ("error", f"py-spy failed (exit {code}): {first or 'no message'}")
+
+
+@dataclass
+class _Dump:
+    pid: int
+    trigger: str
+    t_ns: int
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+    deadline: float
+
+
+@dataclass
+class PySpyObserver(Observer):
+    """Options mirror the CLI: see ``circuit run --help``."""
+
+    interval: float = 1.0  # seconds between periodic dumps; 0: none
+    nonblocking: bool = True
+    native: bool = False
+    final: bool = True
+    profile: bool = False
+    gil: bool = False
+    idle: bool = False
+    timeout: float = 5.0
+    pyspy: str | None = None
+    quiet: bool = False
+    name: str = "py-spy"
+
+    run_dir: Path = field(default=Path("."), init=False)
+    exe: str | None = field(default=None, init=False)
+    _inflight: dict[int, _Dump] = field(default_factory=dict, init=False)
+    _python: dict[int, tuple[str, bool]] = field(default_factory=dict, init=False)
+    _pids: list[int] = field(default_factory=list, init=False)
+    _next_ns: int = field(default=0, init=False)
+    _seq: int = field(default=0, init=False)
+    _out: Any = field(default=None, init=False)
+    _failures: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
+    _warned: bool = field(default=False, init=False)
+    _disabled: str = field(default="", init=False)
+    _counts: dict[str, int] = field(default_factory=dict, init=False)
+    _final_done: bool = field(default=False, init=False)
+    _demand: bool = field(default=False, init=False)
+    _records: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
+    _root: int = field(default=0, init=False)
+
+    # -- hooks -----------------------------------------------------------------
+
+    def start(self, run_dir: Path, root_pid: int) -> None:
+        self.run_dir = Path(run_dir) / PYSPY_DIR
+        self.run_dir.mkdir(mode=0o700, exist_ok=True)
+        (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        self._out = open(self.run_dir / DUMPS_FILE, "a", buffering=1)  # noqa: SIM115
+        self._root = root_pid
+        self._pids = [root_pid]
+        self.exe = find_pyspy(self.pyspy)
+        if self.exe is None:
+            where = self.pyspy or os.environ.get(ENV_PYSPY) or "py-spy"
+            self._fail(
+                "missing",
+                f"py-spy not found ({where}): pip install py-spy, or put it on PATH",
+            )
+            self._disabled = "missing"
+            return
+        self._next_ns = time.monotonic_ns()
+        if self.profile:
+            self._start_profiles(root_pid)
+
+    def tick(self, t_ns: int, pids: Iterable[int]) -> None:
+        self._pids = list(pids)
+        if self._inflight:
+            self._collect(wait=False)
+        if self._disabled:
+            return
+        if self._demand:
+            self._demand = False
+            self._dump_all("demand", t_ns)
+        if self.interval > 0 and t_ns >= self._next_ns:
+            self._dump_all("periodic", t_ns)
+            step = round(self.interval * 1e9)
+            self._next_ns += step * max(1, (t_ns - self._next_ns) // step + 1)
+
+    def on_demand(self) -> None:
+        self._demand = True  # the next tick starts the dumps (a few ms away)
+
+    def on_interrupt(self) -> None:
+        """Ctrl-C / kill: dump now, while the target may still be in its hang."""
+        self.final_dump()
+
+    def final_dump(self) -> None:
+        if self._disabled or self._final_done or not self.final:
+            return
+        self._final_done = True
+        self._dump_all("final", time.monotonic_ns())
+        self._collect(wait=True)
+
+    def stop(self, reason: str) -> dict[str, Any]:
+        if reason != "target exited":
+            self.final_dump()  # attach: the target is still there (duration, Ctrl-C)
+        self._collect(wait=True)
+        profiles = self._stop_profiles()
+        if self._out is not None:
+            self._out.close()
+        info: dict[str, Any] = {
+            "executable": self.exe,
+            "interval_s": self.interval,
+            "nonblocking": self.nonblocking and not self.native,
+            "native": self.native,
+            "dumps": dict(self._counts),
+            "failures": list(self._failures.values()),
+        }
+        if profiles:
+            info["profiles"] = profiles
+        warnings = [f["message"] for f in self._failures.values()]
+        return {"pyspy": info, "warnings": warnings}
+
+    # -- dumps -----------------------------------------------------------------
+
+    def _args(self) -> list[str]:
+        assert self.exe is not None
+        args = [self.exe, "dump", "--json"]
+        if self.native:
+            args.append("--native")  # needs a stopped process: never with --nonblocking
+        elif self.nonblocking:
+            args.append("--nonblocking")
+        return args
+
+    def _dump_all(self, trigger: str, t_ns: int) -> None:
+        for pid in self._pids:
+            if pid not in self._inflight and self._is_python(pid):
+                self._start_dump(pid, trigger)
+
+    def _is_python(self, pid: int) -> bool:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return False
+        known = self._python.get(pid)
+        if known is None or known[0] != exe:  # new, or exec'd since
+            known = (exe, is_python_process(pid))
+            self._python[pid] = known
+        return known[1]
+
+    def _start_dump(self, pid: int, trigger: str) -> None:
+        self._seq += 1
+        out = self.run_dir / f".dump-{self._seq}.json"
+        err = self.run_dir / f".dump-{self._seq}.err"
+        t0 = time.monotonic_ns()
+        try:
+            with open(out, "wb") as fo, open(err, "wb") as fe:
+                proc = subprocess.Popen(
+                    [*self._args(), "--pid", str(pid)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=fo,
+                    stderr=fe,
+                    start_new_session=True,  # a terminal's Ctrl-C must not kill the final dump
+                )
+        except OSError as e:
+            self._fail("exec", f"cannot run py-spy ({self.exe}): {e.strerror}")
+            self._disabled = "exec"
+            return
+        self._inflight[pid] = _Dump(
+            pid, trigger, t0, proc, out, err, time.monotonic() + self.timeout
+        )
+
+    def _collect(self, wait: bool) -> None:
+        for pid, d in list(self._inflight.items()):
+            code = d.proc.poll()
+            if code is None and wait:
+                try:
+                    code = d.proc.wait(max(0.0, d.deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    code = None
+            if code is None:
+                if time.monotonic() < d.deadline:
+                    continue
+                d.proc.kill()
+                d.proc.wait()
+                self._fail(
+                    "timeout",
+                    f"py-spy dump of PID {pid} did not finish within {self.timeout:g} s "
+                    "and was killed (a hung py-spy or target); kernel sampling goes on",
+                )
+                self._cleanup(d)
+                del self._inflight[pid]
+                continue
+            del self._inflight[pid]
+            self._finish(d, code)
+
+    def _finish(self, d: _Dump, code: int) -> None:
+        end = time.monotonic_ns()
+        try:
+            raw = d.out.read_bytes()
+            err = d.err.read_text(errors="replace")
+        except OSError:
+            raw, err = b"", ""
+        self._cleanup(d)
+        threads = None
+        if code == 0:
+            try:
+                threads = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                threads = None
+        if not isinstance(threads, list):
+            if not os.path.exists(f"/proc/{d.pid}"):
+                return  # exited while we dumped it: not a failure
+            kind, msg = explain(err, code)
+            if kind != "gone":
+                self._fail(kind, f"py-spy cannot dump PID {d.pid}: {msg}")
+            return
+        rec = {
+            "t_ns": d.t_ns,
+            "end_ns": end,
+            "pid": d.pid,
+            "trigger": d.trigger,
+            "threads": [_thread(t) for t in threads if isinstance(t, dict)],
+        }
+        self._out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._counts[d.trigger] = self._counts.get(d.trigger, 0) + 1
+
+    @staticmethod
+    def _cleanup(d: _Dump) -> None:
+        for f in (d.out, d.err):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+
+    def _fail(self, kind: str, message: str) -> None:
+        f = self._failures.setdefault(kind, {"kind": kind, "message": message, "count": 0})
+        f["count"] += 1
+        if not self._warned:
+            self._warned = True  # one line, once: the rest goes to meta.json
+            if not self.quiet:
+                print(f"circuit: {message}", file=sys.stderr, flush=True)
+
+    # -- profiles ----------------------------------------------------------------
+
+    def _start_profiles(self, pid: int) -> None:
+        if not self._is_python(pid):
+            self._fail("not-python", f"--profile: PID {pid} is not a Python process")
+            return
+        for fmt, name in (("flamegraph", "profile.svg"), ("speedscope", "profile.speedscope.json")):
+            args = [
+                self.exe or "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--subprocesses",
+                "--format",
+                fmt,
+                "-o",
+                str(self.run_dir / name),
+            ]
+            args += [f"--{o}" for o in ("gil", "idle", "native") if getattr(self, o)]
+            if not self.native:
+                args.append("--nonblocking")
+            try:
+                self._records.append(
+                    subprocess.Popen(
+                        args,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=open(self.run_dir / f"{name}.log", "wb"),  # noqa: SIM115
+                        start_new_session=True,
+                    )
+                )
+            except OSError as e:
+                self._fail("exec", f"cannot run py-spy record: {e.strerror}")
+
+    def _stop_profiles(self) -> list[str]:
+        done = []
+        for p in self._records:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                p.wait(self.timeout + 10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self._fail("timeout", "py-spy record did not stop in time and was killed")
+        for name in ("profile.svg", "profile.speedscope.json"):
+            if (self.run_dir / name).exists():
+                done.append(f"{PYSPY_DIR}/{name}")
+                log = self.run_dir / f"{name}.log"
+                if log.exists() and log.stat().st_size == 0:
+                    log.unlink()
+        if self._records and not done:
+            self._fail("profile", "py-spy record wrote no profile (see pyspy/*.log)")
+        return done
+
+
+def _thread(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tid": t.get("os_thread_id"),
+        "thread_id": t.get("thread_id"),
+        "name": t.get("thread_name"),
+        "owns_gil": t.get("owns_gil"),
+        "active": t.get("active"),
+        "frames": [
+            {"name": f.get("name"), "file": f.get("filename"), "line": f.get("line")}
+            for f in t.get("frames") or []
+        ],
+    }
+
+
+def request_dump(run_dir: str | os.PathLike[str] | None = None) -> int:
+    """Ask the tracer writing ``run_dir`` (default: the current run) for a dump now.
+
+    Sends SIGUSR1 to the circuit process tracing us; returns its PID.
+    """
+    from circuit.errors import CircuitError
+
+    where = run_dir or os.environ.get("CIRCUIT_RUN_DIR")
+    if not where:
+        raise CircuitError("not running under circuit (no CIRCUIT_RUN_DIR): no tracer to ask")
+    try:
+        pid = int((Path(where) / PYSPY_DIR / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        raise CircuitError(f"{where}: no py-spy observer runs for this run") from None
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise CircuitError(f"the tracer (PID {pid}) is gone") from None
+    return pid
