@@ -128,13 +128,16 @@ def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame
     running thread is the holder, among several the previous holder stays.
 
     Columns: pid, t_ns, holder (tid, -1: nobody ran), dt_ns, waiters
-    (threads in ``gil``), active (tuple of the tids that used at least
+    (threads in ``gil``), resolved (the interval is no longer than
+    ``RESOLVED_FACTOR`` x the process's median interval: the sampler kept up;
+    a longer one, e.g. a stalled sampler on a loaded machine, hides what
+    happened inside it), active (tuple of the tids that used at least
     ``ACTIVE_NS`` of CPU in the interval, most CPU first: more than one means
     the GIL changed hands inside the interval).  ``threads`` must be classified (:func:`classify_gil`).
     """
-    cols = ["pid", "t_ns", "holder", "dt_ns", "waiters", "active"]
-    empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in cols[:-1]}).assign(
-        active=pd.Series(dtype=object)
+    cols = ["pid", "t_ns", "holder", "dt_ns", "waiters", "resolved", "active"]
+    empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in cols[:-2]}).assign(
+        resolved=pd.Series(dtype=bool), active=pd.Series(dtype=object)
     )
     if threads.empty:
         return empty
@@ -166,6 +169,8 @@ def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame
     gap = (nxt - out["t_ns"]).to_numpy()
     med = np.nanmedian(gap) if np.isfinite(gap).any() else 0.0
     out["dt_ns"] = np.where(np.isfinite(gap), gap, med).astype(np.int64)
+    pmed = out.groupby("pid")["dt_ns"].transform("median").to_numpy()
+    out["resolved"] = out["dt_ns"].to_numpy() <= RESOLVED_FACTOR * pmed
     if (cpu > 0).any():
         best = frame.loc[frame.groupby(["pid", "t_ns"], sort=True)["dcpu"].idxmax()]
         best = best.set_index(["pid", "t_ns"]).reindex(
@@ -204,32 +209,55 @@ MIN_HOLD_SHARE = 0.1
 # A GIL waiter that wakes (every switch interval) to post a drop request uses
 # ~10 us of CPU; a thread that held the GIL for part of an interval ran
 # Python for longer than this.
-ACTIVE_NS = 50_000
+ACTIVE_NS = 200_000
 
 
-def count_switches(active: list[tuple[int, ...]]) -> int:
-    """The fewest GIL hand-offs consistent with the per-interval active sets.
+def count_switches(active: list[tuple[int, ...]]) -> np.ndarray:
+    """The fewest GIL hand-offs consistent with the per-interval active sets, per interval.
 
-    Each interval with k active threads had at least k - 1 hand-offs inside
+    An interval with k active threads had at least k - 1 hand-offs inside
     it; one more happens at its start when the previous interval's last
-    holder is not among them.  The last holder of an interval is taken to be
-    one that is not the first holder when there are several (the order inside an
-    interval is unknown: this keeps the count a lower bound).
+    holder is not among them.  The last holder of an interval with several
+    is taken to be one that is not its first (the order inside an interval
+    is unknown: this keeps the count a lower bound).
     """
-    switches = 0
+    out = np.zeros(len(active), dtype=np.int64)
     cur = -1
-    for s in active:
+    for i, s in enumerate(active):
         if not s:
             continue
+        n = len(s) - 1
         if cur >= 0 and cur not in s:
-            switches += 1
-        switches += len(s) - 1
+            n += 1
+        out[i] = n
         if len(s) == 1:
             cur = s[0]
         else:
             first = cur if cur in s else s[0]
             cur = next(x for x in s if x != first)
-    return switches
+    return out
+
+
+def switch_rate(timeline: pd.DataFrame) -> tuple[int, float]:
+    """(switches counted, seconds they were counted over) for one process.
+
+    Only intervals that the sampler kept up with count (no longer than
+    ``RESOLVED_FACTOR`` x the median interval, and so was the one before):
+    when the sampler is starved (a loaded machine) a long gap can hide
+    several hand-offs, and the gaps do not depend on the GIL, so leaving
+    them out of both the count and the time keeps the rate unbiased.
+    """
+    dt = timeline["dt_ns"].to_numpy()
+    if not len(dt):
+        return 0, 0.0
+    per = count_switches(list(timeline["active"]))
+    ok = timeline["resolved"].to_numpy(dtype=bool)
+    ok_prev = np.r_[True, ok[:-1]]
+    use = ok & ok_prev
+    return int(per[use].sum()), float(dt[use].sum()) / 1e9
+
+
+RESOLVED_FACTOR = 3.0
 
 
 def _sticky_running(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
@@ -254,11 +282,12 @@ def held_wait(threads: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
 
     * held: the thread's share of the CPU used by the threads active in the
       interval (one active thread: all of it; none active: the carried-over
-      holder gets it);
+      holder gets it); in an interval without a holder, the CPU it used;
     * wait: the rest of the interval for a thread in ``gil`` at its start, or
       that ran, lost the GIL during it and is in ``gil`` at the next sample;
-      the whole interval for a runnable thread that barely ran (woken by a
-      GIL release and not yet scheduled, or preempted).  A thread that ran a
+      the whole interval for a runnable thread that barely ran while another
+      thread held the GIL (woken by a GIL release and not yet scheduled: on
+      a busy machine a waiter can spend long stretches runnable).  A thread that ran a
       lot beside the holder took the GIL during the interval or ran GIL-free
       C code; its remainder counts as neither.
     """
@@ -270,6 +299,9 @@ def held_wait(threads: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
         [df["pid"].astype("int64"), df["t_ns"].astype("int64")], names=["pid", "t_ns"]
     )
     dt = tl["dt_ns"].reindex(key).to_numpy(dtype=float)
+    # Unresolved intervals (a stalled sampler) say nothing reliable; the
+    # stalls do not depend on the GIL, so dropping them keeps ratios unbiased.
+    dt = np.where(tl["resolved"].reindex(key).fillna(False).to_numpy(dtype=bool), dt, 0.0)
     holder = tl["holder"].reindex(key).fillna(-1).to_numpy().astype(np.int64)
     tid = df["tid"].to_numpy().astype(np.int64)
     dcpu = interval_cpu(df).astype(float)
@@ -283,20 +315,30 @@ def held_wait(threads: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
     has = holder >= 0
     held = np.where(has & active, dt * share, 0.0)
     held = np.where(has & (n_act == 0) & (holder == tid), dt, held)
+    # No clear holder (nobody used 10% of the interval): threads that run
+    # Python briefly (woken from I/O) hold the GIL about as long as they use
+    # the CPU.
+    held = np.where(~has & (dt > 0), np.maximum(dcpu, 0.0), held)
     state = df["wait"].astype(str).to_numpy()
     order = np.lexsort((df["t_ns"].to_numpy(), tid, df["pid"].to_numpy()))
-    nxt = np.full(len(df), "", dtype=object)
     same = np.zeros(len(order), dtype=bool)
     p_o, t_o = df["pid"].to_numpy()[order], tid[order]
     same[:-1] = (p_o[1:] == p_o[:-1]) & (t_o[1:] == t_o[:-1])
-    nxt_sorted = np.full(len(order), "", dtype=object)
-    nxt_sorted[:-1] = np.where(same[:-1], state[order][1:], "")
-    nxt[order] = nxt_sorted
+    s_o = state[order]
+    nxt_o = np.full(len(order), "", dtype=object)
+    prv_o = np.full(len(order), "", dtype=object)
+    nxt_o[:-1] = np.where(same[:-1], s_o[1:], "")
+    prv_o[1:] = np.where(same[:-1], s_o[:-1], "")
+    nxt = np.empty(len(df), dtype=object)
+    prv = np.empty(len(df), dtype=object)
+    nxt[order] = nxt_o
+    prv[order] = prv_o
     gil = state == "gil"
     running = state == "running"
     lost = running & active & (n_act >= 2) & (nxt == "gil")
     wait = np.where(has & (gil | lost), dt - held, 0.0)
-    wait = np.where(has & running & ~active, dt, wait)
+    queued = running & ~active & (holder != tid)
+    wait = np.where(has & queued, dt, wait)
     wait = np.where(~has & gil, dt, wait)
     out = pd.DataFrame({"pid": df["pid"].to_numpy(), "tid": tid, "held": held, "wait": wait})
     return out.groupby(["pid", "tid"])[["held", "wait"]].sum()
@@ -324,28 +366,29 @@ def gil_metrics(threads: pd.DataFrame, maps: pd.DataFrame, period_ns: int) -> di
     if tl.empty:
         return result
     per_thread = held_wait(df, tl)
-    total_w = total_h = 0.0
+    total_w = total_h = total_span = 0.0
     total_switches = 0
-    total_busy = 0.0
     for pid, ph in tl.groupby("pid", sort=True):
-        switches = count_switches(list(ph["active"]))
+        switches, counted_s = switch_rate(ph)
         pt = per_thread.loc[per_thread.index.get_level_values(0) == pid]
         w_ns, h_ns = float(pt["wait"].sum()), float(pt["held"].sum())
-        busy_s = h_ns / 1e9
+        # the time this process was sampled with the sampler keeping up
+        span_s = float(ph["dt_ns"][ph["resolved"]].sum()) / 1e9
         total_w += w_ns
         total_h += h_ns
         total_switches += switches
-        total_busy += busy_s
-        contended = ph["waiters"] > 0
+        total_span += counted_s
         result["processes"].append(
             {
                 "pid": int(pid),
                 "contention": _ratio(w_ns, h_ns),
                 "switches": switches,
-                "switches_per_s": round(switches / busy_s, 3) if busy_s > 0 else 0.0,
+                "switches_per_s": round(switches / counted_s, 3) if counted_s > 0 else 0.0,
+                "switches_counted_s": round(counted_s, 6),
                 "held_s": round(h_ns / 1e9, 6),
                 "wait_s": round(w_ns / 1e9, 6),
-                "contended_share": round(float(contended.mean()), 4) if len(ph) else 0.0,
+                "sampled_s": round(span_s, 6),
+                "contended_share": round(float((ph["waiters"] > 0).mean()), 4),
             }
         )
     for (pid, tid), r in per_thread.sort_index().iterrows():
@@ -359,8 +402,26 @@ def gil_metrics(threads: pd.DataFrame, maps: pd.DataFrame, period_ns: int) -> di
             }
         )
     result["contention"] = _ratio(total_w, total_h)
-    result["switches_per_s"] = round(total_switches / total_busy, 3) if total_busy > 0 else 0.0
+    result["switches_per_s"] = round(total_switches / total_span, 3) if total_span > 0 else 0.0
     return result
+
+
+def holder_runs(timeline: pd.DataFrame) -> pd.DataFrame:
+    """The holder timeline run-length encoded: one row per (pid, start_ns, end_ns, holder).
+
+    ``timeline`` from :func:`holders`; holder -1: nobody held it.
+    """
+    rows = []
+    for pid, ph in timeline.groupby("pid", sort=True):
+        h = ph["holder"].to_numpy()
+        t = ph["t_ns"].to_numpy()
+        end = t + ph["dt_ns"].to_numpy()
+        start = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+        stop = np.r_[start[1:], len(h)] - 1
+        rows += [
+            (int(pid), int(t[a]), int(end[b]), int(h[a])) for a, b in zip(start, stop, strict=True)
+        ]
+    return pd.DataFrame(rows, columns=["pid", "start_ns", "end_ns", "holder"])
 
 
 def _ratio(wait: float, held: float) -> float:

@@ -32,6 +32,12 @@ from .procfs import is_python_image
 from .schema import PYSPY_DIR
 
 DUMPS_FILE = "dumps.jsonl"
+# A pid's dump failing this many times in a row (other than for permission)
+# is reported; fewer are retried silently (counted in meta.json).
+FAILS_BEFORE_REPORT = 3
+# The first periodic dump waits this long (at most): an interpreter that is
+# still starting cannot be dumped yet.
+FIRST_DUMP_S = 0.5
 PID_FILE = "tracer.pid"
 ENV_PYSPY = "CIRCUIT_PYSPY"  # path of the py-spy executable to use (tests point it at fakes)
 
@@ -122,6 +128,8 @@ class PySpyObserver(Observer):
     _demand: bool = field(default=False, init=False)
     _records: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
     _root: int = field(default=0, init=False)
+    _streak: dict[int, int] = field(default_factory=dict, init=False)
+    _transient: int = field(default=0, init=False)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -141,7 +149,7 @@ class PySpyObserver(Observer):
             )
             self._disabled = "missing"
             return
-        self._next_ns = time.monotonic_ns()
+        self._next_ns = time.monotonic_ns() + round(min(self.interval, FIRST_DUMP_S) * 1e9)
         if self.profile:
             self._start_profiles(root_pid)
 
@@ -187,6 +195,7 @@ class PySpyObserver(Observer):
             "native": self.native,
             "dumps": dict(self._counts),
             "failures": list(self._failures.values()),
+            "transient_failures": self._transient,
         }
         if profiles:
             info["profiles"] = profiles
@@ -243,6 +252,11 @@ class PySpyObserver(Observer):
         )
 
     def _collect(self, wait: bool) -> None:
+        self._collect_once(wait)
+        while wait and self._inflight:  # retries started while collecting
+            self._collect_once(wait)
+
+    def _collect_once(self, wait: bool) -> None:
         for pid, d in list(self._inflight.items()):
             code = d.proc.poll()
             if code is None and wait:
@@ -284,9 +298,19 @@ class PySpyObserver(Observer):
             if not os.path.exists(f"/proc/{d.pid}"):
                 return  # exited while we dumped it: not a failure
             kind, msg = explain(err, code)
-            if kind != "gone":
-                self._fail(kind, f"py-spy cannot dump PID {d.pid}: {msg}")
+            if kind == "gone":
+                return
+            n = self._streak[d.pid] = self._streak.get(d.pid, 0) + 1
+            if kind != "permission" and n < FAILS_BEFORE_REPORT:
+                # A running process is read while it changes (nonblocking), or
+                # the interpreter is still starting: transient, retry.
+                self._transient += 1
+                if d.trigger != "periodic":
+                    self._start_dump(d.pid, d.trigger)
+                return
+            self._fail(kind, f"py-spy cannot dump PID {d.pid}: {msg}")
             return
+        self._streak.pop(d.pid, None)
         rec = {
             "t_ns": d.t_ns,
             "end_ns": end,
