@@ -129,7 +129,8 @@ def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame
 
     Columns: pid, t_ns, holder (tid, -1: nobody ran), dt_ns, waiters
     (threads in ``gil``), resolved (the interval is no longer than
-    ``RESOLVED_FACTOR`` x the process's median interval: the sampler kept up;
+    ``RESOLVED_FACTOR`` x the process's median interval or ``RESOLVED_NS``:
+    the sampler kept up;
     a longer one, e.g. a stalled sampler on a loaded machine, hides what
     happened inside it), active (tuple of the tids that used at least
     ``ACTIVE_NS`` of CPU in the interval, most CPU first: more than one means
@@ -170,7 +171,7 @@ def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame
     med = np.nanmedian(gap) if np.isfinite(gap).any() else 0.0
     out["dt_ns"] = np.where(np.isfinite(gap), gap, med).astype(np.int64)
     pmed = out.groupby("pid")["dt_ns"].transform("median").to_numpy()
-    out["resolved"] = out["dt_ns"].to_numpy() <= RESOLVED_FACTOR * pmed
+    out["resolved"] = out["dt_ns"].to_numpy() <= np.maximum(RESOLVED_FACTOR * pmed, RESOLVED_NS)
     if (cpu > 0).any():
         best = frame.loc[frame.groupby(["pid", "t_ns"], sort=True)["dcpu"].idxmax()]
         best = best.set_index(["pid", "t_ns"]).reindex(
@@ -258,6 +259,10 @@ def switch_rate(timeline: pd.DataFrame) -> tuple[int, float]:
 
 
 RESOLVED_FACTOR = 3.0
+# ...or up to this long in any case: a busy sampler alternates bursts of
+# short intervals with longer ones, and 10 ms still resolves hand-offs at
+# the default 5 ms switch interval to within one per interval.
+RESOLVED_NS = 10_000_000
 
 
 def _sticky_running(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:

@@ -136,8 +136,11 @@ class PySpyObserver(Observer):
     def start(self, run_dir: Path, root_pid: int) -> None:
         self.run_dir = Path(run_dir) / PYSPY_DIR
         self.run_dir.mkdir(mode=0o700, exist_ok=True)
-        (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        self._out = open(self.run_dir / DUMPS_FILE, "a", buffering=1)  # noqa: SIM115
+        pid_file = self.run_dir / PID_FILE
+        pid_file.write_text(f"{os.getpid()}\n")
+        os.chmod(pid_file, 0o600)
+        fd = os.open(self.run_dir / DUMPS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._out = os.fdopen(fd, "a", buffering=1)  # stacks name files and functions: owner only
         self._root = root_pid
         self._pids = [root_pid]
         self.exe = find_pyspy(self.pyspy)
@@ -235,7 +238,7 @@ class PySpyObserver(Observer):
         err = self.run_dir / f".dump-{self._seq}.err"
         t0 = time.monotonic_ns()
         try:
-            with open(out, "wb") as fo, open(err, "wb") as fe:
+            with _private(out) as fo, _private(err) as fe:
                 proc = subprocess.Popen(
                     [*self._args(), "--pid", str(pid)],
                     stdin=subprocess.DEVNULL,
@@ -359,15 +362,16 @@ class PySpyObserver(Observer):
             if not self.native:
                 args.append("--nonblocking")
             try:
-                self._records.append(
-                    subprocess.Popen(
-                        args,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=open(self.run_dir / f"{name}.log", "wb"),  # noqa: SIM115
-                        start_new_session=True,
+                with _private(self.run_dir / f"{name}.log") as log:
+                    self._records.append(
+                        subprocess.Popen(
+                            args,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=log,
+                            start_new_session=True,
+                        )
                     )
-                )
             except OSError as e:
                 self._fail("exec", f"cannot run py-spy record: {e.strerror}")
 
@@ -384,6 +388,7 @@ class PySpyObserver(Observer):
                 self._fail("timeout", "py-spy record did not stop in time and was killed")
         for name in ("profile.svg", "profile.speedscope.json"):
             if (self.run_dir / name).exists():
+                os.chmod(self.run_dir / name, 0o600)
                 done.append(f"{PYSPY_DIR}/{name}")
                 log = self.run_dir / f"{name}.log"
                 if log.exists() and log.stat().st_size == 0:
@@ -391,6 +396,10 @@ class PySpyObserver(Observer):
         if self._records and not done:
             self._fail("profile", "py-spy record wrote no profile (see pyspy/*.log)")
         return done
+
+
+def _private(path: Path) -> Any:
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def _thread(t: dict[str, Any]) -> dict[str, Any]:

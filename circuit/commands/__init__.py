@@ -76,6 +76,13 @@ def add_pyspy_options(p: argparse.ArgumentParser) -> None:
         "by default there is one: the stacks of a hung program",
     )
     g.add_argument(
+        "--dump-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="kill a py-spy dump that takes longer than S seconds (default 5)",
+    )
+    g.add_argument(
         "--blocking-dumps",
         action="store_true",
         help="pause the target for each dump (consistent stacks; default: --nonblocking, "
@@ -105,6 +112,8 @@ def pyspy_observers(args: argparse.Namespace) -> list:
         return []
     if args.dump_interval < 0:
         raise CircuitError(f"--dump-interval must be >= 0, got {args.dump_interval:g}")
+    if args.dump_timeout <= 0:
+        raise CircuitError(f"--dump-timeout must be positive, got {args.dump_timeout:g}")
     from circuit.tracer.pyspy import PySpyObserver
 
     return [
@@ -116,6 +125,7 @@ def pyspy_observers(args: argparse.Namespace) -> list:
             profile=args.profile,
             gil=args.gil,
             idle=args.idle,
+            timeout=args.dump_timeout,
             quiet=args.quiet,
         )
     ]
