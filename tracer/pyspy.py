@@ -101,7 +101,7 @@ class PySpyObserver(Observer):
     """Options mirror the CLI: see ``circuit run --help``."""
 
     interval: float = 1.0  # seconds between periodic dumps; 0: none
-    nonblocking: bool = True
+    nonblocking: bool = False  # measured: blocking dumps cost the target less (docs/pyspy.md)
     native: bool = False
     final: bool = True
     profile: bool = False

@@ -83,10 +83,11 @@ def add_pyspy_options(p: argparse.ArgumentParser) -> None:
         help="kill a py-spy dump that takes longer than S seconds (default 5)",
     )
     g.add_argument(
-        "--blocking-dumps",
+        "--nonblocking-dumps",
         action="store_true",
-        help="pause the target for each dump (consistent stacks; default: --nonblocking, "
-        "which measured cheaper for the target)",
+        help="read stacks without pausing the target (py-spy --nonblocking). Default: "
+        "pause it for the ~5 ms a dump takes, which measured cheaper for the target "
+        "and gives consistent stacks (docs/pyspy.md)",
     )
     g.add_argument(
         "--profile",
@@ -119,7 +120,7 @@ def pyspy_observers(args: argparse.Namespace) -> list:
     return [
         PySpyObserver(
             interval=args.dump_interval,
-            nonblocking=not args.blocking_dumps,
+            nonblocking=args.nonblocking_dumps,
             native=args.native,
             final=args.final_dump,
             profile=args.profile,
