@@ -150,7 +150,13 @@ class Run:
 
     @cached_property
     def threads(self) -> pd.DataFrame:
-        return _read_table(self.path, "threads", self.load_warnings, self.finalized)
+        """Thread samples; futex waits on the GIL say ``gil`` (docs/pyspy.md)."""
+        df = _read_table(self.path, "threads", self.load_warnings, self.finalized)
+        if len(df) and len(self.maps):
+            from .gil import classify_gil
+
+            df = classify_gil(df, self.maps)
+        return df
 
     @cached_property
     def processes(self) -> pd.DataFrame:
@@ -166,7 +172,7 @@ class Run:
 
     @cached_property
     def maps(self) -> pd.DataFrame:
-        return _read_table(self.path, "maps", self.load_warnings)
+        return _read_table(self.path, "maps", self.load_warnings, self.finalized)
 
     @cached_property
     def stacks(self) -> pd.DataFrame:

@@ -294,8 +294,9 @@ def test_a_hanging_py_spy_is_killed_reported_once_and_the_run_goes_on(tmp_path: 
     # kernel sampling went on to the end, past the hung dumps
     workers = run.threads[run.threads["tid"] != run.threads["pid"]]
     assert workers["t_ns"].nunique() > 20
-    assert workers["t_ns"].max() >= run.processes["t_ns"].max() - 300_000_000
-    assert run.meta["wall_s"] > 1.2
+    # the first dump starts 0.5 s in and is killed 0.5 s later; the worker
+    # spins for 1.5 s, and was still sampled after that
+    assert workers["t_ns"].max() - run.meta["start_ns"] > 1.2e9
     assert run.stacks.empty
     # no fake py-spy left behind
     ps = subprocess.run(["pgrep", "-f", fake], capture_output=True, text=True)
