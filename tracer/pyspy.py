@@ -157,6 +157,13 @@ class PySpyObserver(Observer):
             self._start_profiles(root_pid)
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
+        try:
+            self._tick(t_ns, pids)
+        except Exception as e:  # py-spy trouble must never cost the run
+            self._fail("error", f"py-spy observer failed: {e}; kernel sampling goes on")
+            self._disabled = "error"
+
+    def _tick(self, t_ns: int, pids: Iterable[int]) -> None:
         self._pids = list(pids)
         if self._inflight:
             self._collect(wait=False)
@@ -175,7 +182,10 @@ class PySpyObserver(Observer):
 
     def on_interrupt(self) -> None:
         """Ctrl-C / kill: dump now, while the target may still be in its hang."""
-        self.final_dump()
+        try:
+            self.final_dump()
+        except Exception as e:
+            self._fail("error", f"final py-spy dump failed: {e}")
 
     def final_dump(self) -> None:
         if self._disabled or self._final_done or not self.final:

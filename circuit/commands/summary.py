@@ -82,12 +82,19 @@ def render(s: dict[str, Any]) -> None:
         tt.add_row(
             str(t["pid"]),
             str(t["tid"]),
-            escape(t["name"]),
+            escape(t["name"] + (f" ({t['python_name']})" if t.get("python_name") else "")),
             f"{t['cpu_s']:.3f}",
             f"{t['ctx_voluntary']}/{t['ctx_involuntary']}",
             f"{t['run_delay_s']:.3f}",
             _fmt_waits(t["time_by_wait"], total),
         )
     con.print(tt)
+    for g in (s.get("gil") or {}).get("processes", []):
+        if g["wait_s"] > 0:
+            con.print(
+                f"GIL of PID {g['pid']}: contention {g['contention']:.2f} "
+                f"(waited {g['wait_s']:.3f} s, held {g['held_s']:.3f} s), "
+                f"{g['switches_per_s']:.0f} hand-offs/s"
+            )
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
