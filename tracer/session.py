@@ -391,8 +391,11 @@ def _abandon(writer: RunWriter, sampler: Sampler, opts: Options, extra: dict[str
 
 
 def _send(proc: subprocess.Popen, sig: int) -> None:
+    # os.kill, not proc.send_signal: that polls first and would reap an
+    # exited target behind the loop's back (waitid then fails with ECHILD).
+    # The unreaped zombie keeps its PID from being reused.
     try:
-        proc.send_signal(sig)
+        os.kill(proc.pid, sig)
     except ProcessLookupError:
         pass
 
