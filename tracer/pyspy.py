@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ class PySpyObserver(Observer):
     _pids: list[int] = field(default_factory=list, init=False)
     _next_ns: int = field(default=0, init=False)
     _seq: int = field(default=0, init=False)
-    _out: Any = field(default=None, init=False)
+    _out: Path = field(default=Path("."), init=False)
+    _tmp: Path | None = field(default=None, init=False)
     _failures: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     _warned: bool = field(default=False, init=False)
     _disabled: str = field(default="", init=False)
@@ -139,8 +141,10 @@ class PySpyObserver(Observer):
         pid_file = self.run_dir / PID_FILE
         pid_file.write_text(f"{os.getpid()}\n")
         os.chmod(pid_file, 0o600)
-        fd = os.open(self.run_dir / DUMPS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._out = os.fdopen(fd, "a", buffering=1)  # stacks name files and functions: owner only
+        self._out = self.run_dir / DUMPS_FILE
+        # py-spy's output lands in a private temporary folder, not the run
+        # folder: nothing there is held open for writing between dumps.
+        self._tmp = Path(tempfile.mkdtemp(prefix="circuit-pyspy-"))
         self._root = root_pid
         self._pids = [root_pid]
         self.exe = find_pyspy(self.pyspy)
@@ -199,8 +203,9 @@ class PySpyObserver(Observer):
             self.final_dump()  # attach: the target is still there (duration, Ctrl-C)
         self._collect(wait=True)
         profiles = self._stop_profiles()
-        if self._out is not None:
-            self._out.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
         info: dict[str, Any] = {
             "executable": self.exe,
             "interval_s": self.interval,
@@ -244,8 +249,10 @@ class PySpyObserver(Observer):
 
     def _start_dump(self, pid: int, trigger: str) -> None:
         self._seq += 1
-        out = self.run_dir / f".dump-{self._seq}.json"
-        err = self.run_dir / f".dump-{self._seq}.err"
+        if self._tmp is None:
+            return
+        out = self._tmp / f"dump-{self._seq}.json"
+        err = self._tmp / f"dump-{self._seq}.err"
         t0 = time.monotonic_ns()
         try:
             with _private(out) as fo, _private(err) as fe:
@@ -331,7 +338,21 @@ class PySpyObserver(Observer):
             "trigger": d.trigger,
             "threads": [_thread(t) for t in threads if isinstance(t, dict)],
         }
-        self._out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        try:
+            # Opened per dump (about one a second), never held open: a held
+            # writable file would keep the folder's filesystem from being
+            # remounted read-only, and a kill leaves whole lines behind.
+            # Owner only: stacks name files and functions.
+            fd = os.open(self._out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._fail("write", f"cannot write py-spy dumps: {e.strerror}; dumps stop")
+            self._disabled = "write"
+            return
         self._counts[d.trigger] = self._counts.get(d.trigger, 0) + 1
 
     @staticmethod
@@ -345,6 +366,8 @@ class PySpyObserver(Observer):
     def _fail(self, kind: str, message: str) -> None:
         f = self._failures.setdefault(kind, {"kind": kind, "message": message, "count": 0})
         f["count"] += 1
+        if kind == "write":
+            return  # the run folder is unwritable: the session reports that itself
         if not self._warned:
             self._warned = True  # one line, once: the rest goes to meta.json
             if not self.quiet:
