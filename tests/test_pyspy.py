@@ -277,26 +277,26 @@ def test_a_hanging_py_spy_is_killed_reported_once_and_the_run_goes_on(tmp_path: 
     p = _run(
         out,
         "--dump-interval",
-        "0.2",
+        "0.1",
         "--dump-timeout",
-        "0.5",
+        "0.2",
         target=_py("threads", "1", "1.5"),
         env={ENV_PYSPY: fake},
     )
     assert p.returncode == 0, p.stderr
     assert time.monotonic() - t0 < 25  # the 30 s fakes were killed, not waited for
     lines = [ln for ln in p.stderr.splitlines() if "py-spy" in ln]
-    assert len(lines) == 1 and "did not finish within 0.5 s" in lines[0], p.stderr
+    assert len(lines) == 1 and "did not finish within 0.2 s" in lines[0], p.stderr
     run = circuit.load(out)
     (fail,) = run.meta["pyspy"]["failures"]
-    assert fail["kind"] == "timeout" and fail["count"] >= 1
+    assert fail["kind"] == "timeout" and fail["count"] >= 2
     assert any("did not finish" in w for w in run.meta["warnings"])
     # kernel sampling went on to the end, past the hung dumps
     workers = run.threads[run.threads["tid"] != run.threads["pid"]]
     assert workers["t_ns"].nunique() > 20
-    # the first dump starts 0.5 s in and is killed 0.5 s later; the worker
-    # spins for 1.5 s, and was still sampled after that
-    assert workers["t_ns"].max() - run.meta["start_ns"] > 1.2e9
+    # the first dump starts 0.1 s in and is killed 0.2 s later; the worker,
+    # spinning for 1.5 s, was sampled well after that
+    assert workers["t_ns"].max() - run.meta["start_ns"] > 0.6e9
     assert run.stacks.empty
     # no fake py-spy left behind
     ps = subprocess.run(["pgrep", "-f", fake], capture_output=True, text=True)
