@@ -182,6 +182,18 @@ def test_holder_timeline_and_runs() -> None:
     assert list(runs["start_ns"]) == [0, 5_000_000, 10_000_000, 15_000_000]
 
 
+def test_holders_without_cpu_times_fall_back_to_running_threads() -> None:
+    # backends without schedstat: cpu_ns is 0; the running thread holds it,
+    # and among several running threads the previous holder stays
+    rows = []
+    for i, running in enumerate([(11,), (11, 12), (12,), (11, 12), ()]):
+        for tid in (11, 12):
+            rows.append((i * 1_000_000, 1, tid, "running" if tid in running else "lock", 1500, 0))
+    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
+    tl = holders(classify_gil(_threads(rows), maps))
+    assert list(tl["holder"]) == [11, 11, 12, 12, -1]
+
+
 def test_summary_gains_gil_and_time_by_wait_gil() -> None:
     maps = _maps([(0, 1, 1000, 2000, "rw-p")])
     th = _alternating(100, 5, 2)
