@@ -352,3 +352,17 @@ def test_profile_writes_a_flame_graph_and_a_speedscope_file(tmp_path: Path) -> N
         "pyspy/profile.svg",
         "pyspy/profile.speedscope.json",
     ]
+
+
+@pytest.mark.integration
+def test_bench_runs_dump_on_request(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "circuit", "bench", "--workloads", "cpu-count"]
+    cmd += ["--models", "threads", "--tasks", "2", "--repeat", "1", "--scale", "0.3"]
+    cmd += ["--dump-interval", "0.3", "-q", "-o", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    (run_dir,) = (out / "runs").iterdir()
+    run = circuit.load(run_dir)
+    assert run.meta["pyspy"]["dumps"].get("periodic", 0) >= 1
+    assert not run.stacks.empty

@@ -53,7 +53,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pyspy_options(p: argparse.ArgumentParser) -> None:
+def add_pyspy_options(p: argparse.ArgumentParser, interval: float = 1.0) -> None:
     g = p.add_argument_group(
         "py-spy",
         "Python stacks of every traced Python process, children included, saved in "
@@ -64,9 +64,10 @@ def add_pyspy_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dump-interval",
         type=float,
-        default=1.0,
+        default=interval,
         metavar="S",
-        help="seconds between periodic py-spy dumps (default 1; 0: only on demand / final)",
+        help=f"seconds between periodic py-spy dumps (default {interval:g}; 0: only on "
+        "demand / final)",
     )
     g.add_argument(
         "--no-final-dump",

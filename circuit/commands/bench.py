@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuit.commands import default_run_dir
+from circuit.commands import add_pyspy_options, default_run_dir, pyspy_observers
 from circuit.errors import CircuitError
 
 DEFAULT_WORKLOADS = ("io-sleep", "io-http", "cpu-count")
@@ -118,6 +118,8 @@ def add_bench_options(p: argparse.ArgumentParser, output: Path | None = None) ->
     )
     p.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier bench")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    # No periodic dumps by default: they would perturb the timings compared.
+    add_pyspy_options(p, interval=0.0)
 
 
 # ------------------------------------------------------------------ input
@@ -326,6 +328,7 @@ def run_one(
         rate=args.rate,
         force=True,
         quiet=True,
+        observers=_quiet(pyspy_observers(args)),  # failures go to each run's meta.json
         extra_meta={"bench": {"workload": cell.workload, "model": cell.model, "tasks": cell.tasks}},
     )
     _, meta = run_command(cmd, opts)
@@ -346,6 +349,12 @@ def run_one(
         "stop_reason": meta.get("stop_reason"),
         **run_metrics(summary, result),
     }
+
+
+def _quiet(observers: list) -> list:
+    for o in observers:
+        o.quiet = True
+    return observers
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
