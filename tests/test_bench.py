@@ -240,10 +240,10 @@ def test_bench_bad_input(
 
 def test_demo_is_the_default_bench() -> None:
     from circuit.cli import build_parser
-    from circuit.commands import bench
+    from circuit.commands import bench, demo
 
     a = build_parser().parse_args(["demo"])
-    assert a.func is bench.run
+    assert a.func is demo.run  # the default bench, then its report
     assert a.output == Path("circuit-runs/demo")
     assert a.workloads == "io-sleep,io-http,cpu-count"
     assert a.models == "sequential,threads,asyncio,processes"
