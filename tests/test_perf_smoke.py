@@ -22,7 +22,7 @@ import json, sys
 from circuit.cli import main
 rc = main(["run", "-q", "--force", "-o", sys.argv[1], "--",
            sys.executable, "-c", "import time; time.sleep(1.3)"])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"pandas", "matplotlib"})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"pandas", "matplotlib"} or m == "pyarrow.dataset")
 print(json.dumps({"rc": rc, "heavy": heavy}))
 """
 

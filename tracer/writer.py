@@ -10,6 +10,7 @@ a SIGKILL at any moment leaves only whole files behind; ``meta.json`` says
 from __future__ import annotations
 
 import array
+import itertools
 import json
 import os
 import time
@@ -43,19 +44,14 @@ def _column(pa: Any, values: Iterable, dtype: Any) -> Any:
             return pa.Array.from_buffers(dtype, len(buf), [None, pa.py_buffer(buf)])
         if dtype == pa.string():
             # Names, states and waits repeat: encode each distinct value once.
-            codes: dict[str, int] = {}
-            idx = array.array("i", [codes.setdefault(v, len(codes)) for v in values])
-            enc = [v.encode("utf-8") for v in codes]
+            # (Not dictionary + take: that imports pyarrow.compute, ~0.1 s.)
+            enc = {v: v.encode("utf-8") for v in set(values)}
+            parts = list(map(enc.__getitem__, values))
             offsets = array.array("i", [0])
-            end = 0
-            for e in enc:
-                end += len(e)
-                offsets.append(end)
-            uniq = pa.Array.from_buffers(
-                dtype, len(enc), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(enc))]
+            offsets.extend(itertools.accumulate(map(len, parts)))
+            return pa.Array.from_buffers(
+                dtype, len(parts), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(parts))]
             )
-            indices = pa.Array.from_buffers(pa.int32(), len(idx), [None, pa.py_buffer(idx)])
-            return uniq.take(indices)
         if dtype == pa.bool_():
             flags = array.array("B", [1 if v else 0 for v in values])
             bits = bytearray((len(flags) + 7) // 8)
