@@ -116,21 +116,42 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
     files = [single] if single.exists() else sorted((path / f"{name}.parts").glob("*.parquet"))
     if not files and finalized:
         raise RunFormatError(f"{single} is missing from a finalized run")
+    cats = _CATEGORIES.get(name, [])
     tables = []
     for f in files:
         try:
             _check_columns(f, schema)
-            tables.append(pq.read_table(f, schema=schema))
+            # Read the repetitive string columns as Arrow dictionaries (Parquet
+            # stores them so): to_pandas then makes categoricals directly,
+            # instead of 1M Python strings and an astype("category").
+            tables.append(_read_file(pq, f, schema, cats))
         except (OSError, pa.ArrowInvalid) as e:
             why = " ".join(str(e).split())  # one line
             if f is single:
                 raise RunFormatError(f"{f} is corrupted or truncated: {why}") from None
             warnings.append(f"skipped unreadable part {f.name} of {name}: {why}")
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if sum(t.num_rows for t in tables) == 0:
+        df = schema.empty_table().to_pandas()
+        for c in cats:
+            df[c] = df[c].astype("category")
+        return df
+    # Parts each have their own dictionaries: unify them for one categorical.
+    table = pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
     df = table.to_pandas()
-    for c in _CATEGORIES.get(name, ()):
-        df[c] = df[c].astype("category")
+    for c in cats:
+        col = df[c]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype("category")
+        # Same categories, in the same (sorted) order, as astype("category") gives.
+        df[c] = col.cat.set_categories(sorted(col.cat.categories))
     return df
+
+
+def _read_file(pq: Any, f: Path, schema: Any, cats: list[str]) -> Any:
+    if not cats:
+        return pq.read_table(f, schema=schema)
+    # Columns were checked (_check_columns): take ours, in schema order.
+    return pq.read_table(f, columns=list(schema.names), read_dictionary=cats)
 
 
 class Run:
