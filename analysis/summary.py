@@ -55,8 +55,10 @@ def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -
     """First and last rows per entity; the first is a baseline only when the
     entity was already there when sampling started on a process we attached to
     (its counters include work done before we looked)."""
-    g = df.groupby(keys, sort=True)
-    first, last = g.head(1).set_index(keys), g.tail(1).set_index(keys)
+    # drop_duplicates (hashing) keeps the same rows in the same order as
+    # groupby().head(1)/.tail(1), at a fraction of the cost on 1M rows.
+    first = df.drop_duplicates(keys, keep="first").set_index(keys)
+    last = df.drop_duplicates(keys, keep="last").set_index(keys)
     if not attached:
         first = first * 0
     else:
