@@ -130,6 +130,28 @@ class _Proc:
         self.zombie = False  # exited, not yet reaped: its last sample holds the totals
 
 
+def _raise_fd_limit() -> bool:
+    """Lift our soft RLIMIT_NOFILE to the hard limit; True if it went up.
+
+    Up to five files stay open per thread: 1000 target threads need ~5000
+    descriptors, and past the (often 1024) soft limit every read would become
+    open + read + close.  Done on the first EMFILE, so a target we start
+    never inherits the raised limit.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft == resource.RLIM_INFINITY or soft >= hard:
+            return False
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return True
+    except (ImportError, ValueError, OSError):
+        return False
+
+
 def _pread(fd: int, size: int = 1024) -> bytes:
     return os.pread(fd, size, 0)
 
@@ -146,6 +168,7 @@ class ProcBackend(Backend):
         self._foreign: set[int] = set()
         self._can_syscall = True
         self._can_io = True
+        self._fd_limit_raised = False
 
     # -- handles -------------------------------------------------------------
 
@@ -192,6 +215,10 @@ class ProcBackend(Backend):
             except OSError as e:
                 if e.errno != errno.EMFILE:
                     raise
+                if not self._fd_limit_raised:
+                    self._fd_limit_raised = True
+                    if _raise_fd_limit():
+                        return self._tread(p, th, name, size)
                 # Out of descriptors (huge targets): read without keeping it open.
                 with open(path, "rb", buffering=0) as f:
                     return f.read(size)
