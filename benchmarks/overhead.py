@@ -1,0 +1,215 @@
+"""Target slowdown: the same CPU-bound job untraced and traced, interleaved.
+
+Sides (each round runs every side once, in this order): untraced; ``circuit
+run`` at 100 Hz and 1 kHz; ``py-spy record --subprocesses`` at the same rates,
+blocking and ``--nonblocking``; ``psrecord --include-children`` at 100 Hz.
+For each run we record
+
+* ``work_wall_s``: the job's own wall time for its work (what the target
+  feels: the slowdown),
+* ``e2e_wall_s``: launch to exit of the whole command (adds the tool's
+  start-up and finalising),
+* ``job_cpu_s``: CPU the job used (self + workers), ``tool_cpu_s``: CPU of
+  the tool (the whole tree's rusage minus the job's),
+* ``startup_s``: launch to the job's first line, minus the same for the
+  untraced run of the round.
+
+Usage: python benchmarks/overhead.py [--pairs 5] [--seconds 5] [--model processes threads]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    interleave,
+    log,
+    machine,
+    machine_line,
+    md_table,
+    median,
+    pct,
+    ratios,
+    spread,
+    tool,
+    write_results,
+)
+
+JOB = str(Path(__file__).resolve().parent / "cpu_job.py")
+PY = sys.executable
+
+
+def calibrate(seconds: float, model: str) -> int:
+    """Count per worker so the untraced job takes about ``seconds``."""
+    n = 5_000_000
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "r.json")
+        subprocess.run([PY, JOB, "--model", model, "--count", str(n), "--out", out], check=True)
+        wall = json.loads(Path(out).read_text())["work_wall_s"]
+    return int(n * seconds / wall)
+
+
+def side_commands(rate_sides: list[str], job: list[str], tmp: str) -> dict[str, list[str]]:
+    circuit = tool("circuit")
+    pyspy = tool("py-spy")
+    cmds: dict[str, list[str]] = {"untraced": job}
+    for side in rate_sides:
+        name, _, rate = side.partition("@")
+        hz = int(rate)
+        if name == "circuit":
+            cmds[side] = [
+                circuit,
+                "run",
+                "-q",
+                "--force",
+                "--rate",
+                str(hz),
+                "-o",
+                f"{tmp}/c",
+                "--",
+                *job,
+            ]
+        elif name in ("py-spy", "py-spy-nb"):
+            nb = ["--nonblocking"] if name == "py-spy-nb" else []
+            cmds[side] = [pyspy, "record", "--subprocesses", "-r", str(hz), *nb, "-f", "raw", "-o", f"{tmp}/p.txt", "--", *job]  # fmt: skip
+        elif name == "psrecord":
+            import shlex
+
+            # psrecord takes the command as one string.
+            cmds[side] = [tool("psrecord"), "--interval", str(1 / hz), "--include-children", "--log", f"{tmp}/ps.log", shlex.join(job)]  # fmt: skip
+        else:
+            raise SystemExit(f"unknown side {side}")
+    return cmds
+
+
+def run_one(cmd: list[str], out: str) -> dict[str, float]:
+    if os.path.exists(out):
+        os.unlink(out)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    e2e = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} exited with {p.returncode}: {' '.join(cmd)}")
+    r = json.loads(Path(out).read_text())
+    tree_cpu = ru.ru_utime + ru.ru_stime
+    return {
+        "work_wall_s": r["work_wall_s"],
+        "e2e_wall_s": e2e,
+        "job_cpu_s": r["job_cpu_s"],
+        "tool_cpu_s": max(tree_cpu - r["job_cpu_s"], 0.0),
+        "launch_to_start_s": r["t_start"] - t0,
+    }
+
+
+def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -> dict:
+    count = calibrate(seconds, model)
+    log(f"[{model}] count per worker {count:,}")
+    with tempfile.TemporaryDirectory(prefix="circuit-overhead-") as tmp:
+        out = f"{tmp}/job.json"
+        job = [PY, JOB, "--model", model, "--count", str(count), "--out", out]
+        cmds = side_commands(rate_sides, job, tmp)
+        sides = {name: (lambda c=c: run_one(c, out)) for name, c in cmds.items()}
+        runs = interleave(sides, pairs, log=lambda m: log(f"[{model}] {m}"))
+    base = runs["untraced"]
+    for rs in runs.values():
+        for i, r in enumerate(rs):
+            r["startup_s"] = r["launch_to_start_s"] - base[i]["launch_to_start_s"]
+    rw = ratios(runs, "untraced", "work_wall_s")
+    re = ratios(runs, "untraced", "e2e_wall_s")
+    rc = ratios(runs, "untraced", "job_cpu_s")
+    summary = {}
+    for name, rs in runs.items():
+        summary[name] = {
+            "work_wall_s_median": median([r["work_wall_s"] for r in rs]),
+            "work_wall_ratio_median": median(rw[name]),
+            "work_wall_ratio_spread": spread(rw[name]),
+            "e2e_wall_ratio_median": median(re[name]),
+            "e2e_wall_ratio_spread": spread(re[name]),
+            "job_cpu_ratio_median": median(rc[name]),
+            "tool_cpu_s_median": median([r["tool_cpu_s"] for r in rs]),
+            "startup_s_median": median([r["startup_s"] for r in rs]),
+            "work_wall_ratios": rw[name],
+            "e2e_wall_ratios": re[name],
+        }
+    return {"model": model, "count": count, "commands": cmds, "runs": runs, "summary": summary}
+
+
+def table(results: list[dict], pairs: int) -> str:
+    parts = []
+    for res in results:
+        rows = []
+        for name, s in res["summary"].items():
+            lo, hi = s["work_wall_ratio_spread"]
+            rows.append(
+                [
+                    name,
+                    f"{s['work_wall_s_median']:.3f}",
+                    pct(s["work_wall_ratio_median"]),
+                    f"{pct(lo)} .. {pct(hi)}",
+                    pct(s["e2e_wall_ratio_median"]),
+                    pct(s["job_cpu_ratio_median"]),
+                    f"{s['tool_cpu_s_median']:.3f}",
+                    f"{s['startup_s_median'] * 1000:.0f}",
+                ]
+            )
+        parts.append(
+            f"**{res['model']} model** ({pairs} interleaved rounds, medians; ratios are "
+            "per round against that round's untraced run)\n\n"
+            + md_table(
+                [
+                    "side",
+                    "job wall s",
+                    "job wall",
+                    "job wall min..max",
+                    "end-to-end wall",
+                    "job CPU",
+                    "tool CPU s",
+                    "start-up ms",
+                ],
+                rows,
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=5.0, help="untraced job length")
+    ap.add_argument("--model", nargs="+", default=["processes", "threads"])
+    ap.add_argument(
+        "--sides",
+        nargs="+",
+        default=[
+            "circuit@100",
+            "circuit@1000",
+            "py-spy@100",
+            "py-spy-nb@100",
+            "py-spy@1000",
+            "py-spy-nb@1000",
+            "psrecord@100",
+        ],
+    )
+    ap.add_argument("--name", default="overhead")
+    a = ap.parse_args()
+    m = machine()
+    log(machine_line(m))
+    results = [bench_model(model, a.seconds, a.pairs, a.sides) for model in a.model]
+    md = f"Machine: {machine_line(m)}\n\n" + table(results, a.pairs)
+    write_results(a.name, {"machine": m, "pairs": a.pairs, "results": results}, md)
+
+
+if __name__ == "__main__":
+    main()

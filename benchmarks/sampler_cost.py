@@ -1,0 +1,275 @@
+"""Sampler cost per backend: µs per thread-sample, CPU share, achieved rate.
+
+Drives circuit.tracer.sampler.Sampler directly (the code ``circuit run`` and
+``circuit attach`` run) on a live target of 1, 10, 100, 1000 threads, either
+blocked in ``Event.wait`` (idle) or spinning (busy: Python threads take turns
+on the GIL, so every one of them wakes up every few ms).
+
+1. cost: ``Sampler.tick`` calls spaced as at 100 Hz (``--cost-rate``); the
+   CPU time of the ticks (thread_time) per thread-sample; the flush (Arrow +
+   Parquet) is timed apart and amortised per thread-sample.  Backends are
+   interleaved round by round.
+2. rate: ``run_loop`` at 100 Hz and 1 kHz for a few seconds (the /proc
+   backend, as ``circuit run`` uses it): achieved vs requested rate, missed
+   deadlines, sampler CPU share (CPU seconds per wall second).
+
+Usage: python benchmarks/sampler_cost.py [--pairs 5] [--threads 1 10 100 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    log,
+    machine,
+    machine_line,
+    md_table,
+    median,
+    spread,
+    write_results,
+)
+
+from circuit.tracer.backends import make_backend
+from circuit.tracer.sampler import Sampler, run_loop
+from circuit.tracer.writer import RunWriter
+
+TARGET = str(Path(__file__).resolve().parent / "threads_target.py")
+
+
+class Target:
+    def __init__(self, n: int, mode: str, fds: int = 0) -> None:
+        args = [sys.executable, TARGET, str(n), mode]
+        if fds:
+            args += ["--fds", str(fds)]
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout is not None
+        if self.p.stdout.readline().strip() != "ready":
+            raise SystemExit("target did not start")
+        self.pid = self.p.pid
+
+    def close(self) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+def new_sampler(backend_name: str, pid: int, tmp: str, tag: str) -> Sampler:
+    d = Path(tmp) / tag
+    d.mkdir(parents=True, exist_ok=True)
+    writer = RunWriter(d, {"format_version": 1})
+    return Sampler(make_backend(backend_name), writer, pid, exclude={os.getpid()})
+
+
+def cost_once(
+    backend_name: str, pid: int, nthreads: int, tmp: str, tag: str, spacing: float
+) -> dict[str, float]:
+    s = new_sampler(backend_name, pid, tmp, tag)
+    # Warm up: opens the per-thread files, first fd scan, first full reads.
+    for _ in range(3):
+        s.tick(time.monotonic_ns())
+        time.sleep(spacing)
+    s.writer.flush()
+    budget_ts = 20_000 if backend_name == "proc" else 4_000
+    ticks = max(10, min(200, budget_ts // max(nthreads, 1)))
+    th0 = s.thread_samples
+    cpu = 0.0
+    for _ in range(ticks):
+        # Ticks are spaced as at the given rate, so idle threads have been
+        # idle and busy ones have run in between: the real mix of reused and
+        # re-read rows.  Only the tick's own CPU time counts.
+        c = time.thread_time()
+        s.tick(time.monotonic_ns())
+        cpu += time.thread_time() - c
+        time.sleep(spacing)
+    c = time.thread_time()
+    s.writer.flush()
+    flush = time.thread_time() - c
+    n = s.thread_samples - th0
+    s.close()
+    return {
+        "ticks": float(ticks),
+        "thread_samples": float(n),
+        "us_per_thread_sample": cpu / n * 1e6,
+        "flush_us_per_thread_sample": flush / n * 1e6,
+        "ms_per_tick": cpu / ticks * 1e3,
+    }
+
+
+def rate_once(
+    backend_name: str, pid: int, rate: float, seconds: float, tmp: str, tag: str
+) -> dict[str, float]:
+    s = new_sampler(backend_name, pid, tmp, tag)
+    end = time.monotonic() + seconds
+    w0 = time.monotonic()
+
+    def wait(timeout: float) -> bool:
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(timeout, left))
+        return False
+
+    st = run_loop(s, rate, wait)
+    wall = time.monotonic() - w0
+    s.close()
+    return {
+        "requested_hz": rate,
+        "achieved_hz": st.achieved_hz,
+        "achieved_share": st.achieved_hz / rate,
+        "missed": float(st.missed),
+        "cpu_share": st.cpu_s / wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 10, 100, 1000])
+    ap.add_argument("--backends", nargs="+", default=["proc", "psutil"])
+    ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0])
+    ap.add_argument("--rate-seconds", type=float, default=3.0)
+    ap.add_argument("--cost-rate", type=float, default=100.0, help="tick spacing of the cost runs")
+    ap.add_argument("--name", default="sampler_cost")
+    a = ap.parse_args()
+    m = machine()
+    log(machine_line(m))
+    cost: list[dict] = []
+    rates: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="circuit-sampler-") as tmp:
+        for mode in ("idle", "busy"):
+            for n in a.threads:
+                t = Target(n, mode)
+                try:
+                    per: dict[str, list[dict[str, float]]] = {b: [] for b in a.backends}
+                    for i in range(a.pairs):
+                        for b in a.backends:
+                            r = cost_once(
+                                b, t.pid, n + 1, tmp, f"{mode}-{n}-{b}-{i}", 1 / a.cost_rate
+                            )
+                            per[b].append(r)
+                            log(
+                                f"cost {mode} {n} threads {b} round {i + 1}: {r['us_per_thread_sample']:.2f} µs/thread-sample"
+                            )
+                    for b, rs in per.items():
+                        us = [r["us_per_thread_sample"] for r in rs]
+                        cost.append(
+                            {
+                                "mode": mode,
+                                "threads": n,
+                                "backend": b,
+                                "us_per_thread_sample_median": median(us),
+                                "us_per_thread_sample_spread": spread(us),
+                                "flush_us_per_thread_sample_median": median(
+                                    [r["flush_us_per_thread_sample"] for r in rs]
+                                ),
+                                "ms_per_tick_median": median([r["ms_per_tick"] for r in rs]),
+                                "runs": rs,
+                            }
+                        )
+                    if "psutil" in per and "proc" in per:
+                        ratio = [
+                            p["us_per_thread_sample"] / q["us_per_thread_sample"]
+                            for p, q in zip(per["psutil"], per["proc"], strict=True)
+                        ]
+                        cost[-1]["psutil_over_proc_median"] = median(ratio)
+                    for rate in a.rates:
+                        rs = [
+                            rate_once(
+                                "proc", t.pid, rate, a.rate_seconds, tmp, f"r{mode}-{n}-{rate}-{i}"
+                            )
+                            for i in range(max(1, a.pairs // 2))
+                        ]
+                        for r in rs:
+                            log(
+                                f"rate {mode} {n} threads {rate:g} Hz: {r['achieved_hz']:.1f} Hz, CPU share {r['cpu_share']:.3f}"
+                            )
+                        rates.append(
+                            {
+                                "mode": mode,
+                                "threads": n,
+                                "backend": "proc",
+                                "requested_hz": rate,
+                                "achieved_hz_median": median([r["achieved_hz"] for r in rs]),
+                                "achieved_share_median": median([r["achieved_share"] for r in rs]),
+                                "missed_median": median([r["missed"] for r in rs]),
+                                "cpu_share_median": median([r["cpu_share"] for r in rs]),
+                                "cpu_share_spread": spread([r["cpu_share"] for r in rs]),
+                                "runs": rs,
+                            }
+                        )
+                finally:
+                    t.close()
+    rows = [
+        [
+            c["mode"],
+            c["threads"],
+            c["backend"],
+            f"{c['us_per_thread_sample_median']:.2f}",
+            f"{c['us_per_thread_sample_spread'][0]:.2f} .. {c['us_per_thread_sample_spread'][1]:.2f}",
+            f"{c['flush_us_per_thread_sample_median']:.2f}",
+            f"{c['ms_per_tick_median']:.3f}",
+            f"{c['psutil_over_proc_median']:.1f}x" if "psutil_over_proc_median" in c else "",
+        ]
+        for c in cost
+    ]
+    t1 = md_table(
+        [
+            "target threads",
+            "N",
+            "backend",
+            "µs/thread-sample (tick)",
+            "min..max",
+            "flush µs/thread-sample",
+            "ms/tick",
+            "psutil/proc",
+        ],
+        rows,
+    )
+    rrows = [
+        [
+            r["mode"],
+            r["threads"],
+            f"{r['requested_hz']:g}",
+            f"{r['achieved_hz_median']:.1f}",
+            f"{r['achieved_share_median'] * 100:.1f}%",
+            f"{r['missed_median']:g}",
+            f"{r['cpu_share_median'] * 100:.1f}%",
+            f"{r['cpu_share_spread'][0] * 100:.1f} .. {r['cpu_share_spread'][1] * 100:.1f}%",
+        ]
+        for r in rates
+    ]
+    t2 = md_table(
+        [
+            "target threads",
+            "N",
+            "requested Hz",
+            "achieved Hz",
+            "achieved/requested",
+            "missed deadlines",
+            "sampler CPU (of one core)",
+            "min..max",
+        ],
+        rrows,
+    )
+    md = (
+        f"Machine: {machine_line(m)}\n\n"
+        f"**Cost per thread-sample** ({a.pairs} interleaved rounds per backend; CPU time of the ticks, "
+        f"spaced as at {a.cost_rate:g} Hz; N target threads + the main thread)\n\n" + t1 + "\n\n"
+        f"**Achieved rate and CPU share** (/proc backend, run_loop for {a.rate_seconds:g} s, "
+        f"median of {max(1, a.pairs // 2)} runs)\n\n" + t2
+    )
+    write_results(a.name, {"machine": m, "pairs": a.pairs, "cost": cost, "rates": rates}, md)
+
+
+if __name__ == "__main__":
+    main()

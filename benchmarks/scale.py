@@ -1,0 +1,148 @@
+"""Scale of the target: 1000 threads and 10,000 open fds, sampled at 100 Hz.
+
+Runs ``circuit run --rate 100`` on benchmarks/threads_target.py (1000 threads
+blocked in Event.wait, 10,000 fds on /dev/null) for a fixed time, and reads
+the achieved rate, missed deadlines and sampler CPU from the run's meta.json;
+the sampler's memory is its peak RSS (VmHWM) polled from /proc while it runs.
+Repeated ``--repeats`` times (no comparison, so nothing to interleave).
+
+Usage: python benchmarks/scale.py [--threads 1000] [--fds 10000] [--seconds 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import log, machine, machine_line, md_table, median, spread, tool, write_results
+
+HERE = Path(__file__).resolve().parent
+# Keeps the target alive for a fixed time, then lets it exit (circuit run stops with it).
+WRAPPER = """
+import subprocess, sys, time
+p = subprocess.Popen([sys.executable, {target!r}, {n!r}, {mode!r}, "--fds", {fds!r}],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+assert p.stdout.readline().strip() == "ready"
+time.sleep({seconds!r})
+p.stdin.close(); p.wait()
+"""
+
+
+def vm_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def once(n: int, fds: int, seconds: float, rate: float, tmp: str) -> dict[str, float]:
+    code = WRAPPER.format(
+        target=str(HERE / "threads_target.py"), n=str(n), mode="idle", fds=str(fds), seconds=seconds
+    )
+    out = f"{tmp}/run"
+    cmd = [
+        tool("circuit"),
+        "run",
+        "-q",
+        "--force",
+        "--rate",
+        str(rate),
+        "-o",
+        out,
+        "--",
+        sys.executable,
+        "-c",
+        code,
+    ]
+    p = subprocess.Popen(cmd)
+    hwm = rss = 0
+    while p.poll() is None:
+        hwm = max(hwm, vm_kib(p.pid, "VmHWM"))
+        rss = max(rss, vm_kib(p.pid, "VmRSS"))
+        time.sleep(0.2)
+    if p.returncode != 0:
+        raise SystemExit(f"circuit run exited {p.returncode}")
+    meta = json.loads(Path(out, "meta.json").read_text())
+    size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
+    return {
+        "requested_hz": rate,
+        "achieved_hz": meta["rate_hz_achieved"],
+        "achieved_share": meta["rate_hz_achieved"] / rate,
+        "missed": float(meta["missed_deadlines"]),
+        "sampler_cpu_share": meta["sampler_cpu_share"],
+        "sampler_peak_rss_mib": hwm / 1024,
+        "thread_samples": float(meta["thread_samples"]),
+        "wall_s": meta["wall_s"],
+        "run_bytes": float(size),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--threads", type=int, default=1000)
+    ap.add_argument("--fds", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--name", default="scale")
+    a = ap.parse_args()
+    m = machine()
+    log(machine_line(m))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="circuit-scale-") as tmp:
+        for i in range(a.repeats):
+            r = once(a.threads, a.fds, a.seconds, a.rate, tmp)
+            log(f"run {i + 1}: {r}")
+            runs.append(r)
+    keys = [
+        "achieved_hz",
+        "achieved_share",
+        "missed",
+        "sampler_cpu_share",
+        "sampler_peak_rss_mib",
+        "run_bytes",
+    ]
+    s = {k: median([r[k] for r in runs]) for k in keys}
+    sp = {k: spread([r[k] for r in runs]) for k in keys}
+    md = f"Machine: {machine_line(m)}\n\n" + md_table(
+        [
+            "target",
+            "requested Hz",
+            "achieved Hz",
+            "achieved/requested",
+            "missed deadlines",
+            "sampler CPU (of one core)",
+            "sampler peak RSS MiB",
+            "runs",
+        ],
+        [
+            [
+                f"{a.threads} idle threads + {a.fds:,} fds, {a.seconds:g} s",
+                f"{a.rate:g}",
+                f"{s['achieved_hz']:.1f} ({sp['achieved_hz'][0]:.1f} .. {sp['achieved_hz'][1]:.1f})",
+                f"{s['achieved_share'] * 100:.1f}%",
+                f"{s['missed']:g}",
+                f"{s['sampler_cpu_share'] * 100:.1f}% ({sp['sampler_cpu_share'][0] * 100:.1f} .. {sp['sampler_cpu_share'][1] * 100:.1f})",
+                f"{s['sampler_peak_rss_mib']:.0f}",
+                a.repeats,
+            ]
+        ],
+    )
+    write_results(
+        a.name, {"machine": m, "args": vars(a), "runs": runs, "median": s, "spread": sp}, md
+    )
+
+
+if __name__ == "__main__":
+    main()
