@@ -219,7 +219,7 @@ def main() -> None:
             for i in range(a.repeats):
                 t0 = time.perf_counter()
                 rr = subprocess.run(
-                    [tool("circuit"), "report", str(path), "-o", f"{tmp}/report-{i}"],
+                    [tool("circuit"), "report", str(path), "-o", f"{tmp}/report-{i}.html"],
                     capture_output=True,
                     text=True,
                 )
