@@ -9,13 +9,15 @@ from the target.  pyarrow pulls pandas in behind our back (``pa.array`` and
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
 import pyarrow as pa
 import pytest
 
-from circuit.tracer.writer import _column
+from circuit.tracer.schema import arrow_schema
+from circuit.tracer.writer import _column, _thread_arrays
 
 SCRIPT = r"""
 import json, sys
@@ -62,3 +64,51 @@ def test_writer_columns_match_pyarrow(values, dtype):
     got = _column(pa, tuple(values), dtype)
     assert got.type == dtype
     assert got.equals(pa.array(values, type=dtype))
+
+
+def _plain_threads_table(ts, rows):
+    schema = arrow_schema("threads")
+    cols = [ts, *zip(*rows, strict=True)]
+    return pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema
+    )
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_thread_flush_expands_reused_rows_exactly(reuse):
+    # Idle threads hand the writer the same tuple object every sample; the
+    # flush builds columns once per distinct row and expands them.
+    rng = random.Random(7)
+    base = [
+        (
+            10,
+            10 + i,
+            f"t{i % 3}",
+            "S",
+            "lock",
+            202,
+            -(2**40),
+            "futex_wait_queue",
+            i,
+            2 * i,
+            3 * i,
+            4,
+            i,
+            0,
+            i % 2,
+        )
+        for i in range(50)
+    ]
+    ts, rows = [], []
+    for k in range(40):
+        batch = list(base)
+        for j in rng.sample(range(50), 5):
+            r = batch[j]
+            batch[j] = (*r[:2], "é) S 1 (", "R", "running", -1, 0, "", r[8] + k, *r[9:])
+        if not reuse:
+            batch = [tuple(r) for r in (list(x) for x in batch)]  # all distinct objects
+        ts += [1_000 + k] * len(batch)
+        rows += batch
+    schema = arrow_schema("threads")
+    got = pa.Table.from_arrays(_thread_arrays(pa, ts, rows, schema), schema=schema)
+    assert got.equals(_plain_threads_table(ts, rows))
