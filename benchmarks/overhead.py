@@ -90,7 +90,7 @@ def side_commands(rate_sides: list[str], job: list[str], tmp: str) -> dict[str, 
     return cmds
 
 
-def run_one(cmd: list[str], out: str) -> dict[str, float]:
+def run_one(cmd: list[str], out: str, run_dir: str | None = None) -> dict[str, float]:
     if os.path.exists(out):
         os.unlink(out)
     t0 = time.monotonic()
@@ -102,13 +102,20 @@ def run_one(cmd: list[str], out: str) -> dict[str, float]:
         raise SystemExit(f"{cmd[0]} exited with {p.returncode}: {' '.join(cmd)}")
     r = json.loads(Path(out).read_text())
     tree_cpu = ru.ru_utime + ru.ru_stime
-    return {
+    res = {
         "work_wall_s": r["work_wall_s"],
         "e2e_wall_s": e2e,
         "job_cpu_s": r["job_cpu_s"],
         "tool_cpu_s": max(tree_cpu - r["job_cpu_s"], 0.0),
         "launch_to_start_s": r["t_start"] - t0,
     }
+    if run_dir is not None:
+        # circuit's own account: CPU of the sampling loop only (no start-up,
+        # no finalising), per second of the target's run; and the rate it held.
+        meta = json.loads(Path(run_dir, "meta.json").read_text())
+        res["sampler_cpu_share"] = float(meta["sampler_cpu_share"])
+        res["achieved_hz"] = float(meta["rate_hz_achieved"])
+    return res
 
 
 def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -> dict:
@@ -118,7 +125,8 @@ def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -
         out = f"{tmp}/job.json"
         job = [PY, JOB, "--model", model, "--count", str(count), "--out", out]
         cmds = side_commands(rate_sides, job, tmp)
-        sides = {name: (lambda c=c: run_one(c, out)) for name, c in cmds.items()}
+        dirs = {name: f"{tmp}/c" if name.startswith("circuit") else None for name in cmds}
+        sides = {name: (lambda c=c, d=dirs[name]: run_one(c, out, d)) for name, c in cmds.items()}
         runs = interleave(sides, pairs, log=lambda m: log(f"[{model}] {m}"))
     base = runs["untraced"]
     for rs in runs.values():
@@ -138,6 +146,10 @@ def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -
             "job_cpu_ratio_median": median(rc[name]),
             "tool_cpu_s_median": median([r["tool_cpu_s"] for r in rs]),
             "startup_s_median": median([r["startup_s"] for r in rs]),
+            "sampler_cpu_share_median": median(
+                [r.get("sampler_cpu_share", float("nan")) for r in rs]
+            ),
+            "achieved_hz_median": median([r.get("achieved_hz", float("nan")) for r in rs]),
             "work_wall_ratios": rw[name],
             "e2e_wall_ratios": re[name],
         }
@@ -160,6 +172,9 @@ def table(results: list[dict], pairs: int) -> str:
                     pct(s["job_cpu_ratio_median"]),
                     f"{s['tool_cpu_s_median']:.3f}",
                     f"{s['startup_s_median'] * 1000:.0f}",
+                    f"{s['sampler_cpu_share_median'] * 100:.1f}% @ {s['achieved_hz_median']:.0f} Hz"
+                    if name.startswith("circuit")
+                    else "",
                 ]
             )
         parts.append(
@@ -175,6 +190,7 @@ def table(results: list[dict], pairs: int) -> str:
                     "job CPU",
                     "tool CPU s",
                     "start-up ms",
+                    "circuit sampler CPU (of one core) @ rate",
                 ],
                 rows,
             )

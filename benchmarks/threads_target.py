@@ -23,11 +23,15 @@ def main() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     threading.stack_size(256 * 1024)  # 1000 threads: keep the address space modest
     stop = threading.Event()
+    # Busy threads spin only once all are started: starting thread k while k-1
+    # others spin on the GIL costs ~k switch intervals (minutes for 1000).
+    go = threading.Event()
 
     def idle() -> None:
         stop.wait()
 
     def busy() -> None:
+        go.wait()
         i = 0
         while not stop.is_set():
             i += 1
@@ -36,6 +40,7 @@ def main() -> None:
     for t in ts:
         t.start()
     held = [os.open("/dev/null", os.O_RDONLY) for _ in range(nfds)]
+    go.set()
     print("ready", flush=True)
     sys.stdin.read()
     stop.set()
