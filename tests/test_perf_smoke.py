@@ -53,6 +53,7 @@ def test_sampler_process_never_imports_the_analysis_stack(tmp_path):
         ([0, -1, 2**62, -(2**63)], pa.int64()),
         ([0, -1, 2**31 - 1], pa.int32()),
         ([-1, 0, 450, 32767], pa.int16()),
+        ([0, 2**64 - 1, 2**40], pa.uint64()),
         (["a", "b", "a", "", "é) S 1 (", "a"], pa.string()),
         ([True, False] * 9 + [True], pa.bool_()),
         ([], pa.string()),

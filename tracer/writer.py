@@ -26,7 +26,16 @@ FILE_MODE = 0o600
 
 
 # Arrow type name -> array.array typecode for the integer columns of the schema.
-_INT_CODES = {"int16": "h", "int32": "i", "int64": "q"}
+_INT_CODES = {
+    "int8": "b",
+    "int16": "h",
+    "int32": "i",
+    "int64": "q",
+    "uint8": "B",
+    "uint16": "H",
+    "uint32": "I",
+    "uint64": "Q",
+}
 
 
 def _column(pa: Any, values: Iterable, dtype: Any) -> Any:
