@@ -150,7 +150,7 @@ def test_pool_size_bounds_concurrency(model: str) -> None:
 
 # ---------------------------------------------------------------- cpu-count
 
-CPU_SCALE = 0.06  # 6,000,000 increments per task: ~0.3 s on a 2020s core
+CPU_SCALE = 0.12  # 12,000,000 increments per task: ~0.35 s here; fork cost stays small beside it
 CPU_MODELS = ("sequential", "threads", "asyncio", "processes")
 # Above this much run-queue delay per CPU second, the cores were not free: the
 # machine was busy with other work and wall-clock ratios say nothing about models.
@@ -219,7 +219,9 @@ def test_cpu_count_wall_times(cpu_runs: dict[str, list[dict[str, Any]]]) -> None
             f"cores busy elsewhere (run-queue delay per CPU second {delay}; "
             f"CPU per wall second {one_cpu}): walls {wall}"
         )
-    assert wall["threads"] > 0.85 * wall["sequential"], wall  # no faster: the GIL
+    # No faster: the GIL.  Real parallelism would give ~0.5x; the margin is
+    # this shared VM's run-to-run noise on sub-second runs (±20% seen).
+    assert wall["threads"] > 0.75 * wall["sequential"], wall
     assert 0.75 < wall["asyncio"] / wall["sequential"] < 1.33, wall  # the loop counts as written
     assert wall["sequential"] / wall["processes"] > 1.4, wall  # two cores, two processes
 

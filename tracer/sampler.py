@@ -31,6 +31,7 @@ FULL_FD_SCAN_NS = 1_000_000_000
 # otherwise spend most of the sampler's time listing an fd table that rarely
 # changes; counts are carried between scans.
 FD_SCAN_MIN_NS = 10_000_000
+FD_SCAN_MAX_BACKOFF_NS = 50_000_000
 # Numbers are reused at once (Python's imports open and close files all the
 # time), so small tables, the common case, are re-resolved on every scan.
 SMALL_FD_TABLE = 64
@@ -58,6 +59,7 @@ class _Traced:
     dirty: bool = False  # ran since the last fd scan
     unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
     retries: int = 0
+    backoff_ns: int = 0  # grows while scans find no change
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
 
@@ -245,7 +247,16 @@ class Sampler:
                 by_kind[k] += 1
             tr.counts = (len(new), *by_kind.values())
         cost = time.thread_time_ns() - c0
-        tr.next_fd_scan = t_ns + max(self.period_ns, FD_SCAN_MIN_NS, cost * FD_BUDGET)
+        # A busy process whose fd table does not change (a CPU-bound worker)
+        # is rescanned less and less often, up to FD_SCAN_MAX_BACKOFF_NS; any
+        # change brings it back to every sample.
+        if opened or closed:
+            tr.backoff_ns = 0
+        else:
+            tr.backoff_ns = min(max(2 * tr.backoff_ns, self.period_ns), FD_SCAN_MAX_BACKOFF_NS)
+        tr.next_fd_scan = t_ns + max(
+            self.period_ns, FD_SCAN_MIN_NS, cost * FD_BUDGET, tr.backoff_ns
+        )
         if full:
             tr.next_full_scan = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
