@@ -96,11 +96,12 @@ class Backend(ABC):
 
 
 class _Thread:
-    __slots__ = ("fds", "pcount", "row", "sched", "tid")
+    __slots__ = ("fds", "pcount", "row", "sched", "sched_fd", "tid")
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
         self.fds: dict[str, int] = {}
+        self.sched_fd = -1  # th.fds["schedstat"], kept apart: read for every thread, every sample
         self.sched = b""
         self.pcount = -1
         self.row: ThreadRow | None = None
@@ -206,6 +207,7 @@ class ProcBackend(Backend):
         for fd in th.fds.values():
             os.close(fd)
         th.fds.clear()
+        th.sched_fd = -1
 
     def _tread(self, p: _Proc, th: _Thread, name: str, size: int = 1024) -> bytes:
         fd = th.fds.get(name)
@@ -251,9 +253,16 @@ class ProcBackend(Backend):
         rows: list[ThreadRow] = []
         ran = False
         gone: list[int] = []
+        pread = os.pread
         for th in p.threads.values():
             try:
-                sched = self._tread(p, th, "schedstat", 128)
+                # The one read an idle thread costs: keep this path short.
+                sfd = th.sched_fd
+                if sfd >= 0:
+                    sched = pread(sfd, 128, 0)
+                else:
+                    sched = self._tread(p, th, "schedstat", 128)
+                    th.sched_fd = th.fds.get("schedstat", -1)
                 row = th.row
                 if sched == th.sched and row is not None:
                     if row[5] in fd_io:
