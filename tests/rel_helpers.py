@@ -1,7 +1,7 @@
 """Helpers for the reliability tests: trace real targets, check a run's consistency.
 
-Imported as a plain module (pytest puts tests/ on sys.path for rootdir-less
-test files); kept apart from the lead's helpers.py to avoid merge clashes.
+Imported as a plain module (tests/conftest.py puts tests/ on sys.path); the
+basics (interpreter, CLI, source dedent) come from helpers.py.
 """
 
 from __future__ import annotations
@@ -9,20 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-PY = sys.executable  # the venv's real interpreter (python3 here is a shell shim)
-CIRCUIT = [PY, "-m", "circuit"]
-
-
-def code(src: str) -> str:
-    return textwrap.dedent(src).strip() + "\n"
+from helpers import CIRCUIT, PY, code
 
 
 def trace(tmp_path: Path, src: str, name: str = "run", **opts: Any):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 
 def default_run_dir(prefix: str = "run") -> Path:
@@ -131,3 +132,21 @@ def pyspy_observers(args: argparse.Namespace) -> list:
             quiet=args.quiet,
         )
     ]
+
+
+def sampling_options(args: argparse.Namespace, out: Path, **extra: Any) -> Any:
+    """The tracer's Options from the options add_sampling_options/add_pyspy_options added."""
+    from circuit.tracer.session import Options
+
+    return Options(
+        out=out,
+        rate=args.rate,
+        backend=args.backend,
+        force=args.force,
+        fds=args.fds,
+        quiet=args.quiet,
+        redact=args.redact,
+        record_env=args.record_env,
+        observers=pyspy_observers(args),
+        **extra,
+    )

@@ -9,7 +9,7 @@ from circuit.commands import (
     add_pyspy_options,
     add_sampling_options,
     default_run_dir,
-    pyspy_observers,
+    sampling_options,
 )
 
 
@@ -31,25 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuit.tracer.session import Options, SessionError, attach, check_attachable, describe
+    from circuit.tracer.session import SessionError, attach, check_attachable, describe
 
     if args.duration is not None and args.duration <= 0:
         raise SessionError(f"--duration must be positive, got {args.duration:g}")
-    check_attachable(args.pid)
-    out = args.output or default_run_dir(f"pid{args.pid}")
-    opts = Options(
-        out=out,
-        rate=args.rate,
-        backend=args.backend,
-        force=args.force,
-        fds=args.fds,
-        quiet=args.quiet,
-        redact=args.redact,
-        record_env=args.record_env,
-        observers=pyspy_observers(args),
-        duration=args.duration,
-    )
     check_attachable(args.pid)  # before saying "tracing": no progress line ahead of the error
+    out = args.output or default_run_dir(f"pid{args.pid}")
+    opts = sampling_options(args, out, duration=args.duration)
     if not args.quiet:
         print(f"circuit: tracing PID {args.pid} into {out} (Ctrl-C to stop)", file=sys.stderr)
     meta = attach(args.pid, opts)

@@ -9,7 +9,7 @@ from circuit.commands import (
     add_pyspy_options,
     add_sampling_options,
     default_run_dir,
-    pyspy_observers,
+    sampling_options,
 )
 
 
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuit.tracer.session import Options, SessionError, describe, run_command
+    from circuit.tracer.session import SessionError, describe, run_command
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -40,17 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         raise SessionError("no command given: circuit run [options] -- CMD ARGS...")
     out = args.output or default_run_dir()
-    opts = Options(
-        out=out,
-        rate=args.rate,
-        backend=args.backend,
-        force=args.force,
-        fds=args.fds,
-        quiet=args.quiet,
-        redact=args.redact,
-        record_env=args.record_env,
-        observers=pyspy_observers(args),
-    )
+    opts = sampling_options(args, out)
     code, meta = run_command(cmd, opts)
     if not args.quiet:
         print(f"circuit: {describe(meta)}", file=sys.stderr)
