@@ -315,8 +315,9 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
         "threads_peak": int(root[0]["threads_peak"]) if root else 0,
         "processes": len(work),
         "server_cpu_s": sum(float(p["cpu_s"]) for p in server) if server else math.nan,
-        # Filled in once GIL metrics exist (py-spy); NaN means "not measured".
-        "gil_contention": math.nan,
+        # GIL-wait / (GIL-wait + GIL-held) over the run (analysis/gil.py): 0 where
+        # no thread ever waited for the GIL; NaN where the summary has no GIL data.
+        "gil_contention": float((summary.get("gil") or {}).get("contention", math.nan)),
         "python": result.get("python"),
         "python_version": result.get("python_version"),
         "gil_enabled": result.get("gil_enabled"),
