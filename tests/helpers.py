@@ -83,5 +83,5 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.02) -> bool:
 def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.kill(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass

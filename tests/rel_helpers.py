@@ -6,15 +6,17 @@ basics (interpreter, CLI, source dedent) come from helpers.py.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from helpers import CIRCUIT, PY, code
+
+# Re-exported for the reliability tests (the `X as X` form marks a re-export).
+from helpers import CIRCUIT as CIRCUIT
+from helpers import PY, code
+from helpers import cli as cli
+from helpers import kill_quietly as kill_quietly
+from helpers import wait_for as wait_for
 
 
 def trace(tmp_path: Path, src: str, name: str = "run", **opts: Any):
@@ -25,26 +27,6 @@ def trace(tmp_path: Path, src: str, name: str = "run", **opts: Any):
     out = tmp_path / name
     status, meta = run_command([PY, "-c", code(src)], Options(out=out, quiet=True, **opts))
     return status, meta, circuit.load(out)
-
-
-def cli(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CIRCUIT, *args], capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def alive(pid: int) -> bool:
