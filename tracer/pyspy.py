@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from circuit.marks import ENV_RUN_DIR
+
 from .observers import Observer
 from .procfs import is_python_image
 from .schema import PYSPY_DIR
@@ -456,9 +458,9 @@ def request_dump(run_dir: str | os.PathLike[str] | None = None) -> int:
     """
     from circuit.errors import CircuitError
 
-    where = run_dir or os.environ.get("CIRCUIT_RUN_DIR")
+    where = run_dir or os.environ.get(ENV_RUN_DIR)
     if not where:
-        raise CircuitError("not running under circuit (no CIRCUIT_RUN_DIR): no tracer to ask")
+        raise CircuitError(f"not running under circuit (no {ENV_RUN_DIR}): no tracer to ask")
     try:
         pid = int((Path(where) / PYSPY_DIR / PID_FILE).read_text().strip())
     except (OSError, ValueError):

@@ -6,13 +6,15 @@ to Arrow types only when it flushes.
 
 from __future__ import annotations
 
+from circuit.marks import MARKS_FILE as MARKS_FILE  # one name, shared with the target side
+
 from .procfs import FD_KINDS
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
 META_FILE = "meta.json"
-MARKS_FILE = "marks.jsonl"
+
 PYSPY_DIR = "pyspy"
 
 # (column, arrow type name).  Order matters: rows are tuples in this order.

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from circuit.errors import CircuitError
+from circuit.marks import ENV_RUN_DIR
 
 from .backends import make_backend
 from .observers import Observer
 from .redact import redact_argv, redact_env
 from .sampler import LoopStats, Sampler, run_loop
-from .schema import FORMAT_VERSION, MARKS_FILE
+from .schema import FORMAT_VERSION
 from .writer import RunWriter, prepare_run_dir
 
 SIGNALS = {
@@ -44,7 +45,6 @@ SIGNALS = {
     signal.SIGCHLD,
 }
 SI_KERNEL = 0x80
-ENV_RUN_DIR = "CIRCUIT_RUN_DIR"
 
 
 class SessionError(CircuitError):
@@ -530,10 +530,6 @@ def _read_environ(pid: int) -> dict[str, str] | None:
         if sep:
             env[k] = v
     return env
-
-
-def marks_path(run_dir: Path) -> Path:
-    return Path(run_dir) / MARKS_FILE
 
 
 def describe(meta: dict[str, Any]) -> str:

@@ -203,8 +203,6 @@ class RunWriter:
         # timestamp is added column-wise at flush, not tuple-wise per row.
         self.thread_batches: list[tuple[int, list[tuple]]] = []
         self.part = 0
-        self.flushes = 0
-        self.bytes_written = 0
         self.last_flush = time.monotonic()
         write_json_atomic(self.path / META_FILE, self.meta)
         self._warm_up()
@@ -251,7 +249,6 @@ class RunWriter:
                 self.buffers[name] = []
                 self._write_part(name, list(zip(*buf, strict=True)))
         self.part += 1
-        self.flushes += 1
 
     def _write_part(self, name: str, columns: list[Iterable]) -> None:
         if not columns:
@@ -276,7 +273,6 @@ class RunWriter:
         except BaseException:
             _discard(tmp)  # frees the space a half-written part took
             raise
-        self.bytes_written += final.stat().st_size
 
     # -- finalising ----------------------------------------------------------
 
