@@ -15,11 +15,14 @@ analysis never know which one ran.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from abc import ABC, abstractmethod
+from itertools import repeat
 from typing import Any
 
 from . import procfs
+from .taskstats import TaskStats
 from .waits import Classifier
 
 # A thread row, in schema order minus the timestamp:
@@ -32,6 +35,23 @@ ThreadRow = tuple
 ProcessRow = tuple
 
 _GONE = (errno.ESRCH, errno.ENOENT)
+
+# Counters that are cumulative or slow-moving (RSS, I/O bytes, a thread's
+# context switches) are re-read at most this often (50 Hz) and carried in
+# between: their files (`status` ~10-19 µs of kernel time per thread on this
+# VM) would otherwise dominate the sample of a thread that ran.
+SLOW_COUNTER_NS = 20_000_000
+# A process none of whose threads ran is not re-read (its row is reused);
+# this many such samples in a row and it is re-read anyway, for what can
+# change without it running: its parent (reparenting), RSS (reclaim).
+IDLE_REFRESH = 50
+# Processes with at least this many threads are first asked through taskstats
+# (root only) whether any thread ran: one ~7 µs request instead of a read per thread.
+TASKSTATS_MIN_THREADS = 8
+
+
+_REPEAT_128 = repeat(128)  # pread's size and offset for map(): endless, shared
+_REPEAT_0 = repeat(0)
 
 
 class ProcessGone(Exception):
@@ -58,9 +78,13 @@ class Backend(ABC):
 
     @abstractmethod
     def sample(
-        self, handle: Any, fd_kinds: dict[int, str]
+        self, handle: Any, fd_kinds: dict[int, str], t_ns: int = 0
     ) -> tuple[ProcessRow, list[ThreadRow], bool]:
         """(process row, thread rows, ran) for one process; raises ProcessGone.
+
+        ``t_ns`` is the sample's time (slow counters are re-read at most every
+        SLOW_COUNTER_NS; 0: read everything).  The rows list may be the very
+        object returned last time, when nothing changed: never mutate it.
 
         ``ran`` is False when no thread of the process was on a CPU since the
         previous sample (so it cannot have forked or opened anything).  The
@@ -74,6 +98,10 @@ class Backend(ABC):
         ``known`` is the previous answer, so a backend may resolve only new fds.
         Negative numbers stand for fds the backend can count but not name.
         """
+
+    def fd_count(self, handle: Any) -> int | None:
+        """How many fds are open now, if the backend can tell cheaply; else None."""
+        return None
 
     @abstractmethod
     def command(self, handle: Any) -> bytes:
@@ -96,7 +124,7 @@ class Backend(ABC):
 
 
 class _Thread:
-    __slots__ = ("fds", "pcount", "row", "sched", "sched_fd", "tid")
+    __slots__ = ("fds", "pcount", "row", "sched", "sched_fd", "status_ns", "tid")
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
@@ -104,6 +132,7 @@ class _Thread:
         self.sched_fd = -1  # th.fds["schedstat"], kept apart: read for every thread, every sample
         self.sched = b""
         self.pcount = -1
+        self.status_ns = 0  # when the context-switch counts (status) were last read
         self.row: ThreadRow | None = None
 
 
@@ -111,11 +140,23 @@ class _Proc:
     __slots__ = (
         "base",
         "fd_cmdline",
+        "fd_dir",
         "fd_io",
         "fd_stat",
         "fd_statm",
+        "fp",
+        "io",
+        "io_idx",
+        "order",
         "pid",
+        "prow",
         "relist",
+        "rows",
+        "rss",
+        "sched_fds",
+        "scheds",
+        "skips",
+        "slow_ns",
         "threads",
         "zombie",
     )
@@ -129,7 +170,22 @@ class _Proc:
         self.fd_statm = -1
         self.fd_io = -1
         self.fd_cmdline = -1
+        self.fd_dir = -1  # /proc/PID/fd, for its size: the number of open fds
         self.zombie = False  # exited, not yet reaped: its last sample holds the totals
+        # The idle fast path (see ProcBackend.sample): the threads in a fixed
+        # order, their schedstat fds and last lines, the last rows and row list.
+        self.order: list[_Thread] = []
+        self.scheds: list[bytes] | None = None
+        self.sched_fds: list[int] = []
+        self.rows: list[ThreadRow] | None = None
+        self.io_idx: list[int] = []  # rows blocked in read/write (their fd's kind may be learnt)
+        self.prow: ProcessRow | None = None
+        self.skips = 0
+        self.fp: tuple[int, int] | None = None  # taskstats fingerprint at the last sample
+        # RSS and I/O counters: carried between reads at most SLOW_COUNTER_NS apart.
+        self.slow_ns = -SLOW_COUNTER_NS
+        self.rss = 0
+        self.io = procfs.IOCounters(0, 0, 0, 0)
 
 
 def _raise_fd_limit() -> bool:
@@ -161,7 +217,7 @@ def _pread(fd: int, size: int = 1024) -> bytes:
 class ProcBackend(Backend):
     name = "proc"
 
-    def __init__(self) -> None:
+    def __init__(self, taskstats: bool = True) -> None:
         super().__init__()
         self.tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         self.page = os.sysconf("SC_PAGE_SIZE")
@@ -171,6 +227,7 @@ class ProcBackend(Backend):
         self._can_syscall = True
         self._can_io = True
         self._fd_limit_raised = False
+        self._taskstats = TaskStats.open() if taskstats else None
 
     # -- handles -------------------------------------------------------------
 
@@ -191,16 +248,21 @@ class ProcBackend(Backend):
                 self.warn("/proc/PID/io is not readable: read/write byte counters are 0")
             except OSError:
                 pass
+        try:
+            p.fd_dir = os.open(f"{p.base}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            pass  # not ours to read: the fd scan will say so
         return p
 
     def close(self, p: _Proc) -> None:
-        for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline):
+        for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline, p.fd_dir):
             if fd >= 0:
                 os.close(fd)
-        p.fd_stat = p.fd_statm = p.fd_io = p.fd_cmdline = -1
+        p.fd_stat = p.fd_statm = p.fd_io = p.fd_cmdline = p.fd_dir = -1
         for th in p.threads.values():
             self._close_thread(th)
         p.threads.clear()
+        p.order, p.scheds, p.rows = [], None, None
 
     @staticmethod
     def _close_thread(th: _Thread) -> None:
@@ -231,35 +293,55 @@ class ProcBackend(Backend):
     # -- sampling ------------------------------------------------------------
 
     def sample(
-        self, p: _Proc, fd_kinds: dict[int, str]
+        self, p: _Proc, fd_kinds: dict[int, str], t_ns: int = 0
     ) -> tuple[ProcessRow, list[ThreadRow], bool]:
-        try:
-            st = procfs.parse_stat(_pread(p.fd_stat))
-            rss = procfs.parse_statm_rss(_pread(p.fd_statm), self.page)
-        except (OSError, ValueError, IndexError) as e:
-            raise ProcessGone(p.pid) from e
-        p.zombie = st.state in ("Z", "X")
-        io = procfs.IOCounters(0, 0, 0, 0)
-        if p.fd_io >= 0:
-            try:
-                io = procfs.parse_io(_pread(p.fd_io))
-            except OSError:
-                pass
+        # Fast path: did any thread run since the last sample?  Asked of
+        # taskstats for big processes (root only), else one batched schedstat
+        # read per thread (the loop runs in C: ~the syscall's cost each).  If
+        # none did, nothing in the process can have changed state, counters,
+        # threads or fds: the previous rows, the very same list, are reused.
+        scheds: list[bytes] | None = None
+        fp = p.fp
+        idle = False
+        if p.scheds is not None and not p.relist and p.rows is not None:
+            if self._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS:
+                # Taken before any read: a thread running after it shows next time.
+                fp = self._taskstats.tgid(p.pid)
+                idle = fp is not None and fp == p.fp
+            if not idle:
+                try:
+                    scheds = list(map(os.pread, p.sched_fds, _REPEAT_128, _REPEAT_0))
+                except OSError:
+                    scheds = None  # a thread went away: the full path sorts it out
+                idle = scheds == p.scheds
+        if idle:
+            p.fp = fp
+            if p.io_idx:
+                self._reclassify_rows(p, fd_kinds)
+            if p.skips < IDLE_REFRESH and p.prow is not None:
+                p.skips += 1
+                return p.prow, p.rows, False
+        p.skips = 0
+        st = self._read_process(p, t_ns)
+        if idle and st.num_threads == len(p.threads):
+            # Now and then the process's own files anyway (see IDLE_REFRESH).
+            p.prow = self._process_row(p, st)
+            return p.prow, p.rows, False
         if p.relist or st.num_threads != len(p.threads):
             self._relist(p)
-        tick = self.tick_ns
+            scheds = None
         fd_io = self.classify.fd_io
-        pid = p.pid
         rows: list[ThreadRow] = []
+        io_idx: list[int] = []
         ran = False
         gone: list[int] = []
         pread = os.pread
-        for th in p.threads.values():
+        for i, th in enumerate(p.order):
             try:
-                # The one read an idle thread costs: keep this path short.
-                sfd = th.sched_fd
-                if sfd >= 0:
-                    sched = pread(sfd, 128, 0)
+                if scheds is not None:
+                    sched = scheds[i]
+                elif th.sched_fd >= 0:
+                    sched = pread(th.sched_fd, 128, 0)
                 else:
                     sched = self._tread(p, th, "schedstat", 128)
                     th.sched_fd = th.fds.get("schedstat", -1)
@@ -269,51 +351,14 @@ class ProcBackend(Backend):
                         # Blocked in read/write: the fd scan may have learnt
                         # since what that fd is (numbers are reused at once).
                         row = th.row = self._reclassify(row, fd_kinds)
+                        io_idx.append(len(rows))
                     rows.append(row)
                     continue
                 ran = True
                 th.sched = sched
-                t = procfs.parse_stat(self._tread(p, th, "stat"))
-                cpu_ns, delay_ns, pcount = procfs.parse_schedstat(sched)
-                nr, arg0, wchan = -1, 0, ""
-                if t.state != "R":
-                    if self._can_syscall:
-                        try:
-                            nr, arg0 = procfs.parse_syscall(self._tread(p, th, "syscall", 256))
-                        except PermissionError:
-                            self._can_syscall = False
-                            self.warn(
-                                "/proc/TID/syscall is not readable (needs ptrace access): "
-                                "wait reasons come from the wait channel only"
-                            )
-                    wchan = procfs.parse_wchan(self._tread(p, th, "wchan", 128))
-                if pcount == th.pcount and row is not None:
-                    # Not scheduled in again since the last read: it was on a
-                    # CPU all along, so no switch happened (status costs ~7 µs;
-                    # a switch-out not yet followed by a switch-in shows next time).
-                    vol, invol = row[12], row[13]
-                else:
-                    vol, invol = procfs.parse_ctx_switches(self._tread(p, th, "status", 4096))
-                th.pcount = pcount
-                wait = self.classify(t.state, nr, arg0, wchan, fd_kinds.get(arg0))
-                row = (
-                    pid,
-                    th.tid,
-                    t.comm,
-                    t.state,
-                    wait,
-                    nr,
-                    arg0,
-                    wchan,
-                    t.utime * tick,
-                    t.stime * tick,
-                    cpu_ns,
-                    delay_ns,
-                    vol,
-                    invol,
-                    t.processor,
-                )
-                th.row = row
+                row = th.row = self._thread_row(p, th, sched, row, fd_kinds, t_ns)
+                if row[5] in fd_io:
+                    io_idx.append(len(rows))
                 rows.append(row)
             except OSError as e:
                 if e.errno in _GONE:
@@ -326,11 +371,42 @@ class ProcBackend(Backend):
             for tid in gone:
                 self._close_thread(p.threads.pop(tid))
             p.relist = True
-        prow = (
-            pid,
+            ran = True
+        prow = self._process_row(p, st)
+        old = p.rows
+        if old is not None and len(old) == len(rows) and all(map(operator.is_, rows, old)):
+            rows = old  # same rows: the writer sees the same list and stores it once
+        p.rows, p.prow, p.io_idx, p.fp = rows, prow, io_idx, fp
+        if p.relist or any(th.sched_fd < 0 for th in p.order):
+            p.scheds = None  # (after a relist, rows and order may not line up)
+        else:
+            p.scheds = [th.sched for th in p.order]
+            p.sched_fds = [th.sched_fd for th in p.order]
+        return prow, rows, ran
+
+    def _read_process(self, p: _Proc, t_ns: int) -> procfs.Stat:
+        try:
+            st = procfs.parse_stat(_pread(p.fd_stat))
+            if t_ns - p.slow_ns >= SLOW_COUNTER_NS or not t_ns:
+                p.slow_ns = t_ns
+                p.rss = procfs.parse_statm_rss(_pread(p.fd_statm), self.page)
+                if p.fd_io >= 0:
+                    try:
+                        p.io = procfs.parse_io(_pread(p.fd_io))
+                    except OSError:
+                        pass
+        except (OSError, ValueError, IndexError) as e:
+            raise ProcessGone(p.pid) from e
+        p.zombie = st.state in ("Z", "X")
+        return st
+
+    def _process_row(self, p: _Proc, st: procfs.Stat) -> ProcessRow:
+        io, tick = p.io, self.tick_ns
+        return (
+            p.pid,
             st.ppid,
             st.num_threads,
-            rss,
+            p.rss,
             st.utime * tick,
             st.stime * tick,
             io.read_chars,
@@ -338,7 +414,88 @@ class ProcBackend(Backend):
             io.read_bytes,
             io.write_bytes,
         )
-        return prow, rows, ran
+
+    def _thread_row(
+        self,
+        p: _Proc,
+        th: _Thread,
+        sched: bytes,
+        row: ThreadRow | None,
+        fd_kinds: dict[int, str],
+        t_ns: int,
+    ) -> ThreadRow:
+        """A new row for a thread that ran since its last sample."""
+        t = procfs.parse_stat(self._tread(p, th, "stat"))
+        cpu_ns, delay_ns, pcount = procfs.parse_schedstat(sched)
+        nr, arg0, wchan = -1, 0, ""
+        state = t.state
+        if state != "R":
+            if self._can_syscall:
+                try:
+                    nr, arg0 = procfs.parse_syscall(self._tread(p, th, "syscall", 256))
+                except PermissionError:
+                    self._can_syscall = False
+                    self.warn(
+                        "/proc/TID/syscall is not readable (needs ptrace access): "
+                        "wait reasons come from the wait channel only"
+                    )
+            if (
+                row is not None
+                and nr >= 0
+                and state == row[3]
+                and nr == row[5]
+                and arg0 == row[6]
+                and state != "D"
+            ):
+                # Back in the same syscall on the same first argument (a loop
+                # sleeping, a worker waiting on its queue): the same wait channel.
+                wchan = row[7]
+            else:
+                wchan = procfs.parse_wchan(self._tread(p, th, "wchan", 128))
+        if row is not None and (
+            pcount == th.pcount or (t_ns and t_ns - th.status_ns < SLOW_COUNTER_NS)
+        ):
+            # Not scheduled in again since the last read (it was on a CPU all
+            # along, so no switch happened), or read less than SLOW_COUNTER_NS
+            # ago: carry the counts (`status` costs ~7 µs; they catch up later).
+            vol, invol = row[12], row[13]
+        else:
+            vol, invol = procfs.parse_ctx_switches(self._tread(p, th, "status", 4096))
+            th.pcount = pcount
+            th.status_ns = t_ns
+        wait = self.classify(state, nr, arg0, wchan, fd_kinds.get(arg0))
+        return (
+            p.pid,
+            th.tid,
+            t.comm,
+            state,
+            wait,
+            nr,
+            arg0,
+            wchan,
+            t.utime * self.tick_ns,
+            t.stime * self.tick_ns,
+            cpu_ns,
+            delay_ns,
+            vol,
+            invol,
+            t.processor,
+        )
+
+    def _reclassify_rows(self, p: _Proc, fd_kinds: dict[int, str]) -> None:
+        """Idle path: re-derive the waits of threads blocked in read/write."""
+        rows = p.rows
+        assert rows is not None
+        new = None
+        for i in p.io_idx:
+            row = self._reclassify(rows[i], fd_kinds)
+            if row is not rows[i]:
+                if new is None:
+                    new = list(rows)
+                new[i] = row
+                p.order[i].row = row
+        if new is not None:
+            p.rows = new
 
     def _reclassify(self, row: ThreadRow, fd_kinds: dict[int, str]) -> ThreadRow:
         wait = self.classify(row[3], row[5], row[6], row[7], fd_kinds.get(row[6]))
@@ -355,6 +512,7 @@ class ProcBackend(Backend):
         for tid in tids:
             if tid not in p.threads:
                 p.threads[tid] = _Thread(tid)
+        p.order = sorted(p.threads.values(), key=lambda th: th.tid)
         p.relist = False
 
     # -- fds -----------------------------------------------------------------
@@ -364,6 +522,18 @@ class ProcBackend(Backend):
             return os.pread(p.fd_cmdline, 4096, 0)
         except OSError:
             return b""
+
+    def fd_count(self, p: _Proc) -> int | None:
+        # Since Linux 6.2 the size of /proc/PID/fd is the number of open fds:
+        # one fstat (~1 µs) instead of listing the table.  0 on older kernels
+        # (a live process always has some fd open... or none: then we scan).
+        if p.fd_dir < 0:
+            return None
+        try:
+            n = os.fstat(p.fd_dir).st_size
+        except OSError:
+            return None
+        return n or None
 
     def fds(self, p: _Proc, known: dict[int, str]) -> dict[int, str] | None:
         d = f"{p.base}/fd/"
@@ -498,7 +668,7 @@ class PsutilBackend(Backend):
     }
 
     def sample(
-        self, proc: Any, fd_kinds: dict[int, str]
+        self, proc: Any, fd_kinds: dict[int, str], t_ns: int = 0
     ) -> tuple[ProcessRow, list[ThreadRow], bool]:
         ps = self.psutil
         try:

@@ -32,6 +32,11 @@ FULL_FD_SCAN_NS = 1_000_000_000
 # changes; counts are carried between scans.
 FD_SCAN_MIN_NS = 10_000_000
 FD_SCAN_MAX_BACKOFF_NS = 50_000_000
+# Where the backend can count a process's fds cheaply (Linux >= 6.2: the size
+# of /proc/PID/fd), a count that moved triggers a scan at once, so a quiet
+# table can back off further: what the count misses (a close and an open
+# under one number) is seen at most this late.
+FD_SCAN_MAX_BACKOFF_COUNTED_NS = 250_000_000
 # Numbers are reused at once (Python's imports open and close files all the
 # time), so small tables, the common case, are re-resolved on every scan.
 SMALL_FD_TABLE = 64
@@ -60,6 +65,8 @@ class _Traced:
     unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
     retries: int = 0
     backoff_ns: int = 0  # grows while scans find no change
+    last_fd_scan: int = 0
+    counted: bool = False  # the backend can count this process's fds cheaply
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
 
@@ -167,13 +174,17 @@ class Sampler:
                 # Before the first sample, so read/write waits can name their fd's kind.
                 self._scan_fds(tr, t_ns, full=True)
         try:
-            prow, rows, ran = self.backend.sample(tr.handle, tr.kinds)
+            prow, rows, ran = self.backend.sample(tr.handle, tr.kinds, t_ns)
         except ProcessGone:
             self._drop(tr)
             return True
         # A process none of whose threads ran since the last check cannot
         # have exec'd, opened or closed anything: skip it.
         tr.dirty = tr.dirty or ran
+        if tr.dirty and t_ns < tr.next_fd_scan and t_ns >= tr.last_fd_scan + FD_SCAN_MIN_NS:
+            n = self.backend.fd_count(tr.handle) if tr.counted else None
+            if n is not None and n != len(tr.fds):
+                tr.next_fd_scan = t_ns  # opened or closed something: now
         if tr.dirty and t_ns >= tr.next_fd_scan:
             full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
             command = self.backend.command(tr.handle)
@@ -239,7 +250,10 @@ class Sampler:
                 if found:
                     del tr.unresolved[fd]
                     add("fds", (t_ns, tr.pid, fd, "addr", "socket", target, *found, False))
+        if tr.first:
+            tr.counted = self.backend.fd_count(tr.handle) is not None
         tr.fds = new
+        tr.last_fd_scan = t_ns
         tr.first = tr.dirty = False
         if opened or closed:
             by_kind = dict.fromkeys(FD_KINDS, 0)
@@ -253,7 +267,8 @@ class Sampler:
         if opened or closed:
             tr.backoff_ns = 0
         else:
-            tr.backoff_ns = min(max(2 * tr.backoff_ns, self.period_ns), FD_SCAN_MAX_BACKOFF_NS)
+            most = FD_SCAN_MAX_BACKOFF_COUNTED_NS if tr.counted else FD_SCAN_MAX_BACKOFF_NS
+            tr.backoff_ns = min(max(2 * tr.backoff_ns, self.period_ns), most)
         tr.next_fd_scan = t_ns + max(
             self.period_ns, FD_SCAN_MIN_NS, cost * FD_BUDGET, tr.backoff_ns
         )

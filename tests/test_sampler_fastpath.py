@@ -1,0 +1,168 @@
+"""The /proc backend's shortcuts for processes and threads that did not run.
+
+A process none of whose threads ran since the last sample is not re-read:
+its previous rows (the very same list) are returned.  The check is one
+batched ``schedstat`` read per thread, or, for big processes when we may
+(root), one taskstats request.  These tests wake a known thread of a live
+target and check that exactly that is seen, with each way of checking.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from helpers import Spawned
+
+from circuit.tracer import backends
+from circuit.tracer.backends import ProcBackend
+from circuit.tracer.taskstats import TaskStats
+
+pytestmark = pytest.mark.integration
+
+# 12 threads, each blocked on its own Event; a line "k" on stdin makes thread
+# k spin for 30 ms and block again.  Prints the threads' native ids.
+TARGET = """
+import sys, threading, time
+evs = [threading.Event() for _ in range(12)]
+ids = [None] * 12
+def work(k):
+    ids[k] = threading.get_native_id()
+    while True:
+        evs[k].wait()
+        evs[k].clear()
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            pass
+ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(12)]
+[t.start() for t in ts]
+while None in ids:
+    time.sleep(0.01)
+print(" ".join(map(str, ids)), flush=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    evs[int(line)].set()
+"""
+
+HAS_TASKSTATS = TaskStats.open() is not None
+GATES = [
+    pytest.param(False, id="schedstat"),
+    pytest.param(
+        True,
+        id="taskstats",
+        marks=pytest.mark.skipif(not HAS_TASKSTATS, reason="taskstats needs root"),
+    ),
+]
+
+
+class Target(Spawned):
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [__import__("sys").executable, "-c", TARGET],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.tids = [int(t) for t in self.proc.stdout.readline().split()]
+        assert self.proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # the main thread into its read()
+
+    def wake(self, k: int) -> None:
+        self.proc.stdin.write(f"{k}\n")
+        self.proc.stdin.flush()
+        time.sleep(0.15)  # 30 ms of spinning, with room for a busy machine
+
+
+def _sampler(taskstats: bool) -> ProcBackend:
+    b = ProcBackend(taskstats=taskstats)
+    assert (b._taskstats is not None) == taskstats
+    return b
+
+
+@pytest.mark.parametrize("taskstats", GATES)
+def test_an_idle_process_returns_the_same_rows(taskstats):
+    b = _sampler(taskstats)
+    with Target() as t:
+        h = b.open(t.pid)
+        try:
+            prow1, rows1, _ = b.sample(h, {}, time.monotonic_ns())
+            prow2, rows2, ran = b.sample(h, {}, time.monotonic_ns())
+            time.sleep(0.05)
+            prow3, rows3, ran3 = b.sample(h, {}, time.monotonic_ns())
+        finally:
+            b.close(h)
+    assert len(rows1) == 13
+    assert not ran and not ran3
+    assert rows3 is rows1 and rows2 is rows1 and prow3 is prow1
+    assert {r[3] for r in rows1} == {"S"}
+
+
+@pytest.mark.parametrize("taskstats", GATES)
+def test_the_thread_that_ran_is_seen_and_only_it(taskstats):
+    b = _sampler(taskstats)
+    with Target() as t:
+        h = b.open(t.pid)
+        try:
+            _, before, _ = b.sample(h, {}, time.monotonic_ns())
+            b.sample(h, {}, time.monotonic_ns())
+            t.wake(5)
+            _, after, ran = b.sample(h, {}, time.monotonic_ns())
+        finally:
+            b.close(h)
+    assert ran and after is not before
+    old = {r[1]: r for r in before}
+    new = {r[1]: r for r in after}
+    woken, main = t.tids[5], t.pid
+    cpu = 10
+    assert new[woken][cpu] - old[woken][cpu] >= 20_000_000  # spun 30 ms
+    assert new[woken][12] > old[woken][12]  # a voluntary switch: it blocked again
+    # Nobody else was on a CPU but the main thread (it read the line): their
+    # rows are the very same objects.
+    changed = {tid for tid in new if new[tid] is not old[tid]}
+    assert changed == {woken, main}
+
+
+def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
+    b = ProcBackend(taskstats=False)
+    reads = []
+    real = b._read_process
+
+    def counting(p, t_ns):
+        reads.append(t_ns)
+        return real(p, t_ns)
+
+    monkeypatch.setattr(b, "_read_process", counting)
+    with Target() as t:
+        h = b.open(t.pid)
+        try:
+            rows0 = b.sample(h, {}, time.monotonic_ns())[1]
+            for _ in range(2 * backends.IDLE_REFRESH + 2):
+                prow, rows, ran = b.sample(h, {}, time.monotonic_ns())
+        finally:
+            b.close(h)
+    assert not ran and rows is rows0
+    # The first sample, then one per IDLE_REFRESH idle ones (for the parent
+    # pid and RSS, which can change without the process running).
+    assert len(reads) == 3
+    assert prow[1] > 0 and prow[3] > 0
+
+
+def test_taskstats_fingerprint_moves_only_when_a_thread_runs():
+    ts = TaskStats.open()
+    if ts is None:
+        pytest.skip("taskstats needs root (CAP_NET_ADMIN) and CONFIG_TASKSTATS")
+    try:
+        with Target() as t:
+            a = ts.tgid(t.pid)
+            time.sleep(0.05)
+            b = ts.tgid(t.pid)
+            t.wake(0)
+            c = ts.tgid(t.pid)
+        assert a is not None and a == b
+        assert c is not None and c[0] > b[0] and c[1] - b[1] >= 20_000_000
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        assert ts.tgid(dead.pid) is None
+    finally:
+        ts.close()
