@@ -366,3 +366,30 @@ def test_bench_runs_dump_on_request(tmp_path: Path) -> None:
     run = circuit.load(run_dir)
     assert run.meta["pyspy"]["dumps"].get("periodic", 0) >= 1
     assert not run.stacks.empty
+
+
+def test_auto_interval_keeps_dumps_within_their_cpu_budget() -> None:
+    from circuit.tracer.pyspy import AUTO_BUDGET, AUTO_GUESS_S, AUTO_MIN_S, PySpyObserver
+
+    auto = PySpyObserver()
+    assert auto._interval_s(1) == pytest.approx(max(AUTO_MIN_S, AUTO_GUESS_S / AUTO_BUDGET))
+    auto._dump_cpu_s, auto._dumps_done = 0.05, 5  # measured: 10 ms a dump
+    assert auto._interval_s(3) == pytest.approx(3 * 0.01 / AUTO_BUDGET)
+    assert auto._interval_s(0) == AUTO_MIN_S  # no Python process yet: look again soon
+    auto._dump_cpu_s = 0.0001
+    assert auto._interval_s(1) == AUTO_MIN_S  # cheap dumps: still at most once a second
+    assert PySpyObserver(interval=0.3)._interval_s(5) == 0.3
+
+
+@pytest.mark.integration
+def test_default_interval_is_auto_and_measures_what_dumps_cost(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    p = _run(out, target=_py("threads", "1", "3.0"))
+    assert p.returncode == 0, p.stderr
+    info = circuit.load(out).meta["pyspy"]
+    assert info["interval_s"] == "auto"
+    periodic = info["dumps"].get("periodic", 0)
+    # One Python process: 0.5 s in, then every ~2 s (10-15 ms of py-spy CPU
+    # per dump at a 0.5% budget), never more than once a second.
+    assert 1 <= periodic <= 3, info
+    assert 0.0005 < info["dump_cpu_s"] / periodic < 0.5, info

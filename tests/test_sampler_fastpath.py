@@ -87,7 +87,7 @@ def test_an_idle_process_returns_the_same_rows(taskstats):
         h = b.open(t.pid)
         try:
             prow1, rows1, _ = b.sample(h, {}, time.monotonic_ns())
-            prow2, rows2, ran = b.sample(h, {}, time.monotonic_ns())
+            _, rows2, ran = b.sample(h, {}, time.monotonic_ns())
             time.sleep(0.05)
             prow3, rows3, ran3 = b.sample(h, {}, time.monotonic_ns())
         finally:

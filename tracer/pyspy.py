@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -41,8 +42,21 @@ FAILS_BEFORE_REPORT = 3
 # The first periodic dump waits this long (at most): an interpreter that is
 # still starting cannot be dumped yet.
 FIRST_DUMP_S = 0.5
+# The default periodic interval ("auto") keeps py-spy's own CPU time under
+# this share of one core: a dump costs ~10 ms of CPU here (py-spy starting,
+# reading the target's memory), plus a few ms during which a blocking dump
+# holds the target.  So one Python process is dumped every ~2 s, three every
+# ~6 s; never more than once a second.
+AUTO_BUDGET = 0.005
+AUTO_MIN_S = 1.0
+AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
 PID_FILE = "tracer.pid"
 ENV_PYSPY = "CIRCUIT_PYSPY"  # path of the py-spy executable to use (tests point it at fakes)
+
+
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def find_pyspy(explicit: str | None = None) -> str | None:
@@ -103,7 +117,7 @@ class _Dump:
 class PySpyObserver(Observer):
     """Options mirror the CLI: see ``circuit run --help``."""
 
-    interval: float = 1.0  # seconds between periodic dumps; 0: none
+    interval: float | None = None  # seconds between periodic dumps; 0: none; None: auto
     nonblocking: bool = False  # measured: blocking dumps cost the target less (docs/pyspy.md)
     native: bool = False
     final: bool = True
@@ -134,6 +148,8 @@ class PySpyObserver(Observer):
     _root: int = field(default=0, init=False)
     _streak: dict[int, int] = field(default_factory=dict, init=False)
     _transient: int = field(default=0, init=False)
+    _dump_cpu_s: float = field(default=0.0, init=False)  # py-spy dumps' CPU, measured
+    _dumps_done: int = field(default=0, init=False)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -158,7 +174,8 @@ class PySpyObserver(Observer):
             )
             self._disabled = "missing"
             return
-        self._next_ns = time.monotonic_ns() + round(min(self.interval, FIRST_DUMP_S) * 1e9)
+        first = FIRST_DUMP_S if self.interval is None else min(self.interval, FIRST_DUMP_S)
+        self._next_ns = time.monotonic_ns() + round(first * 1e9)
         if self.profile:
             self._start_profiles(root_pid)
 
@@ -178,10 +195,17 @@ class PySpyObserver(Observer):
         if self._demand:
             self._demand = False
             self._dump_all("demand", t_ns)
-        if self.interval > 0 and t_ns >= self._next_ns:
-            self._dump_all("periodic", t_ns)
-            step = round(self.interval * 1e9)
+        if self.interval != 0 and t_ns >= self._next_ns:
+            started = self._dump_all("periodic", t_ns)
+            step = round(self._interval_s(started) * 1e9)
             self._next_ns += step * max(1, (t_ns - self._next_ns) // step + 1)
+
+    def _interval_s(self, dumps: int) -> float:
+        """Seconds to the next periodic round, which will take ``dumps`` dumps."""
+        if self.interval is not None:
+            return self.interval
+        per_dump = self._dump_cpu_s / self._dumps_done if self._dumps_done else AUTO_GUESS_S
+        return max(AUTO_MIN_S, dumps * per_dump / AUTO_BUDGET)
 
     def on_demand(self) -> None:
         self._demand = True  # the next tick starts the dumps (a few ms away)
@@ -210,7 +234,8 @@ class PySpyObserver(Observer):
             self._tmp = None
         info: dict[str, Any] = {
             "executable": self.exe,
-            "interval_s": self.interval,
+            "interval_s": "auto" if self.interval is None else self.interval,
+            "dump_cpu_s": round(self._dump_cpu_s, 4),
             "nonblocking": self.nonblocking and not self.native,
             "native": self.native,
             "dumps": dict(self._counts),
@@ -233,10 +258,13 @@ class PySpyObserver(Observer):
             args.append("--nonblocking")
         return args
 
-    def _dump_all(self, trigger: str, t_ns: int) -> None:
+    def _dump_all(self, trigger: str, t_ns: int) -> int:
+        started = 0
         for pid in self._pids:
             if pid not in self._inflight and self._is_python(pid):
                 self._start_dump(pid, trigger)
+                started += 1
+        return started
 
     def _is_python(self, pid: int) -> bool:
         try:
@@ -274,9 +302,17 @@ class PySpyObserver(Observer):
         )
 
     def _collect(self, wait: bool) -> None:
+        # The children reaped here are py-spy dumps only (the target and
+        # py-spy record are reaped elsewhere): their CPU is the dumps' cost.
+        before = _children_cpu_s()
+        n = len(self._inflight)
         self._collect_once(wait)
         while wait and self._inflight:  # retries started while collecting
             self._collect_once(wait)
+        done = n - len(self._inflight)
+        if done > 0:
+            self._dump_cpu_s += _children_cpu_s() - before
+            self._dumps_done += done
 
     def _collect_once(self, wait: bool) -> None:
         for pid, d in list(self._inflight.items()):

@@ -54,7 +54,20 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pyspy_options(p: argparse.ArgumentParser, interval: float = 1.0) -> None:
+def _dump_interval(text: str) -> float | None:
+    """``--dump-interval``: seconds (>= 0), or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'auto', got {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'auto', got {text}")
+    return value
+
+
+def add_pyspy_options(p: argparse.ArgumentParser, interval: float | None = None) -> None:
     g = p.add_argument_group(
         "py-spy",
         "Python stacks of every traced Python process, children included, saved in "
@@ -62,13 +75,15 @@ def add_pyspy_options(p: argparse.ArgumentParser, interval: float = 1.0) -> None
         "On-demand dump: `kill -USR1 <circuit's PID>`, or circuit.dump() from the target. "
         "If py-spy cannot attach, circuit says why once and keeps the kernel samples.",
     )
+    default = "auto" if interval is None else f"{interval:g}"
     g.add_argument(
         "--dump-interval",
-        type=float,
+        type=_dump_interval,
         default=interval,
-        metavar="S",
-        help=f"seconds between periodic py-spy dumps (default {interval:g}; 0: only on "
-        "demand / final)",
+        metavar="S|auto",
+        help=f"seconds between periodic py-spy dumps; 0: only on demand / final (default "
+        f"{default}). auto: as often as keeps py-spy under 0.5%% of one core (a dump costs "
+        "~10 ms of CPU): every ~2 s for one Python process, never more than once a second",
     )
     g.add_argument(
         "--no-final-dump",
@@ -113,8 +128,6 @@ def pyspy_observers(args: argparse.Namespace) -> list:
 
     if not args.pyspy:
         return []
-    if args.dump_interval < 0:
-        raise CircuitError(f"--dump-interval must be >= 0, got {args.dump_interval:g}")
     if args.dump_timeout <= 0:
         raise CircuitError(f"--dump-timeout must be positive, got {args.dump_timeout:g}")
     from circuit.tracer.pyspy import PySpyObserver
