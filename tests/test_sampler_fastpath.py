@@ -166,3 +166,78 @@ def test_taskstats_fingerprint_moves_only_when_a_thread_runs():
         assert ts.tgid(dead.pid) is None
     finally:
         ts.close()
+
+
+CHILD_WITH_THREADS = """
+import subprocess, sys, time
+time.sleep(0.3)  # sampled for a while first: the child is found by probing new pids
+code = (
+    "import threading, time\\n"
+    "ts = [threading.Thread(target=time.sleep, args=(0.5,)) for _ in range(6)]\\n"
+    "[t.start() for t in ts]\\n"
+    "[t.join() for t in ts]\\n"
+)
+subprocess.run([sys.executable, "-c", code], check=True)
+time.sleep(0.1)
+"""
+
+
+def test_new_children_are_found_and_their_threads_are_not_taken_for_processes(tmp_path):
+    from helpers import trace
+
+    status, run = trace(tmp_path, CHILD_WITH_THREADS)
+    assert status == 0
+    procs = run.procs
+    # The root and its one child: not the child's six threads, whose pids
+    # were handed out just as a child's would be (and whose stat names the
+    # root as their parent).
+    assert procs["pid"].nunique() == 2, procs
+    child = procs[~procs["root"]].iloc[0]
+    threads = run.threads[run.threads["pid"] == child["pid"]]
+    assert threads["tid"].nunique() == 7
+
+
+def test_probed_thread_ids_of_a_traced_child_are_not_new_processes():
+    # root -> child; the child starts 6 threads when told.  Their ids are new
+    # pids whose stat names the root as parent, like a new child's would.
+    src = """
+import subprocess, sys
+code = ("import sys, threading, time\\n"
+        "print('ready', flush=True)\\n"
+        "sys.stdin.readline()\\n"
+        "ts = [threading.Thread(target=time.sleep, args=(5,), daemon=True) for _ in range(6)]\\n"
+        "[t.start() for t in ts]\\n"
+        "print('threads', flush=True)\\n"
+        "time.sleep(5)\\n")
+child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+print(child.pid, flush=True)
+print("ready", flush=True)
+child.stdin.write(sys.stdin.readline()); child.stdin.flush()
+print(child.stdout.readline().strip(), flush=True)
+time.sleep(5)
+"""
+    proc = subprocess.Popen(
+        [__import__("sys").executable, "-c", "import time\n" + src],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "ready"
+        b = ProcBackend(taskstats=False)
+        assert b.new_children({proc.pid}, set()) == [(child, proc.pid)]
+        before = b._last_pid
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "threads"
+        found = b.new_children({proc.pid, child}, set())
+        if b._last_pid - before >= backends.PID_PROBE_MAX:
+            pytest.skip("too many pids handed out meanwhile: /proc was listed, not probed")
+        assert b._last_pid - before >= 6  # the threads took pid numbers
+        assert found == []
+    finally:
+        proc.kill()
+        proc.wait()

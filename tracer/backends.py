@@ -48,6 +48,9 @@ IDLE_REFRESH = 50
 # Processes with at least this many threads are first asked through taskstats
 # (root only) whether any thread ran: one ~7 µs request instead of a read per thread.
 TASKSTATS_MIN_THREADS = 8
+# Child discovery probes the pids handed out since the last look when there
+# are fewer than this; more, and it lists /proc.
+PID_PROBE_MAX = 64
 
 
 _REPEAT_128 = repeat(128)  # pread's size and offset for map(): endless, shared
@@ -207,6 +210,17 @@ def _raise_fd_limit() -> bool:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return True
     except (ImportError, ValueError, OSError):
+        return False
+
+
+def _is_process(pid: int) -> bool:
+    """True if ``pid`` is a process (thread group leader), not another thread's id."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+        i = status.index(b"\nTgid:")
+        return int(status[i + 6 : status.index(b"\n", i + 1)]) == pid
+    except (OSError, ValueError):
         return False
 
 
@@ -580,11 +594,19 @@ class ProcBackend(Backend):
         last = procfs.parse_loadavg_last_pid(os.pread(self._loadavg, 128, 0))
         if last == self._last_pid:
             return []
+        first = self._last_pid + 1
         if last < self._last_pid:
             self._foreign.clear()  # pid numbers wrapped: old verdicts may be stale
         self._last_pid = last
+        if 0 < first <= last < first + PID_PROBE_MAX:
+            # Few pids handed out since: look at just those (listing /proc
+            # costs ~50-100 µs on a busy machine).  They may be thread ids;
+            # those are told apart below.
+            candidates = [str(pid) for pid in range(first, last + 1)]
+        else:
+            candidates = os.listdir("/proc")
         parents: dict[int, int] = {}
-        for name in os.listdir("/proc"):
+        for name in candidates:
             if not name.isdigit():
                 continue
             pid = int(name)
@@ -592,9 +614,15 @@ class ProcBackend(Backend):
                 continue
             try:
                 with open(f"/proc/{pid}/stat", "rb") as f:
-                    parents[pid] = procfs.parse_stat(f.read()).ppid
+                    ppid = procfs.parse_stat(f.read()).ppid
             except (OSError, ValueError, IndexError):
                 continue
+            # A thread's stat names its process's parent: a thread of a
+            # traced child would pass for a new child of the traced parent.
+            if (ppid in traced or ppid in exclude) and not _is_process(pid):
+                self._foreign.add(pid)
+                continue
+            parents[pid] = ppid
         found: list[tuple[int, int]] = []
         known = set(traced)
         # Grandchildren forked between two samples: iterate to a fixed point.
