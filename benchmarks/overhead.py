@@ -1,7 +1,8 @@
 """Target slowdown: the same CPU-bound job untraced and traced, interleaved.
 
 Sides (each round runs every side once, in this order): untraced; ``circuit
-run`` at 100 Hz and 1 kHz; ``py-spy record --subprocesses`` at the same rates,
+run`` at 100 Hz and 1 kHz, with its defaults (``circuit``, periodic py-spy
+dumps included) and kernel sampling only (``circuit-k``, ``--no-pyspy``); ``py-spy record --subprocesses`` at the same rates,
 blocking and ``--nonblocking``; ``psrecord --include-children`` at 100 Hz.
 For each run we record
 
@@ -64,19 +65,11 @@ def side_commands(rate_sides: list[str], job: list[str], tmp: str) -> dict[str, 
     for side in rate_sides:
         name, _, rate = side.partition("@")
         hz = int(rate)
-        if name == "circuit":
-            cmds[side] = [
-                circuit,
-                "run",
-                "-q",
-                "--force",
-                "--rate",
-                str(hz),
-                "-o",
-                f"{tmp}/c",
-                "--",
-                *job,
-            ]
+        if name in ("circuit", "circuit-k"):
+            # circuit-k: kernel sampling only (--no-pyspy), circuit: its defaults
+            # (periodic py-spy dumps at the auto interval included).
+            nopyspy = ["--no-pyspy"] if name == "circuit-k" else []
+            cmds[side] = [circuit, "run", "-q", "--force", "--rate", str(hz), *nopyspy, "-o", f"{tmp}/c", "--", *job]  # fmt: skip
         elif name in ("py-spy", "py-spy-nb"):
             nb = ["--nonblocking"] if name == "py-spy-nb" else []
             cmds[side] = [pyspy, "record", "--subprocesses", "-r", str(hz), *nb, "-f", "raw", "-o", f"{tmp}/p.txt", "--", *job]  # fmt: skip
@@ -115,6 +108,10 @@ def run_one(cmd: list[str], out: str, run_dir: str | None = None) -> dict[str, f
         meta = json.loads(Path(run_dir, "meta.json").read_text())
         res["sampler_cpu_share"] = float(meta["sampler_cpu_share"])
         res["achieved_hz"] = float(meta["rate_hz_achieved"])
+        # ... and what its py-spy dumps took (their own processes' CPU).
+        res["dump_share"] = float(meta.get("pyspy", {}).get("dump_cpu_s", 0.0)) / float(
+            meta["wall_s"]
+        )
     return res
 
 
@@ -150,10 +147,18 @@ def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -
                 [r.get("sampler_cpu_share", float("nan")) for r in rs]
             ),
             "achieved_hz_median": median([r.get("achieved_hz", float("nan")) for r in rs]),
+            "dump_share_median": median([r.get("dump_share", float("nan")) for r in rs]),
             "work_wall_ratios": rw[name],
             "e2e_wall_ratios": re[name],
         }
-    return {"model": model, "count": count, "commands": cmds, "runs": runs, "summary": summary}
+    return {
+        "model": model,
+        "count": count,
+        "cores": os.cpu_count() or 1,
+        "commands": cmds,
+        "runs": runs,
+        "summary": summary,
+    }
 
 
 def table(results: list[dict], pairs: int) -> str:
@@ -175,6 +180,12 @@ def table(results: list[dict], pairs: int) -> str:
                     f"{s['sampler_cpu_share_median'] * 100:.1f}% @ {s['achieved_hz_median']:.0f} Hz"
                     if name.startswith("circuit")
                     else "",
+                    f"{s['dump_share_median'] * 100:.2f}%" if name.startswith("circuit") else "",
+                    # Cores busy with the job: every CPU-second circuit uses
+                    # while it runs is taken from it, spread over the cores.
+                    pct(1 + (s["sampler_cpu_share_median"] + s["dump_share_median"]) / res["cores"])
+                    if name.startswith("circuit")
+                    else "",
                 ]
             )
         parts.append(
@@ -191,6 +202,8 @@ def table(results: list[dict], pairs: int) -> str:
                     "tool CPU s",
                     "start-up ms",
                     "circuit sampler CPU (of one core) @ rate",
+                    "py-spy dumps CPU (of one core)",
+                    "CPU bound on slowdown",
                 ],
                 rows,
             )
@@ -210,7 +223,9 @@ def main() -> None:
         nargs="+",
         default=[
             "circuit@100",
+            "circuit-k@100",
             "circuit@1000",
+            "circuit-k@1000",
             "py-spy@100",
             "py-spy-nb@100",
             "py-spy@1000",
