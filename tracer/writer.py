@@ -1,15 +1,19 @@
 """Writes a run folder incrementally, so a killed tracer still leaves a run.
 
-While sampling, each flush (at least once a second) writes one complete,
-self-contained Parquet file per table under ``<table>.parts/``.  Finalising
-merges the parts into ``<table>.parquet``.  Every file appears by rename, so
-a SIGKILL at any moment leaves only whole files behind; ``meta.json`` says
-``"finalized": false`` until the end.
+While sampling, each table is an append-only Arrow IPC stream under
+``<table>.parts/NNNNNN.arrows``: each flush (at least once a second) appends
+one record batch per table that has rows.  A SIGKILL at any moment can cut
+only the batch being written short, and readers keep every whole batch before
+it (:mod:`.parts`).  A failed write (disk full) truncates the stream back to
+its last whole batch and leaves it; a later flush starts the next file.
+Finalising merges the parts into ``<table>.parquet`` (which appears by
+rename); ``meta.json`` says ``"finalized": false`` until the end.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import itertools
 import json
 import os
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .parts import STREAM_SUFFIX, part_files, read_stream
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
 
 # Run folders reveal command lines, paths and addresses: owner only.
@@ -189,6 +194,60 @@ def _clear_run_dir(path: Path) -> None:
             child.unlink()
 
 
+class _Segment:
+    """One table's current part: an Arrow IPC stream, and its length after its
+    last whole batch.
+
+    The file is open only while a flush appends to it.  A stream writer
+    (``pa.ipc.new_stream``) would keep it open for the whole run, and a file
+    open for writing makes ``mount -o remount,ro`` of the output disk fail
+    with EBUSY; and a stream cannot be reopened to append to.  So the writer
+    appends the very bytes a stream writer writes: the schema message once
+    (``Schema.serialize()``), then one ``RecordBatch.serialize()`` message per
+    flush; a reader sees a stream whose end-of-stream marker is missing, which
+    it takes as the end.
+    """
+
+    def __init__(self, path: Path, schema: Any) -> None:
+        self.path = path
+        self.schema = schema
+        self.whole = 0  # 0: nothing written yet, not even the header
+
+    def append(self, batch: Any) -> None:
+        data = batch.serialize()
+        if self.whole:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            head = b""
+        else:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            head = self.schema.serialize()
+        try:
+            _write_all(fd, head)
+            _write_all(fd, data)  # no fsync: written to the OS, so a killed tracer loses nothing
+        except BaseException:
+            self._cut(fd)
+            raise
+        finally:
+            os.close(fd)
+        self.whole += len(head) + len(data)
+
+    def _cut(self, fd: int) -> None:
+        """After a failed write: cut the file back to its last whole batch (or
+        remove it if it has none), so it stays a readable stream."""
+        with contextlib.suppress(OSError):
+            if self.whole:
+                os.ftruncate(fd, self.whole)
+            else:
+                self.path.unlink()
+
+
+def _write_all(fd: int, data: Any) -> None:
+    """os.write until every byte is down: a nearly full disk can write short."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class RunWriter:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         import pyarrow as pa  # imported before the target starts, never on the hot path
@@ -202,16 +261,19 @@ class RunWriter:
         # Thread rows arrive as (t_ns, [row, row, ...]) per process sample: the
         # timestamp is added column-wise at flush, not tuple-wise per row.
         self.thread_batches: list[tuple[int, list[tuple]]] = []
-        self.part = 0
+        # Each table's open part, and the number of its next one.
+        self.segments: dict[str, _Segment] = {}
+        self.next_segment = dict.fromkeys(TABLES, 0)
         self.last_flush = time.monotonic()
         write_json_atomic(self.path / META_FILE, self.meta)
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Write one throwaway Parquet file in memory, before the target starts.
+        """Write one throwaway Parquet file and IPC batch in memory, before the target starts.
 
-        pyarrow initialises itself lazily on its first write (~0.4 s measured):
-        paid here, not as a stall in the first flush, one second into the run.
+        pyarrow initialises itself lazily on its first write (~0.4 s measured
+        for Parquet, ~0.5 ms for IPC): paid here, not as a stall in the first
+        flush, one second into the run (IPC), or in the final merge (Parquet).
         """
         import io
 
@@ -220,6 +282,8 @@ class RunWriter:
         arrays = [_column(pa, ["" if f.type == pa.string() else 0], f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
         self.pq.write_table(table, io.BytesIO(), compression="zstd")
+        schema.serialize()
+        pa.RecordBatch.from_arrays(arrays, schema=schema).serialize()
 
     # -- appending -----------------------------------------------------------
 
@@ -232,6 +296,14 @@ class RunWriter:
     # -- flushing ------------------------------------------------------------
 
     def flush(self) -> None:
+        """Append one record batch to each table that has rows.
+
+        On a write error (OSError: disk full, read-only...) the rows of that
+        table are dropped, its part is cut back to its last whole batch and
+        left, and the error propagates (the tables after it keep their rows
+        for the next flush); what was flushed before stays readable, and a
+        later flush starts a new part.
+        """
         self.last_flush = time.monotonic()
         if self.thread_batches:
             ts: list[int] = []
@@ -241,37 +313,33 @@ class RunWriter:
                 rows.extend(batch)
             self.thread_batches = []
             if rows:
-                self._write_arrays(
-                    "threads", _thread_arrays(self.pa, ts, rows, self.schemas["threads"])
-                )
+                self._append("threads", _thread_arrays(self.pa, ts, rows, self.schemas["threads"]))
         for name, buf in self.buffers.items():
             if buf:
                 self.buffers[name] = []
-                self._write_part(name, list(zip(*buf, strict=True)))
-        self.part += 1
+                schema = self.schemas[name]
+                columns = zip(*buf, strict=True)
+                arrays = [_column(self.pa, c, f.type) for c, f in zip(columns, schema, strict=True)]
+                self._append(name, arrays)
 
-    def _write_part(self, name: str, columns: list[Iterable]) -> None:
-        if not columns:
-            return
-        schema = self.schemas[name]
-        arrays = [
-            _column(self.pa, col, field.type) for col, field in zip(columns, schema, strict=True)
-        ]
-        self._write_arrays(name, arrays)
-
-    def _write_arrays(self, name: str, arrays: list[Any]) -> None:
-        schema = self.schemas[name]
-        table = self.pa.Table.from_arrays(arrays, schema=schema)
-        parts = self.path / f"{name}.parts"
-        parts.mkdir(mode=DIR_MODE, exist_ok=True)
-        final = parts / f"{self.part:06d}.parquet"
-        tmp = parts / f".{self.part:06d}.tmp"
+    def _append(self, name: str, arrays: list[Any]) -> None:
+        batch = self.pa.RecordBatch.from_arrays(arrays, schema=self.schemas[name])
+        seg = self.segments.get(name)
+        if seg is None:
+            parts = self.path / f"{name}.parts"
+            parts.mkdir(mode=DIR_MODE, exist_ok=True)
+            n = self.next_segment[name]
+            self.next_segment[name] = n + 1
+            seg = self.segments[name] = _Segment(
+                parts / f"{n:06d}{STREAM_SUFFIX}", self.schemas[name]
+            )
         try:
-            _create_private(tmp)
-            self.pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, final)
+            seg.append(batch)
         except BaseException:
-            _discard(tmp)  # frees the space a half-written part took
+            # The part was cut back to its last whole batch; were the disk
+            # to refuse even that, its torn tail is ignored by readers.  The
+            # next flush starts a new part (with its own header).
+            del self.segments[name]
             raise
 
     # -- finalising ----------------------------------------------------------
@@ -290,11 +358,21 @@ class RunWriter:
     def _compact(self, name: str) -> None:
         pa, pq = self.pa, self.pq
         parts_dir = self.path / f"{name}.parts"
-        files = sorted(parts_dir.glob("*.parquet")) if parts_dir.exists() else []
+        files = part_files(parts_dir)
         schema = self.schemas[name]
-        # ParquetFile, not read_table: read_table goes through pyarrow.dataset,
-        # which imports pandas into the sampler process.
-        tables = [pq.ParquetFile(f).read() for f in files]
+        tables = []
+        for f in files:
+            if f.suffix == STREAM_SUFFIX:
+                # Whole batches only: a part cut back after a failed write has
+                # no torn tail, and from a torn one (a failed truncate) this
+                # keeps the batches a reader would keep.
+                have, batches, _ = read_stream(pa, f, schema)
+                if batches:
+                    tables.append(pa.Table.from_batches(batches, schema=have))
+            else:
+                # ParquetFile, not read_table: read_table goes through
+                # pyarrow.dataset, which imports pandas into the sampler process.
+                tables.append(pq.ParquetFile(f).read())
         tables = [t if t.schema.equals(schema) else t.cast(schema) for t in tables]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
@@ -308,8 +386,6 @@ class RunWriter:
         except BaseException:
             _discard(tmp)  # the parts stay, so the table stays readable
             raise
-        for f in files:
-            f.unlink()
         if parts_dir.exists():
             for leftover in parts_dir.iterdir():
                 leftover.unlink()
