@@ -91,12 +91,14 @@ def test_parts_are_streams_that_load_like_the_finalized_run(tmp_path):
         assert r.schema.equals(arrow_schema("threads"))
         sizes = [b.num_rows for b in r]  # no end-of-stream marker yet: ends cleanly anyway
     assert sizes == [SAMPLES * THREADS] * FLUSHES
-    # Byte for byte what pyarrow's stream writer writes, bar the end marker.
+    # Byte for byte what pyarrow's stream writer writes (LZ4 buffers), bar
+    # the end marker.
     data = (parts / "000000.arrows").read_bytes()
     with pa.ipc.open_stream(data) as r:
         batches = list(r)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, arrow_schema("threads")) as sw:
+    lz4 = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, arrow_schema("threads"), options=lz4) as sw:
         for b in batches:
             sw.write_batch(b)
     assert sink.getvalue().to_pybytes() == data + b"\xff\xff\xff\xff\x00\x00\x00\x00"
@@ -234,7 +236,7 @@ def test_disk_full_mid_batch_then_a_later_flush(tmp_path, disk, budget):
     path = tmp_path / "run"
     w, ends = _write(path, flushes=1)
     _add_samples(w, 1)
-    disk.budget = budget  # the threads batch (~3.2 kB) fails part-way
+    disk.budget = budget  # the threads batch (~2.2 kB) fails part-way
     with pytest.raises(OSError) as e:
         w.flush()
     assert e.value.errno == errno.ENOSPC
@@ -306,7 +308,7 @@ def test_real_disk_full_mid_batch_then_room_again(tiny_disk):
         except OSError:
             pass
     os.truncate(filler, filler.stat().st_size - 4096)
-    for s in range(20):  # ~35 kB of thread rows
+    for s in range(20):  # a ~12 kB batch of thread rows
         _add_samples(w, 1 + s)
     with pytest.raises(OSError) as e:
         w.flush()
