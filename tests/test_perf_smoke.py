@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from circuit.tracer.schema import arrow_schema
-from circuit.tracer.writer import _column, _thread_arrays
+from circuit.tracer.writer import _column, _expand, _thread_arrays
 
 SCRIPT = r"""
 import json, sys
@@ -75,41 +75,88 @@ def _plain_threads_table(ts, rows):
     )
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-def test_thread_flush_expands_reused_rows_exactly(reuse):
-    # Idle threads hand the writer the same tuple object every sample; the
-    # flush builds columns once per distinct row and expands them.
+def _thread_batches(reuse: str, odd: bool = False) -> list[tuple[int, list[tuple]]]:
+    """Two processes' thread rows over 60 samples, as the sampler hands them over.
+
+    reuse: "none" (every row a new object), "tuples" (a thread that did not
+    run is the same tuple as before, the list is new) or "lists" (also the
+    same list object when none of the process's threads ran).
+    """
     rng = random.Random(7)
-    base = [
-        (
-            10,
-            10 + i,
-            f"t{i % 3}",
-            "S",
-            "lock",
-            202,
-            -(2**40),
-            "futex_wait_queue",
-            i,
-            2 * i,
-            3 * i,
-            4,
-            i,
-            0,
-            i % 2,
-        )
-        for i in range(50)
-    ]
-    ts, rows = [], []
-    for k in range(40):
-        batch = list(base)
-        for j in rng.sample(range(50), 5):
-            r = batch[j]
-            batch[j] = (*r[:2], "é) S 1 (", "R", "running", -1, 0, "", r[8] + k, *r[9:])
-        if not reuse:
-            batch = [tuple(r) for r in (list(x) for x in batch)]  # all distinct objects
-        ts += [1_000 + k] * len(batch)
-        rows += batch
+    base = {
+        pid: [
+            (pid, pid + i, f"t{i % 3}", "S", "lock", 202, -(2**40), "futex_wait_queue",
+             i, 2 * i, 3 * i, 4, i, 0, i % 2)
+            for i in range(nthreads)
+        ]
+        for pid, nthreads in ((10, 50), (20, 7))
+    }  # fmt: skip
+    if odd:
+        base[20][3] = (*base[20][3][:9], None, *base[20][3][10:])  # system_ns: pyarrow's
+    batches = []
+    for k in range(60):
+        for pid, rows in base.items():
+            if k % 4 == 0 or (pid == 10 and k % 5 == 0):  # a thread ran: a new list
+                rows = list(rows)
+                for j in rng.sample(range(len(rows)), 2):
+                    r = rows[j]
+                    rows[j] = (*r[:2], "é) S 1 (", "R", "running", -1, 0, "", r[8] + k, *r[9:])
+                base[pid] = rows
+            if reuse != "lists":
+                rows = list(rows)  # a new list each sample
+            if reuse == "none":
+                rows = [tuple(list(r)) for r in rows]  # all distinct objects
+            batches.append((1_000 + k, rows))
+    return batches
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_thread_flush_expands_reused_rows_and_lists_exactly(odd, monkeypatch):
+    # Idle threads hand the writer the same tuple object every sample, idle
+    # processes the same list: the flush builds columns once per distinct row
+    # and expands them.  Every way gives the same bytes as plain pyarrow.
+    from circuit.tracer import writer
+
+    blocks = []
+    real = writer._expand_blocks
+    monkeypatch.setattr(writer, "_expand_blocks", lambda *a: blocks.append(1) or real(*a))
     schema = arrow_schema("threads")
-    got = pa.Table.from_arrays(_thread_arrays(pa, ts, rows, schema), schema=schema)
-    assert got.equals(_plain_threads_table(ts, rows))
+    got = {}
+    for reuse in ("none", "tuples", "lists"):
+        batches = _thread_batches(reuse, odd)
+        if reuse == "lists":
+            assert len({id(b) for _, b in batches}) < len(batches) / 2  # the case is real
+        arrays = _thread_arrays(pa, batches, schema)
+        got[reuse] = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        ts = [t for t, b in batches for _ in b]
+        rows = [r for _, b in batches for r in b]
+        assert pa.Table.from_batches([got[reuse]]).equals(_plain_threads_table(ts, rows))
+    assert got["tuples"].serialize() == got["none"].serialize()
+    assert got["lists"].serialize() == got["none"].serialize()
+    assert len(blocks) == 4  # "lists": the string columns (before the odd one) copied by list
+    assert got["lists"].column(10).null_count == (len(_thread_batches("none")) // 2 if odd else 0)
+
+
+def test_thread_flush_of_no_rows():
+    schema = arrow_schema("threads")
+    assert _thread_arrays(pa, [], schema) is None
+    assert _thread_arrays(pa, [(1, []), (2, [])], schema) is None
+
+
+@pytest.mark.parametrize("dtype", [pa.string(), pa.int16(), pa.int32(), pa.int64()])
+def test_expand_takes_exactly(dtype):
+    import numpy as np
+
+    if dtype == pa.string():
+        values = ["", "a", "\x00", "a\x00", "é) S 1 (", "futex_wait_queue", "x" * 300]
+    else:
+        values = [0, -1, 7, 2**15 - 1, -(2**15), 1, 2]
+    rng = random.Random(3)
+    idx = [rng.randrange(len(values)) for _ in range(2000)]
+    small = _column(pa, values, dtype)
+    got = _expand(pa, np, small, np.array(idx, dtype=np.int64), len(idx))
+    want = pa.array([values[i] for i in idx], type=dtype)
+    assert got.equals(want)
+    assert [b.to_pybytes() for b in got.buffers()[1:]] == [
+        b.to_pybytes() for b in want.buffers()[1:]
+    ]

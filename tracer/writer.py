@@ -78,35 +78,71 @@ def _column(pa: Any, values: Iterable, dtype: Any) -> Any:
     return pa.array(values, type=dtype)
 
 
-def _thread_arrays(pa: Any, ts: list[int], rows: list[tuple], schema: Any) -> list[Any]:
-    """Arrow arrays for the threads table: t_ns column + rows (in schema order).
+def _thread_arrays(
+    pa: Any, batches: list[tuple[int, list[tuple]]], schema: Any
+) -> list[Any] | None:
+    """Arrow arrays for the threads table from ``(t_ns, rows)`` batches, one per
+    process sample (None if they hold no rows).
 
-    An idle thread's row is the very same tuple object sample after sample
-    (the /proc backend reuses it), so a second of a 1000-thread target is
-    ~100,000 rows but ~1000 distinct objects.  Columns are built for the
-    distinct rows only and expanded with numpy indexing: half the flush time
-    there, which is time the sampling loop stands still.
+    Idle threads repeat themselves: the /proc backend hands over the very same
+    tuple for a thread that did not run, and the very same list for a process
+    none of whose threads ran, so a second of a 1000-thread target is
+    ~100,000 rows but ~1000 distinct tuples in a few distinct lists.  The
+    Python work is a step per batch and a step per row of each distinct list;
+    columns are built for the distinct rows only and expanded to every row
+    with numpy indexing.  The flush is time the sampling loop stands still.
     """
     import numpy as np  # already loaded by pyarrow
 
     fields = list(schema)
-    out = [_column(pa, ts, fields[0].type)]
-    ids = list(map(id, rows))
-    first = dict.fromkeys(ids)
-    if len(first) * 2 <= len(rows):
-        pos = {k: i for i, k in enumerate(first)}
-        byid = dict(zip(ids, rows, strict=True))
-        uniq = [byid[k] for k in first]
-        idx = np.fromiter(map(pos.__getitem__, ids), dtype=np.int64, count=len(ids))
+    # Which distinct list each batch is.
+    first: dict[int, int] = {}
+    lists: list[list[tuple]] = []
+    which: list[int] = []
+    for _, rows in batches:
+        k = first.setdefault(id(rows), len(lists))
+        if k == len(lists):
+            lists.append(rows)
+        which.append(k)
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    of_batch = np.array(which, dtype=np.int64)
+    counts = lens[of_batch]  # rows per batch
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    stamps = np.fromiter((t for t, _ in batches), dtype=np.int64, count=len(batches))
+    t_ns = np.repeat(stamps, counts)
+    out = [pa.Array.from_buffers(fields[0].type, n, [None, pa.py_buffer(t_ns)])]
+    flat = list(itertools.chain.from_iterable(lists))  # the rows of the distinct lists
+    ids = list(map(id, flat))
+    byid = dict(zip(ids, flat, strict=True))  # distinct rows, in order of first appearance
+    if len(byid) * 2 <= n:
+        pos = dict(zip(byid, itertools.count()))
+        at = np.fromiter(map(pos.__getitem__, ids), dtype=np.int64, count=len(ids))
+        # Row r of batch b is row starts[which[b]] + r of ``flat``.
+        starts = (np.cumsum(lens) - lens)[of_batch]
+        out_starts = np.cumsum(counts) - counts
+        in_flat = np.repeat(starts - out_starts, counts) + np.arange(n)
+        idx = at[in_flat]
+        # Strings, when whole lists repeat (idle processes): the column of the
+        # distinct lists' rows, then one slice of it per batch.  A Python step
+        # per batch, so only where batches are long.
+        blocks = (starts, starts + counts) if len(flat) < n and n >= 16 * len(batches) else None
+        uniq = list(byid.values())
         for col, field in zip(zip(*uniq, strict=True), fields[1:], strict=True):
             small = _column(pa, col, field.type)
             if small.null_count or small.offset or str(small.type) not in _EXPANDABLE:
                 break  # an odd value: take the plain path
-            out.append(_expand(pa, np, small, idx, len(ids)))
+            if blocks is not None and str(small.type) == "string":
+                per_flat = _expand(pa, np, small, at, len(flat))
+                out.append(_expand_blocks(pa, np, per_flat, blocks, in_flat, n))
+            else:
+                out.append(_expand(pa, np, small, idx, n))
         else:
             return out
         del out[1:]
     # Mostly distinct rows (busy threads): transpose them all.
+    rows = list(itertools.chain.from_iterable(b for _, b in batches))
     cols = zip(*rows, strict=True)
     return out + [_column(pa, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
 
@@ -122,17 +158,34 @@ def _expand(pa: Any, np: Any, small: Any, idx: Any, n: int) -> Any:
         values = np.frombuffer(small.buffers()[1], dtype=np.dtype(str(t)), count=len(small))[idx]
         return pa.Array.from_buffers(t, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
     else:
+        # Per row: the distinct value's length (numpy), its bytes (an object
+        # array taken at idx, then one join): no Python loop over the rows.
         bufs = small.buffers()
         offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(small) + 1)
         data = bufs[2].to_pybytes() if bufs[2] is not None else b""
-        pieces = [data[offsets[i] : offsets[i + 1]] for i in range(len(small))]
-        parts = list(map(pieces.__getitem__, idx.tolist()))
-        lens = np.fromiter(map(len, parts), dtype=np.int64, count=n)
+        bounds = offsets.tolist()
+        pieces = np.empty(len(small), dtype=object)
+        pieces[:] = [data[a:b] for a, b in itertools.pairwise(bounds)]
         new_off = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(lens, out=new_off[1:])
-        return pa.Array.from_buffers(
-            t, n, [None, pa.py_buffer(new_off), pa.py_buffer(b"".join(parts))]
-        )
+        np.cumsum(np.diff(offsets)[idx], out=new_off[1:])
+        joined = b"".join(pieces[idx].tolist())
+        return pa.Array.from_buffers(t, n, [None, pa.py_buffer(new_off), pa.py_buffer(joined)])
+
+
+def _expand_blocks(pa: Any, np: Any, per_flat: Any, blocks: Any, in_flat: Any, n: int) -> Any:
+    """A string column of the output rows from ``per_flat`` (one value per row of
+    the distinct lists): row i is ``per_flat[in_flat[i]]``, and batch b's rows
+    are ``per_flat[blocks[0][b]:blocks[1][b]]``, copied as one slice."""
+    bufs = per_flat.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(per_flat) + 1)
+    data = bufs[2].to_pybytes() if bufs[2] is not None else b""
+    new_off = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.diff(offsets)[in_flat], out=new_off[1:])
+    lo, hi = offsets[blocks[0]].tolist(), offsets[blocks[1]].tolist()
+    joined = b"".join([data[a:b] for a, b in zip(lo, hi, strict=True)])
+    return pa.Array.from_buffers(
+        per_flat.type, n, [None, pa.py_buffer(new_off), pa.py_buffer(joined)]
+    )
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -330,14 +383,10 @@ class RunWriter:
         """
         self.last_flush = time.monotonic()
         if self.thread_batches:
-            ts: list[int] = []
-            rows: list[tuple] = []
-            for t, batch in self.thread_batches:
-                ts.extend([t] * len(batch))
-                rows.extend(batch)
-            self.thread_batches = []
-            if rows:
-                self._append("threads", _thread_arrays(self.pa, ts, rows, self.schemas["threads"]))
+            batches, self.thread_batches = self.thread_batches, []
+            arrays = _thread_arrays(self.pa, batches, self.schemas["threads"])
+            if arrays is not None:
+                self._append("threads", arrays)
         for name, buf in self.buffers.items():
             if buf:
                 self.buffers[name] = []
