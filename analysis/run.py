@@ -168,9 +168,10 @@ def _read_stream_part(
 ) -> Any:
     """The whole batches of one IPC stream part as a table (None: no rows), shaped
     like a Parquet part as _read_file reads it: our columns in schema order,
-    ``cats`` dictionary-encoded.  Raises ArrowInvalid if it is not a stream of
-    this table."""
-    have, batches, why = read_stream(pa, f, schema)
+    ``cats`` dictionary-encoded (parts of the threads table store them so
+    already), the other columns plain.  Raises ArrowInvalid if it is not a
+    stream of this table."""
+    have, batches, why = read_stream(pa, f)
     if have is None:
         if why is not None:
             raise pa.ArrowInvalid(why)
@@ -187,12 +188,17 @@ def _read_stream_part(
     if not batches:
         return None
     table = pa.Table.from_batches(batches, schema=have).select(schema.names)
-    if not table.schema.equals(schema):
-        table = table.cast(schema)
     for c in cats:
         i = table.schema.get_field_index(c)
-        table = table.set_column(i, c, table.column(i).dictionary_encode())
-    return table
+        if not pa.types.is_dictionary(table.schema.field(i).type):
+            table = table.set_column(i, c, table.column(i).dictionary_encode())
+    want = pa.schema(
+        [
+            pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in cats else f
+            for f in schema
+        ]
+    )
+    return table if table.schema.equals(want) else table.cast(want)
 
 
 class Run:

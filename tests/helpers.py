@@ -93,14 +93,13 @@ def flushed_batches(run_dir: Path, table: str) -> int:
     import pyarrow as pa
 
     from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
-    from circuit.tracer.schema import arrow_schema
 
     n = 0
     for f in part_files(Path(run_dir) / f"{table}.parts"):
         if f.suffix != STREAM_SUFFIX:
             continue
         try:
-            _, batches, _ = read_stream(pa, f, arrow_schema(table))
+            _, batches, _ = read_stream(pa, f)
         except FileNotFoundError:
             continue  # merged into <table>.parquet meanwhile
         n += len(batches)

@@ -16,8 +16,9 @@ import sys
 import pyarrow as pa
 import pytest
 
+from circuit.tracer.parts import part_schema
 from circuit.tracer.schema import arrow_schema
-from circuit.tracer.writer import _column, _expand, _thread_arrays
+from circuit.tracer.writer import _column, _dictionary, _expand, _thread_arrays
 
 SCRIPT = r"""
 import json, sys
@@ -75,12 +76,13 @@ def _plain_threads_table(ts, rows):
     )
 
 
-def _thread_batches(reuse: str, odd: bool = False) -> list[tuple[int, list[tuple]]]:
+def _thread_batches(reuse: str, odd: str = "") -> list[tuple[int, list[tuple]]]:
     """Two processes' thread rows over 60 samples, as the sampler hands them over.
 
     reuse: "none" (every row a new object), "tuples" (a thread that did not
     run is the same tuple as before, the list is new) or "lists" (also the
-    same list object when none of the process's threads ran).
+    same list object when none of the process's threads ran).  odd: "int" or
+    "str" puts a None in one thread's row (system_ns, wchan), for pyarrow.
     """
     rng = random.Random(7)
     base = {
@@ -89,18 +91,25 @@ def _thread_batches(reuse: str, odd: bool = False) -> list[tuple[int, list[tuple
              i, 2 * i, 3 * i, 4, i, 0, i % 2)
             for i in range(nthreads)
         ]
-        for pid, nthreads in ((10, 50), (20, 7))
+        for pid, nthreads in ((10, 100), (20, 7))
     }  # fmt: skip
-    if odd:
-        base[20][3] = (*base[20][3][:9], None, *base[20][3][10:])  # system_ns: pyarrow's
+    at = {"int": 9, "str": 7}.get(odd)
+    if at is not None:
+        base[20][0] = (*base[20][0][:at], None, *base[20][0][at + 1 :])  # never runs
     batches = []
     for k in range(60):
         for pid, rows in base.items():
             if k % 4 == 0 or (pid == 10 and k % 5 == 0):  # a thread ran: a new list
                 rows = list(rows)
-                for j in rng.sample(range(len(rows)), 2):
+                for j in rng.sample(range(1, len(rows)), 2):
                     r = rows[j]
                     rows[j] = (*r[:2], "é) S 1 (", "R", "running", -1, 0, "", r[8] + k, *r[9:])
+                if k == 28:  # a thread starts...
+                    rows.insert(
+                        2, (pid, 999, "new", "R", "running", -1, 0, "", 0, 0, 0, 0, 0, 0, 1)
+                    )
+                if k == 48:  # ...and one ends
+                    del rows[4]
                 base[pid] = rows
             if reuse != "lists":
                 rows = list(rows)  # a new list each sample
@@ -110,53 +119,65 @@ def _thread_batches(reuse: str, odd: bool = False) -> list[tuple[int, list[tuple
     return batches
 
 
-@pytest.mark.parametrize("odd", [False, True])
-def test_thread_flush_expands_reused_rows_and_lists_exactly(odd, monkeypatch):
+THREADS_PART = part_schema(pa, "threads", arrow_schema("threads"))
+
+
+@pytest.mark.parametrize("odd", ["", "int", "str"])
+def test_thread_flush_expands_reused_rows_and_lists_exactly(odd):
     # Idle threads hand the writer the same tuple object every sample, idle
     # processes the same list: the flush builds columns once per distinct row
-    # and expands them.  Every way gives the same bytes as plain pyarrow.
-    from circuit.tracer import writer
-
-    blocks = []
-    real = writer._expand_blocks
-    monkeypatch.setattr(writer, "_expand_blocks", lambda *a: blocks.append(1) or real(*a))
-    schema = arrow_schema("threads")
+    # and expands them.  Every way gives the same bytes, and the same values
+    # as plain pyarrow.
     got = {}
     for reuse in ("none", "tuples", "lists"):
         batches = _thread_batches(reuse, odd)
         if reuse == "lists":
             assert len({id(b) for _, b in batches}) < len(batches) / 2  # the case is real
-        arrays = _thread_arrays(pa, batches, schema)
-        got[reuse] = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        arrays = _thread_arrays(pa, batches, THREADS_PART)
+        got[reuse] = pa.RecordBatch.from_arrays(arrays, schema=THREADS_PART)
         ts = [t for t, b in batches for _ in b]
         rows = [r for _, b in batches for r in b]
-        assert pa.Table.from_batches([got[reuse]]).equals(_plain_threads_table(ts, rows))
+        table = pa.Table.from_batches([got[reuse]]).cast(arrow_schema("threads"))
+        assert table.equals(_plain_threads_table(ts, rows))
+        for name in ("name", "state", "wait", "wchan"):
+            words = got[reuse].column(name).dictionary.to_pylist()
+            assert len(set(words)) == len(words)  # each value once
     assert got["tuples"].serialize() == got["none"].serialize()
     assert got["lists"].serialize() == got["none"].serialize()
-    assert len(blocks) == 4  # "lists": the string columns (before the odd one) copied by list
-    assert got["lists"].column(10).null_count == (len(_thread_batches("none")) // 2 if odd else 0)
+    nulls = got["lists"].column({"int": "system_ns", "str": "wchan"}.get(odd, "cpu")).null_count
+    assert nulls == (60 if odd else 0)
 
 
 def test_thread_flush_of_no_rows():
-    schema = arrow_schema("threads")
-    assert _thread_arrays(pa, [], schema) is None
-    assert _thread_arrays(pa, [(1, []), (2, [])], schema) is None
+    assert _thread_arrays(pa, [], THREADS_PART) is None
+    assert _thread_arrays(pa, [(1, []), (2, [])], THREADS_PART) is None
 
 
-@pytest.mark.parametrize("dtype", [pa.string(), pa.int16(), pa.int32(), pa.int64()])
+@pytest.mark.parametrize("dtype", [pa.int16(), pa.int32(), pa.int64()])
 def test_expand_takes_exactly(dtype):
     import numpy as np
 
-    if dtype == pa.string():
-        values = ["", "a", "\x00", "a\x00", "é) S 1 (", "futex_wait_queue", "x" * 300]
-    else:
-        values = [0, -1, 7, 2**15 - 1, -(2**15), 1, 2]
+    values = [0, -1, 7, 2**15 - 1, -(2**15), 1, 2]
     rng = random.Random(3)
     idx = [rng.randrange(len(values)) for _ in range(2000)]
     small = _column(pa, values, dtype)
     got = _expand(pa, np, small, np.array(idx, dtype=np.int64), len(idx))
     want = pa.array([values[i] for i in idx], type=dtype)
     assert got.equals(want)
-    assert [b.to_pybytes() for b in got.buffers()[1:]] == [
-        b.to_pybytes() for b in want.buffers()[1:]
-    ]
+    assert got.buffers()[1].to_pybytes() == want.buffers()[1].to_pybytes()
+
+
+@pytest.mark.parametrize("take", [False, True])
+def test_dictionary_encodes_exactly(take):
+    import numpy as np
+
+    values = ["", "a", "\x00", "a\x00", "é) S 1 (", "futex_wait_queue", "x" * 300, "a"]
+    rng = random.Random(3)
+    idx = np.array([rng.randrange(len(values)) for _ in range(2000)], dtype=np.int64)
+    want = [values[i] for i in idx] if take else values
+    dtype = pa.dictionary(pa.int32(), pa.string())
+    got = _dictionary(pa, np, values, dtype, idx if take else None)
+    assert got.type == dtype
+    assert got.to_pylist() == want
+    assert got.dictionary.to_pylist() == list(dict.fromkeys(values))
+    assert _dictionary(pa, np, ["a", None], dtype) is None  # odd: the caller falls back

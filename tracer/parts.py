@@ -14,11 +14,29 @@ passed in.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 STREAM_SUFFIX = ".arrows"
 LEGACY_SUFFIX = ".parquet"
+
+# The string columns a part stores dictionary-encoded (int32 indices), per
+# table: the repetitive ones of the threads table.  A string column's offsets
+# grow with every row, which LZ4 cannot compress (~4 bytes a row each);
+# dictionary indices repeat with the rows.  Merged tables have plain strings.
+DICTIONARY_COLUMNS = {"threads": ("name", "state", "wait", "wchan")}
+
+
+def part_schema(pa: Any, table: str, schema: Any) -> Any:
+    """The schema of ``table``'s part streams, from the table's ``schema``."""
+    cols = DICTIONARY_COLUMNS.get(table, ())
+    return pa.schema(
+        [
+            pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in cols else f
+            for f in schema
+        ]
+    )
 
 
 def part_files(parts_dir: Path) -> list[Path]:
@@ -29,14 +47,13 @@ def part_files(parts_dir: Path) -> list[Path]:
     return sorted((f for f in files if not f.name.startswith(".")), key=lambda f: f.name)
 
 
-def read_stream(pa: Any, path: Path, schema: Any) -> tuple[Any | None, list[Any], str | None]:
+def read_stream(pa: Any, path: Path) -> tuple[Any | None, list[Any], str | None]:
     """Read one IPC stream part: ``(its schema, its whole batches, why it stopped early)``.
 
     * a clean stream (with or without its end-of-stream marker): (schema, batches, None);
     * a batch cut short (a kill, or a write still going on): (schema, the whole
       batches before it, why);
-    * nothing written yet, or a header cut short (``schema`` is the table's
-      schema, whose header the writer writes first): (None, [], None);
+    * nothing written yet, or the header cut short: (None, [], None);
     * anything else that is not a stream: (None, [], why).
 
     Reads into memory (not a memory map: a writer truncating the file after a
@@ -47,7 +64,7 @@ def read_stream(pa: Any, path: Path, schema: Any) -> tuple[Any | None, list[Any]
         try:
             reader = pa.ipc.open_stream(f)
         except (OSError, pa.ArrowInvalid) as e:
-            if _is_torn_header(path, schema):
+            if _is_torn_header(path):
                 return None, [], None
             return None, [], _one_line(e)
         batches = []
@@ -60,12 +77,20 @@ def read_stream(pa: Any, path: Path, schema: Any) -> tuple[Any | None, list[Any]
                 return reader.schema, batches, _one_line(e)
 
 
-def _is_torn_header(path: Path, schema: Any) -> bool:
-    """True if the file is empty or a strict prefix of the stream header for ``schema``."""
-    header = schema.serialize().to_pybytes()
+_CONTINUATION = b"\xff\xff\xff\xff"
+
+
+def _is_torn_header(path: Path) -> bool:
+    """True if the file is empty or ends inside its first message, the schema
+    (an IPC message: 0xFFFFFFFF, int32 length of the metadata, the metadata)."""
     with open(path, "rb") as f:
-        head = f.read(len(header) + 1)
-    return len(head) < len(header) and header.startswith(head)
+        head = f.read(8)
+        size = os.fstat(f.fileno()).st_size
+    if not head.startswith(_CONTINUATION[: len(head)]):
+        return False
+    if len(head) < 8:
+        return True
+    return size < 8 + int.from_bytes(head[4:], "little", signed=True)
 
 
 def _one_line(e: BaseException) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .parts import STREAM_SUFFIX, part_files, read_stream
+from .parts import STREAM_SUFFIX, part_files, part_schema, read_stream
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
 
 # Run folders reveal command lines, paths and addresses: owner only.
@@ -81,8 +81,9 @@ def _column(pa: Any, values: Iterable, dtype: Any) -> Any:
 def _thread_arrays(
     pa: Any, batches: list[tuple[int, list[tuple]]], schema: Any
 ) -> list[Any] | None:
-    """Arrow arrays for the threads table from ``(t_ns, rows)`` batches, one per
-    process sample (None if they hold no rows).
+    """Arrow arrays for a threads part (``schema``: its string columns are
+    dictionaries) from ``(t_ns, rows)`` batches, one per process sample; None
+    if they hold no rows.
 
     Idle threads repeat themselves: the /proc backend hands over the very same
     tuple for a thread that did not run, and the very same list for a process
@@ -90,7 +91,8 @@ def _thread_arrays(
     ~100,000 rows but ~1000 distinct tuples in a few distinct lists.  The
     Python work is a step per batch and a step per row of each distinct list;
     columns are built for the distinct rows only and expanded to every row
-    with numpy indexing.  The flush is time the sampling loop stands still.
+    with numpy indexing (for a dictionary column: its indices).  The flush is
+    time the sampling loop stands still.
     """
     import numpy as np  # already loaded by pyarrow
 
@@ -122,70 +124,65 @@ def _thread_arrays(
         # Row r of batch b is row starts[which[b]] + r of ``flat``.
         starts = (np.cumsum(lens) - lens)[of_batch]
         out_starts = np.cumsum(counts) - counts
-        in_flat = np.repeat(starts - out_starts, counts) + np.arange(n)
-        idx = at[in_flat]
-        # Strings, when whole lists repeat (idle processes): the column of the
-        # distinct lists' rows, then one slice of it per batch.  A Python step
-        # per batch, so only where batches are long.
-        blocks = (starts, starts + counts) if len(flat) < n and n >= 16 * len(batches) else None
+        idx = at[np.repeat(starts - out_starts, counts) + np.arange(n)]
         uniq = list(byid.values())
         for col, field in zip(zip(*uniq, strict=True), fields[1:], strict=True):
-            small = _column(pa, col, field.type)
-            if small.null_count or small.offset or str(small.type) not in _EXPANDABLE:
-                break  # an odd value: take the plain path
-            if blocks is not None and str(small.type) == "string":
-                per_flat = _expand(pa, np, small, at, len(flat))
-                out.append(_expand_blocks(pa, np, per_flat, blocks, in_flat, n))
+            if pa.types.is_dictionary(field.type):
+                arr = _dictionary(pa, np, col, field.type, idx)
             else:
-                out.append(_expand(pa, np, small, idx, n))
+                small = _column(pa, col, field.type)
+                odd = small.null_count or small.offset or str(small.type) not in _EXPANDABLE
+                arr = None if odd else _expand(pa, np, small, idx, n)
+            if arr is None:
+                break  # an odd value: take the plain path
+            out.append(arr)
         else:
             return out
         del out[1:]
     # Mostly distinct rows (busy threads): transpose them all.
     rows = list(itertools.chain.from_iterable(b for _, b in batches))
     cols = zip(*rows, strict=True)
-    return out + [_column(pa, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
+    return out + [_plain(pa, np, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
 
 
-_EXPANDABLE = ("int16", "int32", "int64", "string")
+_EXPANDABLE = ("int16", "int32", "int64")
 
 
 def _expand(pa: Any, np: Any, small: Any, idx: Any, n: int) -> Any:
     """``small`` (one value per distinct row) taken at ``idx``, without pyarrow.compute."""
     t = small.type
-    if str(t) != "string":
-        # Our arrays have no nulls and no offset: the values buffer is the data.
-        values = np.frombuffer(small.buffers()[1], dtype=np.dtype(str(t)), count=len(small))[idx]
-        return pa.Array.from_buffers(t, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
-    else:
-        # Per row: the distinct value's length (numpy), its bytes (an object
-        # array taken at idx, then one join): no Python loop over the rows.
-        bufs = small.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(small) + 1)
-        data = bufs[2].to_pybytes() if bufs[2] is not None else b""
-        bounds = offsets.tolist()
-        pieces = np.empty(len(small), dtype=object)
-        pieces[:] = [data[a:b] for a, b in itertools.pairwise(bounds)]
-        new_off = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.diff(offsets)[idx], out=new_off[1:])
-        joined = b"".join(pieces[idx].tolist())
-        return pa.Array.from_buffers(t, n, [None, pa.py_buffer(new_off), pa.py_buffer(joined)])
+    # Our arrays have no nulls and no offset: the values buffer is the data.
+    values = np.frombuffer(small.buffers()[1], dtype=np.dtype(str(t)), count=len(small))[idx]
+    return pa.Array.from_buffers(t, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
 
 
-def _expand_blocks(pa: Any, np: Any, per_flat: Any, blocks: Any, in_flat: Any, n: int) -> Any:
-    """A string column of the output rows from ``per_flat`` (one value per row of
-    the distinct lists): row i is ``per_flat[in_flat[i]]``, and batch b's rows
-    are ``per_flat[blocks[0][b]:blocks[1][b]]``, copied as one slice."""
-    bufs = per_flat.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(per_flat) + 1)
-    data = bufs[2].to_pybytes() if bufs[2] is not None else b""
-    new_off = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.diff(offsets)[in_flat], out=new_off[1:])
-    lo, hi = offsets[blocks[0]].tolist(), offsets[blocks[1]].tolist()
-    joined = b"".join([data[a:b] for a, b in zip(lo, hi, strict=True)])
-    return pa.Array.from_buffers(
-        per_flat.type, n, [None, pa.py_buffer(new_off), pa.py_buffer(joined)]
-    )
+def _dictionary(pa: Any, np: Any, values: Iterable, dtype: Any, idx: Any = None) -> Any:
+    """A dictionary array of ``values`` (taken at ``idx`` if given), each
+    distinct value once in its dictionary; None if a value is odd (None...).
+    Without pyarrow.compute (``dictionary_encode`` imports it)."""
+    codes: dict[Any, int] = {}
+    try:
+        per_value = array.array("i", [codes.setdefault(v, len(codes)) for v in values])
+    except TypeError:
+        return None  # unhashable
+    words = _column(pa, list(codes), dtype.value_type)
+    if words.null_count or words.offset:
+        return None
+    ind = np.frombuffer(per_value, dtype=np.int32, count=len(per_value))
+    if idx is not None:
+        ind = ind[idx]
+    indices = pa.Array.from_buffers(dtype.index_type, len(ind), [None, pa.py_buffer(ind)])
+    return pa.DictionaryArray.from_arrays(indices, words)
+
+
+def _plain(pa: Any, np: Any, values: Iterable, dtype: Any) -> Any:
+    """One column of Python values as an array of ``dtype`` (maybe a dictionary)."""
+    if not pa.types.is_dictionary(dtype):
+        return _column(pa, values, dtype)
+    arr = _dictionary(pa, np, values, dtype)
+    if arr is None:  # a None or an odd value: pyarrow's encoding (imports pyarrow.compute)
+        arr = _column(pa, values, dtype.value_type).dictionary_encode()
+    return arr
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -330,6 +327,7 @@ class RunWriter:
         self.path = Path(path)
         self.meta = meta
         self.schemas = {name: arrow_schema(name) for name in TABLES}
+        self.part_schemas = {n: part_schema(pa, n, s) for n, s in self.schemas.items()}
         self.buffers: dict[str, list[tuple]] = {name: [] for name in TABLES}
         # Thread rows arrive as (t_ns, [row, row, ...]) per process sample: the
         # timestamp is added column-wise at flush, not tuple-wise per row.
@@ -361,6 +359,12 @@ class RunWriter:
         self.pq.write_table(table, io.BytesIO(), compression="zstd")
         stream = pa.ipc.new_stream(_Encoded(), schema, options=self.ipc_options)
         stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        threads = self.part_schemas["threads"]
+        row = tuple("" if "string" in str(f.type) else 0 for f in list(threads)[1:])
+        for batches in ([(0, [row])], [(0, [row])] * 2):  # the plain and the numpy path
+            arrays = _thread_arrays(pa, batches, threads)
+            stream = pa.ipc.new_stream(_Encoded(), threads, options=self.ipc_options)
+            stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=threads))
 
     # -- appending -----------------------------------------------------------
 
@@ -384,7 +388,7 @@ class RunWriter:
         self.last_flush = time.monotonic()
         if self.thread_batches:
             batches, self.thread_batches = self.thread_batches, []
-            arrays = _thread_arrays(self.pa, batches, self.schemas["threads"])
+            arrays = _thread_arrays(self.pa, batches, self.part_schemas["threads"])
             if arrays is not None:
                 self._append("threads", arrays)
         for name, buf in self.buffers.items():
@@ -396,7 +400,7 @@ class RunWriter:
                 self._append(name, arrays)
 
     def _append(self, name: str, arrays: list[Any]) -> None:
-        batch = self.pa.RecordBatch.from_arrays(arrays, schema=self.schemas[name])
+        batch = self.pa.RecordBatch.from_arrays(arrays, schema=self.part_schemas[name])
         seg = self.segments.get(name)
         if seg is None:
             parts = self.path / f"{name}.parts"
@@ -404,7 +408,10 @@ class RunWriter:
             n = self.next_segment[name]
             self.next_segment[name] = n + 1
             seg = self.segments[name] = _Segment(
-                self.pa, parts / f"{n:06d}{STREAM_SUFFIX}", self.schemas[name], self.ipc_options
+                self.pa,
+                parts / f"{n:06d}{STREAM_SUFFIX}",
+                self.part_schemas[name],
+                self.ipc_options,
             )
         try:
             seg.append(batch)
@@ -439,13 +446,14 @@ class RunWriter:
                 # Whole batches only: a part cut back after a failed write has
                 # no torn tail, and from a torn one (a failed truncate) this
                 # keeps the batches a reader would keep.
-                have, batches, _ = read_stream(pa, f, schema)
+                have, batches, _ = read_stream(pa, f)
                 if batches:
                     tables.append(pa.Table.from_batches(batches, schema=have))
             else:
                 # ParquetFile, not read_table: read_table goes through
                 # pyarrow.dataset, which imports pandas into the sampler process.
                 tables.append(pq.ParquetFile(f).read())
+        # (cast: also decodes the parts' dictionary columns to plain strings)
         tables = [t if t.schema.equals(schema) else t.cast(schema) for t in tables]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
