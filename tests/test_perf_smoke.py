@@ -91,7 +91,7 @@ def _thread_batches(reuse: str, odd: str = "") -> list[tuple[int, list[tuple]]]:
              i, 2 * i, 3 * i, 4, i, 0, i % 2)
             for i in range(nthreads)
         ]
-        for pid, nthreads in ((10, 100), (20, 7))
+        for pid, nthreads in ((10, 100), (20, 7))  # 100: lists compared by position
     }  # fmt: skip
     at = {"int": 9, "str": 7}.get(odd)
     if at is not None:
@@ -124,6 +124,8 @@ THREADS_PART = part_schema(pa, "threads", arrow_schema("threads"))
 
 @pytest.mark.parametrize("odd", ["", "int", "str"])
 def test_thread_flush_expands_reused_rows_and_lists_exactly(odd):
+    from circuit.tracer import writer
+
     # Idle threads hand the writer the same tuple object every sample, idle
     # processes the same list: the flush builds columns once per distinct row
     # and expands them.  Every way gives the same bytes, and the same values
@@ -133,6 +135,7 @@ def test_thread_flush_expands_reused_rows_and_lists_exactly(odd):
         batches = _thread_batches(reuse, odd)
         if reuse == "lists":
             assert len({id(b) for _, b in batches}) < len(batches) / 2  # the case is real
+            assert max(len(b) for _, b in batches) >= writer._POSITIONAL
         arrays = _thread_arrays(pa, batches, THREADS_PART)
         got[reuse] = pa.RecordBatch.from_arrays(arrays, schema=THREADS_PART)
         ts = [t for t, b in batches for _ in b]

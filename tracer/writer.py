@@ -16,6 +16,7 @@ import array
 import contextlib
 import itertools
 import json
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -116,16 +117,13 @@ def _thread_arrays(
     t_ns = np.repeat(stamps, counts)
     out = [pa.Array.from_buffers(fields[0].type, n, [None, pa.py_buffer(t_ns)])]
     flat = list(itertools.chain.from_iterable(lists))  # the rows of the distinct lists
-    ids = list(map(id, flat))
-    byid = dict(zip(ids, flat, strict=True))  # distinct rows, in order of first appearance
-    if len(byid) * 2 <= n:
-        pos = dict(zip(byid, itertools.count()))
-        at = np.fromiter(map(pos.__getitem__, ids), dtype=np.int64, count=len(ids))
+    at, firsts = _distinct_rows(np, lists, len(flat))
+    if len(firsts) * 2 <= n:
         # Row r of batch b is row starts[which[b]] + r of ``flat``.
         starts = (np.cumsum(lens) - lens)[of_batch]
         out_starts = np.cumsum(counts) - counts
         idx = at[np.repeat(starts - out_starts, counts) + np.arange(n)]
-        uniq = list(byid.values())
+        uniq = list(map(flat.__getitem__, firsts.tolist()))
         for col, field in zip(zip(*uniq, strict=True), fields[1:], strict=True):
             if pa.types.is_dictionary(field.type):
                 arr = _dictionary(pa, np, col, field.type, idx)
@@ -143,6 +141,65 @@ def _thread_arrays(
     rows = list(itertools.chain.from_iterable(b for _, b in batches))
     cols = zip(*rows, strict=True)
     return out + [_plain(pa, np, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
+
+
+def _distinct_rows(np: Any, lists: list[list[tuple]], total: int) -> tuple[Any, Any]:
+    """The distinct row objects of ``lists`` (``total`` rows in all).
+
+    Returns (for each row of the lists, in order, the number of its distinct
+    row; for each distinct row, the position of its first appearance).
+
+    A thread that did not run is the same tuple as in its process's previous
+    sample, at the same place in the list: a long list is compared with its
+    process's previous one position by position (one C-level pass), and only
+    the rows that differ are looked up by id().  Short lists (a few threads)
+    are looked up whole, a run of them in one pass: numpy calls per list
+    would cost more than they save.
+    """
+    seen: dict[int, int] = {}  # id(row) -> position of its first appearance
+    codes = np.empty(total, dtype=np.int64)  # the first appearance of each row
+
+    def look_up(rows: Iterable, start: int, n: int) -> None:
+        found = map(seen.setdefault, map(id, rows), itertools.count(start))
+        codes[start : start + n] = np.fromiter(found, dtype=np.int64, count=n)
+
+    last: dict[Any, tuple[list[tuple], Any]] = {}  # pid -> (list, its codes)
+    run: list[list[tuple]] = []  # short lists not looked up yet, from run_start on
+    base = run_start = 0
+    for rows in lists:
+        n = len(rows)
+        if n < _POSITIONAL:
+            run.append(rows)
+            base += n
+            continue
+        if run:
+            look_up(itertools.chain.from_iterable(run), run_start, base - run_start)
+            run = []
+        key = rows[0][0]  # the pid
+        prev, prev_codes = last.get(key, ((), None))
+        if len(prev) == n:
+            moved = ~np.fromiter(map(operator.is_, rows, prev), dtype=bool, count=n)
+            mine = prev_codes.copy()
+            where = np.flatnonzero(moved)
+            if len(where):
+                changed = map(id, itertools.compress(rows, moved.tolist()))
+                found = map(seen.setdefault, changed, (where + base).tolist())
+                mine[where] = np.fromiter(found, dtype=np.int64, count=len(where))
+            codes[base : base + n] = mine
+        else:
+            look_up(rows, base, n)
+        last[key] = (rows, codes[base : base + n])
+        base += n
+        run_start = base
+    if run:
+        look_up(itertools.chain.from_iterable(run), run_start, base - run_start)
+    firsts = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+    number = np.empty(total, dtype=np.int64)
+    number[firsts] = np.arange(len(firsts))
+    return number[codes], firsts
+
+
+_POSITIONAL = 64  # rows: a list this long is compared with its process's previous one
 
 
 _EXPANDABLE = ("int16", "int32", "int64")
