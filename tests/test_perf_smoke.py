@@ -48,6 +48,33 @@ def test_sampler_process_never_imports_the_analysis_stack(tmp_path):
     assert (out / "threads.parquet").exists()
 
 
+EMPTY_TABLES = r"""
+import json, sys
+from pathlib import Path
+from circuit.tracer.writer import RunWriter, prepare_run_dir
+w = RunWriter(prepare_run_dir(Path(sys.argv[1]), force=False), {"format_version": 1})
+w.add("fds", (1, 7, 3, "open", "file", "/x", "", "", "", True))
+w.flush()
+w.finalize({})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] == "pandas" or m == "pyarrow.dataset")
+print(json.dumps(heavy))
+"""
+
+
+def test_finalising_tables_without_rows_keeps_pandas_out(tmp_path):
+    # threads, processes, procs and maps have no row at all here (a short
+    # run, a backend without maps): their merged files are still written.
+    p = subprocess.run(
+        [sys.executable, "-c", EMPTY_TABLES, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == []
+    assert len(list((tmp_path / "run").glob("*.parquet"))) == 5
+
+
 @pytest.mark.parametrize(
     ("values", "dtype"),
     [

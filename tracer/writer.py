@@ -512,7 +512,8 @@ class RunWriter:
                 tables.append(pq.ParquetFile(f).read())
         # (cast: also decodes the parts' dictionary columns to plain strings)
         tables = [t if t.schema.equals(schema) else t.cast(schema) for t in tables]
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        # (from_batches, not schema.empty_table(): that imports pandas)
+        table = pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=schema)
         table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
         final = self.path / f"{name}.parquet"
         tmp = self.path / f".{name}.parquet.tmp"
