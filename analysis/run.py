@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from circuit.errors import CircuitError
+from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
 from circuit.tracer.schema import MARKS_FILE, META_FILE, SUPPORTED_VERSIONS, TABLES, arrow_schema
 
 _CATEGORIES = {
@@ -113,13 +114,18 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
 
     schema = arrow_schema(name)
     single = path / f"{name}.parquet"
-    files = [single] if single.exists() else sorted((path / f"{name}.parts").glob("*.parquet"))
+    files = [single] if single.exists() else part_files(path / f"{name}.parts")
     if not files and finalized:
         raise RunFormatError(f"{single} is missing from a finalized run")
     cats = _CATEGORIES.get(name, [])
     tables = []
     for f in files:
         try:
+            if f.suffix == STREAM_SUFFIX:
+                table = _read_stream_part(pa, f, name, schema, cats, warnings)
+                if table is not None:
+                    tables.append(table)
+                continue
             _check_columns(f, schema)
             # Read the repetitive string columns as Arrow dictionaries (Parquet
             # stores them so): to_pandas then makes categoricals directly,
@@ -135,8 +141,11 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
         for c in cats:
             df[c] = df[c].astype("category")
         return df
-    # Parts each have their own dictionaries: unify them for one categorical.
-    table = pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if cats and files[0] is not single:
+        # Parts (and a stream's batches) each have their own dictionaries:
+        # unify them for one categorical.
+        table = table.unify_dictionaries()
     df = table.to_pandas()
     for c in cats:
         col = df[c]
@@ -152,6 +161,44 @@ def _read_file(pq: Any, f: Path, schema: Any, cats: list[str]) -> Any:
         return pq.read_table(f, schema=schema)
     # Columns were checked (_check_columns): take ours, in schema order.
     return pq.read_table(f, columns=list(schema.names), read_dictionary=cats)
+
+
+def _read_stream_part(
+    pa: Any, f: Path, name: str, schema: Any, cats: list[str], warnings: list[str]
+) -> Any:
+    """The whole batches of one IPC stream part as a table (None: no rows), shaped
+    like a Parquet part as _read_file reads it: our columns in schema order,
+    ``cats`` dictionary-encoded (parts of the threads table store them so
+    already), the other columns plain.  Raises ArrowInvalid if it is not a
+    stream of this table."""
+    have, batches, why = read_stream(pa, f)
+    if have is None:
+        if why is not None:
+            raise pa.ArrowInvalid(why)
+        return None  # killed before its first batch was written: nothing in it
+    missing = [c for c in schema.names if c not in have.names]
+    if missing:
+        raise pa.ArrowInvalid(f"columns {', '.join(missing)} are missing")
+    if why is not None:
+        warnings.append(
+            f"part {f.name} of {name} ends in a batch cut short (the tracer was killed "
+            f"while writing it, or is writing it now): kept the {len(batches)} whole "
+            f"batches before it ({why})"
+        )
+    if not batches:
+        return None
+    table = pa.Table.from_batches(batches, schema=have).select(schema.names)
+    for c in cats:
+        i = table.schema.get_field_index(c)
+        if not pa.types.is_dictionary(table.schema.field(i).type):
+            table = table.set_column(i, c, table.column(i).dictionary_encode())
+    want = pa.schema(
+        [
+            pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in cats else f
+            for f in schema
+        ]
+    )
+    return table if table.schema.equals(want) else table.cast(want)
 
 
 class Run:

@@ -85,3 +85,22 @@ def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def flushed_batches(run_dir: Path, table: str) -> int:
+    """Whole record batches flushed so far into ``<table>.parts/*.arrows`` of a
+    run being written (one per flush that had rows for the table)."""
+    import pyarrow as pa
+
+    from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
+
+    n = 0
+    for f in part_files(Path(run_dir) / f"{table}.parts"):
+        if f.suffix != STREAM_SUFFIX:
+            continue
+        try:
+            _, batches, _ = read_stream(pa, f)
+        except FileNotFoundError:
+            continue  # merged into <table>.parquet meanwhile
+        n += len(batches)
+    return n

@@ -15,6 +15,7 @@ import pandas as pd
 from helpers import CIRCUIT as CIRCUIT
 from helpers import PY, code
 from helpers import cli as cli
+from helpers import flushed_batches as flushed_batches
 from helpers import kill_quietly as kill_quietly
 from helpers import wait_for as wait_for
 

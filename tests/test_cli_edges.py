@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CIRCUIT, PY, Spawned, cli, code, kill_quietly, wait_for
+from helpers import CIRCUIT, PY, Spawned, cli, code, flushed_batches, kill_quietly, wait_for
 
 import circuit
 
@@ -148,7 +148,7 @@ def test_sigkill_of_circuit_leaves_a_loadable_run(tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        assert wait_for(lambda: len(list((out / "threads.parts").glob("*.parquet"))) >= 2, 20)
+        assert wait_for(lambda: flushed_batches(out, "threads") >= 2, 20)  # two flushes
         meta = json.loads((out / "meta.json").read_text())
         target = meta["root_pid"]
         p.kill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import pyarrow as pa
@@ -151,22 +152,59 @@ def test_not_a_folder(tmp_path):
     _summary_fails(tmp_path / "nowhere", str(tmp_path / "nowhere"))
 
 
-def test_unfinalized_run_skips_a_torn_part(run_copy):
-    # An unfinalized run (tracer killed) with one unreadable part: the rest
-    # loads, with a warning naming the part.
+def _unfinalize(run_copy) -> None:
     meta = json.loads((run_copy / "meta.json").read_text())
     meta["finalized"] = False
     (run_copy / "meta.json").write_text(json.dumps(meta))
+
+
+def _to_stream(src, dst) -> None:
+    """A table file as the writer's part stream: one record batch per flush."""
+    table = pq.read_table(src)
+    with pa.OSFile(str(dst), "w") as f, pa.ipc.new_stream(f, table.schema) as w:
+        for b in table.to_batches(max_chunksize=max(1, len(table) // 3)):
+            w.write_batch(b)
+
+
+@pytest.mark.parametrize("suffix", [".arrows", ".parquet"])  # .parquet: the previous writer's
+def test_unfinalized_run_skips_a_torn_part(run_copy, suffix):
+    # An unfinalized run (tracer killed) with one unreadable part: the rest
+    # loads, with a warning naming the part.
+    _unfinalize(run_copy)
     parts = run_copy / "threads.parts"
     parts.mkdir()
-    (run_copy / "threads.parquet").rename(parts / "000000.parquet")
-    (parts / "000001.parquet").write_bytes(b"PAR1 torn")
+    if suffix == ".arrows":
+        _to_stream(run_copy / "threads.parquet", parts / "000000.arrows")
+        (run_copy / "threads.parquet").unlink()
+    else:
+        (run_copy / "threads.parquet").rename(parts / "000000.parquet")
+    (parts / f"000001{suffix}").write_bytes(b"PAR1 torn")
     run = circuit.load(run_copy)
     assert len(run.threads) > 0
-    assert any("000001.parquet" in w for w in run.load_warnings)
+    assert any(f"unreadable part 000001{suffix}" in w for w in run.load_warnings)
     r = cli("summary", str(run_copy), "--json")
     assert r.returncode == 0
-    assert any("000001.parquet" in w for w in json.loads(r.stdout)["warnings"])
+    assert any(f"000001{suffix}" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_unfinalized_run_keeps_the_whole_batches_of_a_torn_stream(run_copy):
+    # The tracer was killed inside a flush: the part stream ends in a batch
+    # cut short.  The whole batches before it load, with a warning.
+    _unfinalize(run_copy)
+    full = len(pq.read_table(run_copy / "threads.parquet"))
+    parts = run_copy / "threads.parts"
+    parts.mkdir()
+    f = parts / "000000.arrows"
+    _to_stream(run_copy / "threads.parquet", f)
+    (run_copy / "threads.parquet").unlink()
+    os.truncate(f, f.stat().st_size - 12)  # the end marker and the last batch's tail
+    run = circuit.load(run_copy)
+    assert 0 < len(run.threads) < full
+    assert any("000000.arrows" in w and "cut short" in w for w in run.load_warnings)
+    assert not [w for w in run.load_warnings if "unreadable" in w]
+    r = cli("summary", str(run_copy), "--json")
+    assert r.returncode == 0
+    assert any("cut short" in w for w in json.loads(r.stdout)["warnings"])
 
 
 def test_load_raises_run_format_error(run_copy):

@@ -16,6 +16,7 @@ import pytest
 from rel_helpers import CIRCUIT, PY, code, wait_for
 
 import circuit
+from circuit.tracer.parts import read_stream
 from circuit.tracer.sampler import FLUSH_INTERVAL_S
 
 pytestmark = pytest.mark.integration
@@ -68,12 +69,19 @@ def _check_run(out, killed_ns: int, start_ns: int) -> None:
         assert any("not finalized" in w for w in run.load_warnings)
     procs, threads = run.processes, run.threads
     assert not [w for w in run.load_warnings if "unreadable" in w]
-    # Never a torn file under a real name: a kill inside a write can leave a
-    # dot-named temp file (ignored by readers), never a bad *.parquet.
+    # Never a torn file under a real name: a kill inside the final merge can
+    # leave a dot-named temp file (ignored by readers), never a bad *.parquet.
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for f in out.rglob("*.parquet"):
         pq.read_metadata(f)
+    # A kill inside a flush can cut the last batch of a part short, nothing
+    # else: every part, of every table, is a stream of whole batches up to its
+    # tail (or nothing yet).
+    for f in out.rglob("*.arrows"):
+        have, _batches, why = read_stream(pa, f)
+        assert have is not None or why is None, (f, why)
     if len(procs) == 0:
         # nothing flushed yet: only possible in the first flush interval
         assert not finished
@@ -113,7 +121,7 @@ def test_sigkill_around_the_end(tmp_path, seed):
 
 def test_killed_run_is_owner_only(tmp_path):
     out = tmp_path / "run"
-    _kill_circuit_at(out, 0.0, 30, after="threads.parts/*.parquet")
+    _kill_circuit_at(out, 0.0, 30, after="threads.parts/*.arrows")
     assert any(out.glob("*.parts"))
     for p in [out, *out.rglob("*")]:
         mode = stat.S_IMODE(p.stat().st_mode)

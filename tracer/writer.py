@@ -1,23 +1,29 @@
 """Writes a run folder incrementally, so a killed tracer still leaves a run.
 
-While sampling, each flush (at least once a second) writes one complete,
-self-contained Parquet file per table under ``<table>.parts/``.  Finalising
-merges the parts into ``<table>.parquet``.  Every file appears by rename, so
-a SIGKILL at any moment leaves only whole files behind; ``meta.json`` says
-``"finalized": false`` until the end.
+While sampling, each table is an append-only Arrow IPC stream under
+``<table>.parts/NNNNNN.arrows``: each flush (at least once a second) appends
+one record batch per table that has rows.  A SIGKILL at any moment can cut
+only the batch being written short, and readers keep every whole batch before
+it (:mod:`.parts`).  A failed write (disk full) truncates the stream back to
+its last whole batch and leaves it; a later flush starts the next file.
+Finalising merges the parts into ``<table>.parquet`` (which appears by
+rename); ``meta.json`` says ``"finalized": false`` until the end.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import itertools
 import json
+import operator
 import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .parts import STREAM_SUFFIX, part_files, part_schema, read_stream
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
 
 # Run folders reveal command lines, paths and addresses: owner only.
@@ -73,61 +79,167 @@ def _column(pa: Any, values: Iterable, dtype: Any) -> Any:
     return pa.array(values, type=dtype)
 
 
-def _thread_arrays(pa: Any, ts: list[int], rows: list[tuple], schema: Any) -> list[Any]:
-    """Arrow arrays for the threads table: t_ns column + rows (in schema order).
+def _thread_arrays(
+    pa: Any, batches: list[tuple[int, list[tuple]]], schema: Any
+) -> list[Any] | None:
+    """Arrow arrays for a threads part (``schema``: its string columns are
+    dictionaries) from ``(t_ns, rows)`` batches, one per process sample; None
+    if they hold no rows.
 
-    An idle thread's row is the very same tuple object sample after sample
-    (the /proc backend reuses it), so a second of a 1000-thread target is
-    ~100,000 rows but ~1000 distinct objects.  Columns are built for the
-    distinct rows only and expanded with numpy indexing: half the flush time
-    there, which is time the sampling loop stands still.
+    Idle threads repeat themselves: the /proc backend hands over the very same
+    tuple for a thread that did not run, and the very same list for a process
+    none of whose threads ran, so a second of a 1000-thread target is
+    ~100,000 rows but ~1000 distinct tuples in a few distinct lists.  The
+    Python work is a step per batch and a step per row of each distinct list;
+    columns are built for the distinct rows only and expanded to every row
+    with numpy indexing (for a dictionary column: its indices).  The flush is
+    time the sampling loop stands still.
     """
     import numpy as np  # already loaded by pyarrow
 
     fields = list(schema)
-    out = [_column(pa, ts, fields[0].type)]
-    ids = list(map(id, rows))
-    first = dict.fromkeys(ids)
-    if len(first) * 2 <= len(rows):
-        pos = {k: i for i, k in enumerate(first)}
-        byid = dict(zip(ids, rows, strict=True))
-        uniq = [byid[k] for k in first]
-        idx = np.fromiter(map(pos.__getitem__, ids), dtype=np.int64, count=len(ids))
+    # Which distinct list each batch is.
+    first: dict[int, int] = {}
+    lists: list[list[tuple]] = []
+    which: list[int] = []
+    for _, rows in batches:
+        k = first.setdefault(id(rows), len(lists))
+        if k == len(lists):
+            lists.append(rows)
+        which.append(k)
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    of_batch = np.array(which, dtype=np.int64)
+    counts = lens[of_batch]  # rows per batch
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    stamps = np.fromiter((t for t, _ in batches), dtype=np.int64, count=len(batches))
+    t_ns = np.repeat(stamps, counts)
+    out = [pa.Array.from_buffers(fields[0].type, n, [None, pa.py_buffer(t_ns)])]
+    flat = list(itertools.chain.from_iterable(lists))  # the rows of the distinct lists
+    at, firsts = _distinct_rows(np, lists, len(flat))
+    if len(firsts) * 2 <= n:
+        # Row r of batch b is row starts[which[b]] + r of ``flat``.
+        starts = (np.cumsum(lens) - lens)[of_batch]
+        out_starts = np.cumsum(counts) - counts
+        idx = at[np.repeat(starts - out_starts, counts) + np.arange(n)]
+        uniq = list(map(flat.__getitem__, firsts.tolist()))
         for col, field in zip(zip(*uniq, strict=True), fields[1:], strict=True):
-            small = _column(pa, col, field.type)
-            if small.null_count or small.offset or str(small.type) not in _EXPANDABLE:
+            if pa.types.is_dictionary(field.type):
+                arr = _dictionary(pa, np, col, field.type, idx)
+            else:
+                small = _column(pa, col, field.type)
+                odd = small.null_count or small.offset or str(small.type) not in _EXPANDABLE
+                arr = None if odd else _expand(pa, np, small, idx, n)
+            if arr is None:
                 break  # an odd value: take the plain path
-            out.append(_expand(pa, np, small, idx, len(ids)))
+            out.append(arr)
         else:
             return out
         del out[1:]
     # Mostly distinct rows (busy threads): transpose them all.
+    rows = list(itertools.chain.from_iterable(b for _, b in batches))
     cols = zip(*rows, strict=True)
-    return out + [_column(pa, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
+    return out + [_plain(pa, np, c, f.type) for c, f in zip(cols, fields[1:], strict=True)]
 
 
-_EXPANDABLE = ("int16", "int32", "int64", "string")
+def _distinct_rows(np: Any, lists: list[list[tuple]], total: int) -> tuple[Any, Any]:
+    """The distinct row objects of ``lists`` (``total`` rows in all).
+
+    Returns (for each row of the lists, in order, the number of its distinct
+    row; for each distinct row, the position of its first appearance).
+
+    A thread that did not run is the same tuple as in its process's previous
+    sample, at the same place in the list: a long list is compared with its
+    process's previous one position by position (one C-level pass), and only
+    the rows that differ are looked up by id().  Short lists (a few threads)
+    are looked up whole, a run of them in one pass: numpy calls per list
+    would cost more than they save.
+    """
+    seen: dict[int, int] = {}  # id(row) -> position of its first appearance
+    codes = np.empty(total, dtype=np.int64)  # the first appearance of each row
+
+    def look_up(rows: Iterable, start: int, n: int) -> None:
+        found = map(seen.setdefault, map(id, rows), itertools.count(start))
+        codes[start : start + n] = np.fromiter(found, dtype=np.int64, count=n)
+
+    last: dict[Any, tuple[list[tuple], Any]] = {}  # pid -> (list, its codes)
+    run: list[list[tuple]] = []  # short lists not looked up yet, from run_start on
+    base = run_start = 0
+    for rows in lists:
+        n = len(rows)
+        if n < _POSITIONAL:
+            run.append(rows)
+            base += n
+            continue
+        if run:
+            look_up(itertools.chain.from_iterable(run), run_start, base - run_start)
+            run = []
+        key = rows[0][0]  # the pid
+        prev, prev_codes = last.get(key, ((), None))
+        if len(prev) == n:
+            moved = ~np.fromiter(map(operator.is_, rows, prev), dtype=bool, count=n)
+            mine = prev_codes.copy()
+            where = np.flatnonzero(moved)
+            if len(where):
+                changed = map(id, itertools.compress(rows, moved.tolist()))
+                found = map(seen.setdefault, changed, (where + base).tolist())
+                mine[where] = np.fromiter(found, dtype=np.int64, count=len(where))
+            codes[base : base + n] = mine
+        else:
+            look_up(rows, base, n)
+        last[key] = (rows, codes[base : base + n])
+        base += n
+        run_start = base
+    if run:
+        look_up(itertools.chain.from_iterable(run), run_start, base - run_start)
+    firsts = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+    number = np.empty(total, dtype=np.int64)
+    number[firsts] = np.arange(len(firsts))
+    return number[codes], firsts
+
+
+_POSITIONAL = 64  # rows: a list this long is compared with its process's previous one
+
+
+_EXPANDABLE = ("int16", "int32", "int64")
 
 
 def _expand(pa: Any, np: Any, small: Any, idx: Any, n: int) -> Any:
     """``small`` (one value per distinct row) taken at ``idx``, without pyarrow.compute."""
     t = small.type
-    if str(t) != "string":
-        # Our arrays have no nulls and no offset: the values buffer is the data.
-        values = np.frombuffer(small.buffers()[1], dtype=np.dtype(str(t)), count=len(small))[idx]
-        return pa.Array.from_buffers(t, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
-    else:
-        bufs = small.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(small) + 1)
-        data = bufs[2].to_pybytes() if bufs[2] is not None else b""
-        pieces = [data[offsets[i] : offsets[i + 1]] for i in range(len(small))]
-        parts = list(map(pieces.__getitem__, idx.tolist()))
-        lens = np.fromiter(map(len, parts), dtype=np.int64, count=n)
-        new_off = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(lens, out=new_off[1:])
-        return pa.Array.from_buffers(
-            t, n, [None, pa.py_buffer(new_off), pa.py_buffer(b"".join(parts))]
-        )
+    # Our arrays have no nulls and no offset: the values buffer is the data.
+    values = np.frombuffer(small.buffers()[1], dtype=np.dtype(str(t)), count=len(small))[idx]
+    return pa.Array.from_buffers(t, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def _dictionary(pa: Any, np: Any, values: Iterable, dtype: Any, idx: Any = None) -> Any:
+    """A dictionary array of ``values`` (taken at ``idx`` if given), each
+    distinct value once in its dictionary; None if a value is odd (None...).
+    Without pyarrow.compute (``dictionary_encode`` imports it)."""
+    codes: dict[Any, int] = {}
+    try:
+        per_value = array.array("i", [codes.setdefault(v, len(codes)) for v in values])
+    except TypeError:
+        return None  # unhashable
+    words = _column(pa, list(codes), dtype.value_type)
+    if words.null_count or words.offset:
+        return None
+    ind = np.frombuffer(per_value, dtype=np.int32, count=len(per_value))
+    if idx is not None:
+        ind = ind[idx]
+    indices = pa.Array.from_buffers(dtype.index_type, len(ind), [None, pa.py_buffer(ind)])
+    return pa.DictionaryArray.from_arrays(indices, words)
+
+
+def _plain(pa: Any, np: Any, values: Iterable, dtype: Any) -> Any:
+    """One column of Python values as an array of ``dtype`` (maybe a dictionary)."""
+    if not pa.types.is_dictionary(dtype):
+        return _column(pa, values, dtype)
+    arr = _dictionary(pa, np, values, dtype)
+    if arr is None:  # a None or an odd value: pyarrow's encoding (imports pyarrow.compute)
+        arr = _column(pa, values, dtype.value_type).dictionary_encode()
+    return arr
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -189,29 +301,111 @@ def _clear_run_dir(path: Path) -> None:
             child.unlink()
 
 
+class _Segment:
+    """One table's current part: an Arrow IPC stream, and its length after its
+    last whole batch.
+
+    A ``pa.ipc.new_stream`` writer encodes each batch into memory (the stream
+    header comes with the first); one os.write loop appends that to the file,
+    which is open only while a flush appends to it: a file held open for
+    writing would make ``mount -o remount,ro`` of the output disk fail with
+    EBUSY.  The stream is never closed: readers take the end of the file as
+    its end.
+    """
+
+    def __init__(self, pa: Any, path: Path, schema: Any, options: Any) -> None:
+        self.path = path
+        self.encoded = _Encoded()
+        self.stream = pa.ipc.new_stream(self.encoded, schema, options=options)
+        self.whole = 0  # 0: nothing written yet, not even the header
+
+    def append(self, batch: Any) -> None:
+        self.stream.write_batch(batch)
+        data = self.encoded.take()
+        if self.whole:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        else:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            _write_all(fd, data)  # no fsync: with the OS, a killed tracer loses nothing
+        except BaseException:
+            self._cut(fd)
+            raise
+        finally:
+            os.close(fd)
+        self.whole += len(data)
+
+    def _cut(self, fd: int) -> None:
+        """After a failed write: cut the file back to its last whole batch (or
+        remove it if it has none), so it stays a readable stream."""
+        with contextlib.suppress(OSError):
+            if self.whole:
+                os.ftruncate(fd, self.whole)
+            else:
+                self.path.unlink()
+
+
+class _Encoded:
+    """The in-memory sink of a part's stream writer: what it wrote since the last take()."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def write(self, data: Any) -> None:
+        self.buf += data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytearray:
+        data, self.buf = self.buf, bytearray()
+        return data
+
+
+def _write_all(fd: int, data: Any) -> None:
+    """os.write until every byte is down: a nearly full disk can write short."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class RunWriter:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         import pyarrow as pa  # imported before the target starts, never on the hot path
+        import pyarrow.ipc  # the parts (pa.ipc; pyarrow loads it anyway)
         import pyarrow.parquet as pq
 
         self.pa, self.pq = pa, pq
         self.path = Path(path)
         self.meta = meta
         self.schemas = {name: arrow_schema(name) for name in TABLES}
+        self.part_schemas = {n: part_schema(pa, n, s) for n, s in self.schemas.items()}
         self.buffers: dict[str, list[tuple]] = {name: [] for name in TABLES}
         # Thread rows arrive as (t_ns, [row, row, ...]) per process sample: the
         # timestamp is added column-wise at flush, not tuple-wise per row.
         self.thread_batches: list[tuple[int, list[tuple]]] = []
-        self.part = 0
+        # Each table's current part, and the number of its next one.
+        self.segments: dict[str, _Segment] = {}
+        # LZ4 on the batches' buffers: idle threads' rows repeat, ~7x smaller
+        # parts for less CPU than writing them uncompressed (zstd: ~6x the
+        # CPU for ~20% less).  On this thread, not pyarrow's thread pool.
+        self.ipc_options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+        self.next_segment = dict.fromkeys(TABLES, 0)
         self.last_flush = time.monotonic()
         write_json_atomic(self.path / META_FILE, self.meta)
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Write one throwaway Parquet file in memory, before the target starts.
+        """Write one throwaway Parquet file and IPC batch in memory, before the target starts.
 
-        pyarrow initialises itself lazily on its first write (~0.4 s measured):
-        paid here, not as a stall in the first flush, one second into the run.
+        pyarrow initialises itself lazily on its first write (~0.4 s measured
+        for Parquet, ~0.5 ms for IPC): paid here, not as a stall in the first
+        flush, one second into the run (IPC), or in the final merge (Parquet).
         """
         import io
 
@@ -220,6 +414,14 @@ class RunWriter:
         arrays = [_column(pa, ["" if f.type == pa.string() else 0], f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
         self.pq.write_table(table, io.BytesIO(), compression="zstd")
+        stream = pa.ipc.new_stream(_Encoded(), schema, options=self.ipc_options)
+        stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        threads = self.part_schemas["threads"]
+        row = tuple("" if "string" in str(f.type) else 0 for f in list(threads)[1:])
+        for batches in ([(0, [row])], [(0, [row])] * 2):  # the plain and the numpy path
+            arrays = _thread_arrays(pa, batches, threads)
+            stream = pa.ipc.new_stream(_Encoded(), threads, options=self.ipc_options)
+            stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=threads))
 
     # -- appending -----------------------------------------------------------
 
@@ -232,46 +434,49 @@ class RunWriter:
     # -- flushing ------------------------------------------------------------
 
     def flush(self) -> None:
+        """Append one record batch to each table that has rows.
+
+        On a write error (OSError: disk full, read-only...) the rows of that
+        table are dropped, its part is cut back to its last whole batch and
+        left, and the error propagates (the tables after it keep their rows
+        for the next flush); what was flushed before stays readable, and a
+        later flush starts a new part.
+        """
         self.last_flush = time.monotonic()
         if self.thread_batches:
-            ts: list[int] = []
-            rows: list[tuple] = []
-            for t, batch in self.thread_batches:
-                ts.extend([t] * len(batch))
-                rows.extend(batch)
-            self.thread_batches = []
-            if rows:
-                self._write_arrays(
-                    "threads", _thread_arrays(self.pa, ts, rows, self.schemas["threads"])
-                )
+            batches, self.thread_batches = self.thread_batches, []
+            arrays = _thread_arrays(self.pa, batches, self.part_schemas["threads"])
+            if arrays is not None:
+                self._append("threads", arrays)
         for name, buf in self.buffers.items():
             if buf:
                 self.buffers[name] = []
-                self._write_part(name, list(zip(*buf, strict=True)))
-        self.part += 1
+                schema = self.schemas[name]
+                columns = zip(*buf, strict=True)
+                arrays = [_column(self.pa, c, f.type) for c, f in zip(columns, schema, strict=True)]
+                self._append(name, arrays)
 
-    def _write_part(self, name: str, columns: list[Iterable]) -> None:
-        if not columns:
-            return
-        schema = self.schemas[name]
-        arrays = [
-            _column(self.pa, col, field.type) for col, field in zip(columns, schema, strict=True)
-        ]
-        self._write_arrays(name, arrays)
-
-    def _write_arrays(self, name: str, arrays: list[Any]) -> None:
-        schema = self.schemas[name]
-        table = self.pa.Table.from_arrays(arrays, schema=schema)
-        parts = self.path / f"{name}.parts"
-        parts.mkdir(mode=DIR_MODE, exist_ok=True)
-        final = parts / f"{self.part:06d}.parquet"
-        tmp = parts / f".{self.part:06d}.tmp"
+    def _append(self, name: str, arrays: list[Any]) -> None:
+        batch = self.pa.RecordBatch.from_arrays(arrays, schema=self.part_schemas[name])
+        seg = self.segments.get(name)
+        if seg is None:
+            parts = self.path / f"{name}.parts"
+            parts.mkdir(mode=DIR_MODE, exist_ok=True)
+            n = self.next_segment[name]
+            self.next_segment[name] = n + 1
+            seg = self.segments[name] = _Segment(
+                self.pa,
+                parts / f"{n:06d}{STREAM_SUFFIX}",
+                self.part_schemas[name],
+                self.ipc_options,
+            )
         try:
-            _create_private(tmp)
-            self.pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, final)
+            seg.append(batch)
         except BaseException:
-            _discard(tmp)  # frees the space a half-written part took
+            # The part was cut back to its last whole batch; were the disk
+            # to refuse even that, its torn tail is ignored by readers.  The
+            # next flush starts a new part (with its own header).
+            del self.segments[name]
             raise
 
     # -- finalising ----------------------------------------------------------
@@ -290,13 +495,25 @@ class RunWriter:
     def _compact(self, name: str) -> None:
         pa, pq = self.pa, self.pq
         parts_dir = self.path / f"{name}.parts"
-        files = sorted(parts_dir.glob("*.parquet")) if parts_dir.exists() else []
+        files = part_files(parts_dir)
         schema = self.schemas[name]
-        # ParquetFile, not read_table: read_table goes through pyarrow.dataset,
-        # which imports pandas into the sampler process.
-        tables = [pq.ParquetFile(f).read() for f in files]
+        tables = []
+        for f in files:
+            if f.suffix == STREAM_SUFFIX:
+                # Whole batches only: a part cut back after a failed write has
+                # no torn tail, and from a torn one (a failed truncate) this
+                # keeps the batches a reader would keep.
+                have, batches, _ = read_stream(pa, f)
+                if batches:
+                    tables.append(pa.Table.from_batches(batches, schema=have))
+            else:
+                # ParquetFile, not read_table: read_table goes through
+                # pyarrow.dataset, which imports pandas into the sampler process.
+                tables.append(pq.ParquetFile(f).read())
+        # (cast: also decodes the parts' dictionary columns to plain strings)
         tables = [t if t.schema.equals(schema) else t.cast(schema) for t in tables]
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        # (from_batches, not schema.empty_table(): that imports pandas)
+        table = pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=schema)
         table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
         final = self.path / f"{name}.parquet"
         tmp = self.path / f".{name}.parquet.tmp"
@@ -308,8 +525,6 @@ class RunWriter:
         except BaseException:
             _discard(tmp)  # the parts stay, so the table stays readable
             raise
-        for f in files:
-            f.unlink()
         if parts_dir.exists():
             for leftover in parts_dir.iterdir():
                 leftover.unlink()
