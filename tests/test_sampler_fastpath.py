@@ -241,3 +241,36 @@ time.sleep(5)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_child_that_exits_keeps_its_final_cpu_totals(tmp_path):
+    # The child burns CPU, exits and is left a zombie: the exit itself moves
+    # its schedstat, so the idle shortcut cannot hide the final totals.
+    out = tmp_path / "cpu.txt"
+    from helpers import trace
+
+    status, run = trace(
+        tmp_path,
+        f"""
+import os, time
+pid = os.fork()
+if pid == 0:
+    end = time.process_time() + 0.4
+    while time.process_time() < end:
+        pass
+    with open({str(out)!r}, "w") as f:
+        f.write(repr(time.process_time()))
+    os._exit(0)
+time.sleep(0.8)
+os.waitpid(pid, 0)
+""",
+    )
+    assert status == 0
+    burnt = float(out.read_text())
+    kid = run.procs[~run.procs["root"]]["pid"].iloc[0]
+    last = run.processes[run.processes["pid"] == kid].sort_values("t_ns").iloc[-1]
+    threads = run.threads[run.threads["pid"] == kid].sort_values("t_ns")
+    assert threads["state"].iloc[-1] == "Z"
+    tick = 0.01  # user/system are in clock ticks
+    assert abs((last["user_ns"] + last["system_ns"]) / 1e9 - burnt) <= 3 * tick
+    assert threads["cpu_ns"].iloc[-1] / 1e9 >= burnt - 0.001
