@@ -37,6 +37,10 @@ FD_SCAN_MAX_BACKOFF_NS = 50_000_000
 # table can back off further: what the count misses (a close and an open
 # under one number) is seen at most this late.
 FD_SCAN_MAX_BACKOFF_COUNTED_NS = 250_000_000
+# The look for new children and the fd count check run at most this often
+# (every sample up to ~110 Hz): at 1 kHz, new processes and fds are seen
+# within ~9 ms rather than 1 ms, for ~1% of a core less.
+CHECK_MIN_NS = 9_000_000
 # Numbers are reused at once (Python's imports open and close files all the
 # time), so small tables, the common case, are re-resolved on every scan.
 SMALL_FD_TABLE = 64
@@ -67,6 +71,7 @@ class _Traced:
     backoff_ns: int = 0  # grows while scans find no change
     last_fd_scan: int = 0
     counted: bool = False  # the backend can count this process's fds cheaply
+    next_fd_count: int = 0
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
 
@@ -94,6 +99,7 @@ class Sampler:
         self.seen: set[int] = set()
         self.samples = 0
         self._ran = True  # a traced process ran since the last look for children
+        self._next_child_scan = 0
         self.thread_samples = 0
         self.period_ns = 10_000_000
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
@@ -156,8 +162,9 @@ class Sampler:
     def tick(self, t_ns: int) -> None:
         # Only a process that ran can have forked: the /proc scan for new
         # children is skipped while none of the traced processes ran.
-        if self._ran and self.traced:
+        if self._ran and self.traced and t_ns >= self._next_child_scan:
             self._ran = False
+            self._next_child_scan = t_ns + CHECK_MIN_NS
             for pid, ppid in self.backend.new_children(set(self.traced), self.exclude):
                 self._add(pid, ppid, t_ns)
         for tr in list(self.traced.values()):
@@ -181,8 +188,14 @@ class Sampler:
         # A process none of whose threads ran since the last check cannot
         # have exec'd, opened or closed anything: skip it.
         tr.dirty = tr.dirty or ran
-        if tr.dirty and t_ns < tr.next_fd_scan and t_ns >= tr.last_fd_scan + FD_SCAN_MIN_NS:
-            n = self.backend.fd_count(tr.handle) if tr.counted else None
+        if (
+            tr.dirty
+            and tr.counted
+            and tr.next_fd_count <= t_ns < tr.next_fd_scan
+            and t_ns >= tr.last_fd_scan + FD_SCAN_MIN_NS
+        ):
+            tr.next_fd_count = t_ns + CHECK_MIN_NS
+            n = self.backend.fd_count(tr.handle)
             if n is not None and n != len(tr.fds):
                 tr.next_fd_scan = t_ns  # opened or closed something: now
         if tr.dirty and t_ns >= tr.next_fd_scan:

@@ -36,6 +36,10 @@ from .sampler import LoopStats, Sampler, run_loop
 from .schema import FORMAT_VERSION
 from .writer import RunWriter, prepare_run_dir
 
+# How often the sampling loop also asks waitid() whether the target exited
+# (it normally learns it from SIGCHLD at once).
+EXIT_CHECK_NS = 100_000_000
+
 SIGNALS = {
     signal.SIGINT,
     signal.SIGTERM,
@@ -307,9 +311,20 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         return False
 
     waiter = _SignalWait(on_signal)
+    next_check = 0
 
     def wait(timeout: float) -> bool:
-        return waiter(timeout) or exited()
+        # The target's exit arrives as SIGCHLD (on_signal checks it); the
+        # direct check is a safety net, ten times a second rather than a
+        # system call every sample.
+        nonlocal next_check
+        if waiter(timeout):
+            return True
+        now = time.monotonic_ns()
+        if now < next_check:
+            return False
+        next_check = now + EXIT_CHECK_NS
+        return exited()
 
     stats = LoopStats()
     status: int | None = None
