@@ -274,3 +274,52 @@ os.waitpid(pid, 0)
     tick = 0.01  # user/system are in clock ticks
     assert abs((last["user_ns"] + last["system_ns"]) / 1e9 - burnt) <= 3 * tick
     assert threads["cpu_ns"].iloc[-1] / 1e9 >= burnt - 0.001
+
+
+class _ScriptedFds(ProcBackend):
+    """The real /proc backend on a real process, except for what its fd
+    table and socket table say: scripted, to pin down one scan order."""
+
+    def __init__(self, tables, addresses):
+        super().__init__(taskstats=False)
+        self.tables, self.addresses = tables, addresses
+        self.scan = -1
+
+    def fds(self, handle, known):
+        self.scan += 1
+        return dict(self.tables[self.scan])
+
+    def sockets(self, pid):
+        return dict(self.addresses[self.scan])
+
+
+def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_path):
+    # Three threads create sockets one scan apart, then all block in recv:
+    # the earlier sockets must be resolved at the scans that open the later
+    # ones, since no later scan may come while they are connected.
+    from circuit.tracer.sampler import Sampler
+    from circuit.tracer.writer import RunWriter
+
+    peer = ("tcp", "127.0.0.1:5000", "127.0.0.1:80")
+    backend = _ScriptedFds(
+        tables=[
+            {},
+            {5: "socket:[100]"},
+            {5: "socket:[100]", 6: "socket:[101]"},
+            {5: "socket:[100]", 6: "socket:[101]", 7: "socket:[102]"},
+        ],
+        addresses=[{}, {}, {100: peer}, {100: peer, 101: peer, 102: peer}],
+    )
+    with Target() as t:
+        writer = RunWriter(tmp_path, {"format_version": 1})
+        s = Sampler(backend, writer, t.pid)
+        tr = s.traced[t.pid]
+        for i in range(4):
+            s._scan_fds(tr, (i + 1) * 1_000_000, full=i == 0)
+        s.close()
+    events = [(r[2], r[3], r[8]) for r in writer.buffers["fds"]]
+    assert (5, "open", "") in events  # not connected yet when first seen
+    assert (5, "addr", "127.0.0.1:80") in events
+    assert (6, "addr", "127.0.0.1:80") in events
+    assert (7, "open", "127.0.0.1:80") in events
+    assert not tr.unresolved

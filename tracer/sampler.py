@@ -254,11 +254,18 @@ class Sampler:
                 if not proto:
                     tr.unresolved[fd] = target  # not bound/connected yet: retry later
             add("fds", (t_ns, tr.pid, fd, "open", kind, target, proto, local, remote, tr.first))
-        if tr.unresolved and not opened and (full or tr.retries < SOCKET_RETRIES):
+        just = set(opened)
+        earlier = [fd for fd in tr.unresolved if fd not in just]
+        if earlier and (full or tr.retries < SOCKET_RETRIES):
             tr.retries += 1
-            # Sockets that got an address since they were opened: an "addr" event.
-            socks = self.backend.sockets(tr.pid)
-            for fd, target in list(tr.unresolved.items()):
+            # Sockets that got an address since they were opened: an "addr"
+            # event.  Also when this scan opened others (threads creating
+            # sockets one after the other, then all blocking in recv, leave
+            # no later scan to do it while they are connected).
+            if socks is None:
+                socks = self.backend.sockets(tr.pid)
+            for fd in earlier:
+                target = tr.unresolved[fd]
                 found = socks.get(link_inode(target))
                 if found:
                     del tr.unresolved[fd]
