@@ -223,7 +223,13 @@ def test_cpu_count_wall_times(cpu_runs: dict[str, list[dict[str, Any]]]) -> None
     # this shared VM's run-to-run noise on sub-second runs (±20% seen).
     assert wall["threads"] > 0.75 * wall["sequential"], wall
     assert 0.75 < wall["asyncio"] / wall["sequential"] < 1.33, wall  # the loop counts as written
-    assert wall["sequential"] / wall["processes"] > 1.4, wall  # two cores, two processes
+    # Two cores, two processes: both count at once (CPU seconds per wall
+    # second, measured on the run itself, so a lucky fast sequential run
+    # cannot fail it), and the wall shows it despite the pool's start-up
+    # (~0.1-0.15 s beside ~0.35 s tasks: 1.2x is what is left at worst).
+    par = med(cpu_runs["processes"], "par")
+    assert par > 1.4, (par, wall)
+    assert wall["sequential"] / wall["processes"] > 1.2, wall
 
 
 # ---------------------------------------------------------------- io-http
