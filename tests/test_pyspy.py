@@ -393,3 +393,17 @@ def test_default_interval_is_auto_and_measures_what_dumps_cost(tmp_path: Path) -
     # per dump at a 0.5% budget), never more than once a second.
     assert 1 <= periodic <= 3, info
     assert 0.0005 < info["dump_cpu_s"] / periodic < 0.5, info
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_bad_dump_interval_is_one_line_error(tmp_path: Path, value: str) -> None:
+    cmd = [sys.executable, "-m", "circuit", "run", "-o", str(tmp_path / "r")]
+    p = subprocess.run(
+        [*cmd, "--dump-interval", value, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert "--dump-interval" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything started
