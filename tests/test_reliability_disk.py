@@ -18,6 +18,7 @@ import subprocess
 import time
 
 import pytest
+from helpers import tmpfs
 from rel_helpers import CIRCUIT, PY, code, flushed_batches, kill_quietly, wait_for
 
 import circuit
@@ -27,17 +28,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def small_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(d)], capture_output=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "2M") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 # Waits for the test's go-ahead (a line on stdin), fills the disk, then sleeps.

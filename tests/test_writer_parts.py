@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import tmpfs
 
 import circuit
 from circuit.tracer.parts import part_schema
@@ -292,17 +292,8 @@ def test_disk_full_in_the_first_batch_leaves_no_file(tmp_path, disk):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], capture_output=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_real_disk_full_mid_batch_then_room_again(tiny_disk):
