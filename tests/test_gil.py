@@ -290,7 +290,11 @@ def test_sleeping_threads_do_not_contend(tmp_path: Path) -> None:
     run, _ = _run(tmp_path, "sleep", "4", "2")
     s = run.summary()
     (p,) = s["gil"]["processes"]
-    assert p["contention"] < 0.05, p
+    # ~0.0-0.03 on a quiet machine (two threads now and then wake together);
+    # a loaded one adds a little: a woken thread queued for a CPU while another
+    # holds the GIL counts as waiting (0.053 seen in CI).  Two CPU-bound
+    # threads are at ~0.5: 0.1 still tells them apart by 5x.
+    assert p["contention"] < 0.1, p
     for t in s["threads"]:
         if t["tid"] != t["pid"]:
             assert t["time_by_wait"]["sleep"] > 1.5
