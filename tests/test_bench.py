@@ -194,7 +194,10 @@ def test_tiny_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     thr = res[res["model"] == "threads"].set_index("tasks")
     # one task: nothing to overlap; two tasks of 0.2 s and 0.15 s: ~0.2 s instead of 0.35 s
     assert thr.loc[2, "speedup_median"] > 1.3
-    assert (res["gil_contention"] < 0.05).all()  # sleeping threads do not fight for the GIL
+    # Sleeping threads do not fight for the GIL.  These runs last ~0.2 s (~20
+    # samples at 100 Hz): one interval where both threads woke together weighs
+    # 0.05-0.1 (0.072 seen in CI); CPU-bound threads are at ~0.5.
+    assert (res["gil_contention"] < 0.15).all()
     assert (res["runs_ok"] == 1).all()
 
     info = json.loads((out / "bench.json").read_text())
