@@ -323,3 +323,64 @@ def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_pat
     assert (6, "addr", "127.0.0.1:80") in events
     assert (7, "open", "127.0.0.1:80") in events
     assert not tr.unresolved
+
+
+# One thread spinning; SIGUSR1 makes it start a second, sleeping thread.
+SPINNER = """
+import signal, threading, time
+def more(*_):
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+signal.signal(signal.SIGUSR1, more)
+print("ready", flush=True)
+while True:
+    pass
+"""
+
+
+def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_then(monkeypatch):
+    import os
+    import signal
+
+    from helpers import Spawned
+
+    b = ProcBackend(taskstats=False)
+    reads = []
+    real = b._read_process
+
+    def counting(p, t_ns):
+        reads.append(t_ns)
+        return real(p, t_ns)
+
+    monkeypatch.setattr(b, "_read_process", counting)
+    with Spawned(SPINNER) as t:
+        h = b.open(t.pid)
+        try:
+            samples = []
+            for _ in range(100):
+                samples.append(b.sample(h, {}, time.monotonic_ns()))
+                time.sleep(0.002)
+            os.kill(t.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while (prow := b.sample(h, {}, time.monotonic_ns())[0])[2] < 2:
+                assert time.monotonic() < deadline, "the new thread was never seen"
+                time.sleep(0.002)
+            rows = b.sample(h, {}, time.monotonic_ns())[1]
+        finally:
+            b.close(h)
+    ran = sum(1 for _, _, r in samples if r)
+    assert ran >= 50  # it spins: nearly every sample sees it ran
+    # The thread's stat every time it ran; the process's only with the other
+    # slow counters, at most every SLOW_COUNTER_NS (~every 10th sample here).
+    span_ns = reads[-1] - reads[0] if len(reads) > 1 else 0
+    assert len(reads) <= 2 + span_ns // backends.SLOW_COUNTER_NS + 10 < ran
+    # What the thread's stat told about the process is exact on every sample.
+    for prow1, rows1, _ in samples:
+        assert prow1[:3] == (t.pid, os.getpid(), 1)
+        assert len(rows1) == 1 and rows1[0][1] == t.pid
+    # Its CPU totals are carried at most SLOW_COUNTER_NS (+ clock-tick rounding).
+    prow1, rows1, _ = samples[-1]
+    proc_cpu = prow1[4] + prow1[5]
+    thread_cpu = rows1[0][10]
+    assert thread_cpu - proc_cpu <= backends.SLOW_COUNTER_NS + 30_000_000
+    # A second thread: the full path again, both threads listed.
+    assert prow[2] == 2 and len(rows) == 2

@@ -336,6 +336,16 @@ class ProcBackend(Backend):
                 p.skips += 1
                 return p.prow, p.rows, False
         p.skips = 0
+        if (
+            scheds is not None
+            and t_ns
+            and t_ns - p.slow_ns < SLOW_COUNTER_NS
+            and len(p.order) == 1
+            and p.prow is not None
+        ):
+            res = self._sample_single(p, scheds[0], fd_kinds, t_ns)
+            if res is not None:
+                return res
         st = self._read_process(p, t_ns)
         if idle and st.num_threads == len(p.threads):
             # Now and then the process's own files anyway (see IDLE_REFRESH).
@@ -398,6 +408,47 @@ class ProcBackend(Backend):
             p.sched_fds = [th.sched_fd for th in p.order]
         return prow, rows, ran
 
+    def _sample_single(
+        self, p: _Proc, sched: bytes, fd_kinds: dict[int, str], t_ns: int
+    ) -> tuple[ProcessRow, list[ThreadRow], bool] | None:
+        """A process of one thread, its leader, that ran: one `stat` read, not two.
+
+        The thread's `stat` carries the process's thread count, parent and
+        state (the leader's) too, so the process's own `stat` is read only
+        with its other slow counters (at most every SLOW_COUNTER_NS): only its
+        CPU totals are carried in between.  None: take the full path (a new
+        thread, an exit, a race), which reads everything again.
+        """
+        th = p.order[0]
+        if th.tid != p.pid or sched == th.sched or p.prow is None:
+            return None
+        try:
+            t = procfs.parse_stat(self._tread(p, th, "stat"))
+            if t.num_threads != 1 or t.state in ("Z", "X"):
+                return None  # the full path relists, or reads the final totals
+            row = self._thread_row(p, th, sched, th.row, fd_kinds, t_ns, t)
+        except (OSError, ValueError, IndexError):
+            return None
+        th.sched, th.row = sched, row
+        old = p.prow
+        io = p.io
+        prow = p.prow = (
+            p.pid,
+            t.ppid,
+            1,
+            p.rss,
+            old[4],
+            old[5],
+            io.read_chars,
+            io.write_chars,
+            io.read_bytes,
+            io.write_bytes,
+        )
+        p.rows = [row]
+        p.io_idx = [0] if row[5] in self.classify.fd_io else []
+        p.scheds = [sched]
+        return prow, p.rows, True
+
     def _read_process(self, p: _Proc, t_ns: int) -> procfs.Stat:
         try:
             st = procfs.parse_stat(_pread(p.fd_stat))
@@ -437,9 +488,11 @@ class ProcBackend(Backend):
         row: ThreadRow | None,
         fd_kinds: dict[int, str],
         t_ns: int,
+        t: procfs.Stat | None = None,
     ) -> ThreadRow:
-        """A new row for a thread that ran since its last sample."""
-        t = procfs.parse_stat(self._tread(p, th, "stat"))
+        """A new row for a thread that ran since its last sample (``t``: its stat, if read)."""
+        if t is None:
+            t = procfs.parse_stat(self._tread(p, th, "stat"))
         cpu_ns, delay_ns, pcount = procfs.parse_schedstat(sched)
         nr, arg0, wchan = -1, 0, ""
         state = t.state
