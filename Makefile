@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint format clean browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tracer/_fasttick.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -6,12 +6,13 @@ every side interleaved round by round:
 1. wake-up: a loop that only sleeps, at 100 Hz and 1 kHz, in Python and in C
    (CPU per wake-up from getrusage). No sampler can cost less per tick.
 2. tick: circuit's sampling loop (``Sampler`` + ``run_loop``, as ``circuit
-   run`` drives them, flush included) against a C loop that only makes the
-   same kind of reads, at the same rates: what a sampler written in C could
-   reach, and what Python adds.
+   run`` drives them, flush included), with its C steady-state tick and with
+   the Python one (CIRCUIT_PYTHON_TICK=1), against a C loop that only makes
+   the same kind of reads, at the same rates.
 3. cold vs hot: the same ``Sampler.tick`` back to back, after 1 ms and after
-   10 ms of sleep (CPU time of the tick itself). After a sleep, caches and
-   TLBs hold other work's data (the job's, other tenants' on a shared host).
+   10 ms of sleep (CPU time of the tick itself), both ticks. After a sleep,
+   caches and TLBs hold other work's data (the job's, other tenants' on a
+   shared host).
 4. per-file kernel cost: one ``pread`` of each per-thread /proc file, on
    threads that spin and threads that sleep, back to back and after 10 ms.
 
@@ -157,7 +158,16 @@ def c_loop(exe: str, period_s: float, seconds: float, files: list[str]) -> float
     return float(out.stdout)
 
 
-def circuit_loop(pid: int, rate: int, seconds: float) -> float:
+def _python_tick(on: bool) -> None:
+    """The Sampler made next takes the Python tick (True) or the C one."""
+    if on:
+        os.environ["CIRCUIT_PYTHON_TICK"] = "1"
+    else:
+        os.environ.pop("CIRCUIT_PYTHON_TICK", None)
+
+
+def circuit_loop(pid: int, rate: int, seconds: float, python: bool) -> float:
+    _python_tick(python)
     w = RunWriter(Path(tempfile.mkdtemp()), {"format_version": 1})
     s = Sampler(make_backend("proc"), w, pid)
     end = time.monotonic() + seconds
@@ -167,7 +177,8 @@ def circuit_loop(pid: int, rate: int, seconds: float) -> float:
     return st.cpu_s / st.samples
 
 
-def tick_after(pid: int, gap_s: float, n: int) -> float:
+def tick_after(pid: int, gap_s: float, n: int, python: bool) -> float:
+    _python_tick(python)
     w = RunWriter(Path(tempfile.mkdtemp()), {"format_version": 1})
     s = Sampler(make_backend("proc"), w, pid)
     s.tick(time.monotonic_ns())
@@ -260,14 +271,18 @@ def main() -> None:
                 add(f"sleep|Python|{rate}", py_sleep(1 / rate, args.seconds))
                 if exe:
                     add(f"sleep|C|{rate}", c_loop(exe, 1 / rate, args.seconds, []))
-                add(f"tick|circuit (Python)|{rate}", circuit_loop(job.p.pid, rate, args.seconds))
+                for python in (True, False):
+                    who = "circuit, Python tick" if python else "circuit, C tick"
+                    add(f"tick|{who}|{rate}", circuit_loop(job.p.pid, rate, args.seconds, python))
                 if exe:
                     add(
                         f"tick|C, the same reads ({len(files)} files)|{rate}",
                         c_loop(exe, 1 / rate, args.seconds, files),
                     )
             for gap in (0.0, 0.001, 0.01):
-                add(f"cold|{gap}", tick_after(job.p.pid, gap, 100 if gap >= 0.01 else 300))
+                for python in (True, False):
+                    n = 100 if gap >= 0.01 else 300
+                    add(f"cold|{gap}|{python}", tick_after(job.p.pid, gap, n, python))
         finally:
             job.close()
         log(f"round {i + 1}/{rounds} done")
@@ -296,11 +311,16 @@ def main() -> None:
     )
     cold = []
     for gap in (0.0, 0.001, 0.01):
-        us = [v * 1e6 for v in runs[f"cold|{gap}"]]
-        lo, hi = spread(us)
         label = "back to back" if not gap else f"after {gap * 1e3:g} ms of sleep"
-        cold.append([label, f"{median(us):.1f}", f"{lo:.1f} .. {hi:.1f}"])
-    t2 = md_table(["circuit's Sampler.tick", "µs CPU", "min..max"], cold)
+        row = [label]
+        for python in (True, False):
+            us = [v * 1e6 for v in runs[f"cold|{gap}|{python}"]]
+            lo, hi = spread(us)
+            row += [f"{median(us):.1f}", f"{lo:.1f} .. {hi:.1f}"]
+        cold.append(row)
+    t2 = md_table(
+        ["Sampler.tick", "Python tick µs CPU", "min..max", "C tick µs CPU", "min..max"], cold
+    )
     prow = []
     for mode, by_name in files_cost.items():
         for name, d in by_name.items():

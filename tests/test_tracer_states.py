@@ -7,6 +7,16 @@ from helpers import share, thread_summary, trace
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(autouse=True, params=["c-tick", "python-tick"])
+def tick(request, monkeypatch):
+    """Every figure here holds with the C steady-state tick and without it."""
+    if request.param == "python-tick":
+        monkeypatch.setenv("CIRCUIT_PYTHON_TICK", "1")
+    else:
+        monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+
+
 # Names threads at the OS level (Python 3.11 does not), so tests can find them.
 NAME = """
 import ctypes

@@ -8,13 +8,22 @@ conversion, Parquet) happens at flush time, once a second.
 
 from __future__ import annotations
 
+import os
 import resource
 import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .backends import Backend, ProcessGone
+from .backends import (
+    IDLE_REFRESH,
+    SLOW_COUNTER_NS,
+    TASKSTATS_MIN_THREADS,
+    Backend,
+    ProcBackend,
+    ProcessGone,
+)
 from .procfs import FD_KINDS, fd_kind, link_inode, parse_python_maps
 from .writer import RunWriter
 
@@ -52,6 +61,32 @@ SOCKET_RETRIES = 20
 # mapped libpython yet (the dynamic loader does that a moment later), and a
 # multiprocessing "spawn" child exec's python again without changing its name.
 MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
+# A process the C tick hands back this many samples in a row goes back to
+# the Python path for FAST_RETRY_NS before it is tried again.
+FAST_MAX_BACKS = 3
+FAST_RETRY_NS = 1_000_000_000
+
+
+def _fast_tick(backend: Backend) -> Any:
+    """The C steady-state tick for the /proc backend, or None (no compiler
+    at install, not Linux, or CIRCUIT_PYTHON_TICK=1 to take the Python path)."""
+    if not isinstance(backend, ProcBackend) or os.environ.get("CIRCUIT_PYTHON_TICK"):
+        return None
+    try:
+        from . import _fasttick  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if getattr(_fasttick, "API", 0) != 1:
+        return None  # built from another version of the source
+    return _fasttick.FastTick(
+        backend.tick_ns,
+        backend.page,
+        SLOW_COUNTER_NS,
+        IDLE_REFRESH,
+        CHECK_MIN_NS,
+        FD_SCAN_MIN_NS,
+        backend.classify("R", -1, 0, "", None),
+    )
 
 
 @dataclass
@@ -102,6 +137,15 @@ class Sampler:
         self._next_child_scan = 0
         self.thread_samples = 0
         self.period_ns = 10_000_000
+        # The steady-state tick in C (tracer/_fasttick.c) for the processes
+        # it can take; the others, and any process it hands back for this
+        # tick, take the Python path (_sample), which stays the reference.
+        self._fast = _fast_tick(backend)
+        self._fast_pids: set[int] = set()
+        # pid -> (sample number of its last hand-back, hand-backs in a row);
+        # pid -> when to try the C tick again.
+        self._fast_backs: dict[int, tuple[int, int]] = {}
+        self._fast_retry: dict[int, int] = {}
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
     # -- tree ----------------------------------------------------------------
@@ -150,8 +194,72 @@ class Sampler:
                 self.writer.add("maps", (t_ns, tr.pid, *m))
 
     def _drop(self, tr: _Traced) -> None:
+        if self._fast is not None:
+            self._fast.drop(tr.pid)
+            self._fast_pids.discard(tr.pid)
+            self._fast_backs.pop(tr.pid, None)
+            self._fast_retry.pop(tr.pid, None)
         self.backend.close(tr.handle)
         del self.traced[tr.pid]
+
+    def _fast_load(self, tr: _Traced) -> None:
+        """Hand a process to the C tick after a Python sample, if it can take it."""
+        fast, p, pid = self._fast, tr.handle, tr.pid
+        b = self.backend
+        assert fast is not None and isinstance(b, ProcBackend)
+        if (
+            tr.first
+            or p.zombie
+            or p.relist
+            or p.rows is None
+            or p.prow is None
+            or p.scheds is None
+            or len(p.rows) != len(p.order)
+            or (b._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS)
+        ):
+            fast.drop(pid)  # (taskstats checks a big idle process for less)
+            self._fast_pids.discard(pid)
+            return
+        if p.io_idx:
+            # Waits on read/write are named after the fd's kind, which the
+            # fd scan just done may have learnt: the Python tick would
+            # reclassify them next time, the C tick never does.
+            b._reclassify_rows(p, tr.kinds)
+        threads = [
+            (
+                th.tid,
+                th.sched_fd,
+                th.fds.get("stat", -1),
+                th.fds.get("status", -1),
+                th.sched,
+                th.row,
+                th.pcount,
+                th.status_ns,
+            )
+            for th in p.order
+        ]
+        fast.load(
+            pid,
+            (p.fd_stat, p.fd_statm, p.fd_io, p.fd_dir),
+            threads,
+            p.prow,
+            p.rows,
+            tr.counts,
+            (
+                p.slow_ns,
+                p.rss,
+                p.skips,
+                tr.dirty,
+                tr.counted,
+                len(tr.fds),
+                tr.next_fd_count,
+                tr.next_fd_scan,
+                tr.last_fd_scan,
+                tr.maps_due[0] if tr.maps_due else 0,
+            ),
+            tuple(p.io),
+        )
+        self._fast_pids.add(pid)
 
     @property
     def alive(self) -> bool:
@@ -167,9 +275,41 @@ class Sampler:
             self._next_child_scan = t_ns + CHECK_MIN_NS
             for pid, ppid in self.backend.new_children(set(self.traced), self.exclude):
                 self._add(pid, ppid, t_ns)
-        for tr in list(self.traced.values()):
+        fast = self._fast
+        if fast is None:
+            for tr in list(self.traced.values()):
+                if self._sample(tr, t_ns):
+                    self._ran = True
+            self.samples += 1
+            return
+        w = self.writer
+        ran, back, n = fast.tick(t_ns, w.buffers["processes"], w.thread_batches)
+        self.thread_samples += n
+        if ran:
+            self._ran = True
+            for pid in ran:
+                self.traced[pid].dirty = True
+        loaded = self._fast_pids
+        todo = [*back, *(pid for pid in self.traced if pid not in loaded)]
+        for pid in back:
+            # A process handed back on every sample (threads that sleep
+            # again after running: GIL contention, I/O) would cost a C
+            # attempt and a reload each time: it stays on the Python path
+            # for a while.
+            last, streak = self._fast_backs.get(pid, (-2, 0))
+            streak = streak + 1 if last == self.samples - 1 else 1
+            self._fast_backs[pid] = (self.samples, streak)
+            if streak >= FAST_MAX_BACKS:
+                self._fast_retry[pid] = t_ns + FAST_RETRY_NS
+                fast.drop(pid)
+                loaded.discard(pid)
+        retry = self._fast_retry
+        for pid in todo:
+            tr = self.traced[pid]
             if self._sample(tr, t_ns):
                 self._ran = True
+            if pid in self.traced and t_ns >= retry.get(pid, 0):
+                self._fast_load(tr)
         self.samples += 1
 
     def _sample(self, tr: _Traced, t_ns: int) -> bool:

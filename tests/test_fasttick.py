@@ -1,0 +1,206 @@
+"""The C steady-state tick (tracer/_fasttick.c) against the Python path.
+
+The Python path (``Sampler._sample``) is the reference: the C tick must
+give the same rows, and hand a process back whenever it cannot.  Both run
+side by side here on the same live target, one tick each in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+
+import pytest
+from helpers import Spawned
+
+from circuit.tracer.backends import ProcBackend
+from circuit.tracer.sampler import Sampler
+from circuit.tracer.writer import RunWriter
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(sys.platform != "linux", reason="the /proc path"),
+]
+
+try:
+    from circuit.tracer import _fasttick  # type: ignore[attr-defined]
+except ImportError:
+    _fasttick = None
+
+needs_c = pytest.mark.skipif(_fasttick is None, reason="the C tick is not built here")
+
+# One thread spinning (it runs: state R every sample), four blocked for good.
+TARGET = """
+import threading
+ev = threading.Event()
+for _ in range(4):
+    threading.Thread(target=ev.wait, daemon=True).start()
+print("ready", flush=True)
+while True:
+    pass
+"""
+
+
+def test_the_c_tick_is_built_where_a_compiler_is():
+    # pip builds it at install (setup.py, optional=True); a compile error
+    # would only print a warning there, and circuit would quietly sample in
+    # Python at several times the CPU.
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: circuit samples in Python")
+    assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
+    assert _fasttick.API == 1
+
+
+def _sampler(tmp_path, name: str, pid: int, python: bool, monkeypatch) -> Sampler:
+    if python:
+        monkeypatch.setenv("CIRCUIT_PYTHON_TICK", "1")
+    else:
+        monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+    (tmp_path / name).mkdir()
+    s = Sampler(ProcBackend(taskstats=False), RunWriter(tmp_path / name, {}), pid)
+    assert (s._fast is None) == python
+    return s
+
+
+@needs_c
+def test_c_and_python_ticks_give_the_same_rows(tmp_path, monkeypatch):
+    with Spawned(TARGET) as t:
+        c = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        py = _sampler(tmp_path, "py", t.pid, True, monkeypatch)
+        seq = []  # (which, processes row, thread rows) in the order read
+        try:
+            for _ in range(60):
+                for name, s in (("c", c), ("py", py)):
+                    s.tick(time.monotonic_ns())
+                    prow = s.writer.buffers["processes"][-1]
+                    rows = s.writer.thread_batches[-1][1]
+                    seq.append((name, prow, {r[1]: r for r in rows}))
+                time.sleep(0.003)
+            handled = set(c._fast_pids)
+        finally:
+            c.close()
+            py.close()
+    assert t.pid in handled  # the C tick took the process (and kept it)
+    spinner = None
+    for name, prow, rows in seq:
+        assert len(prow) == len(seq[0][1]) and len(rows) == 5
+        assert prow[1:4] == (t.pid, os.getpid(), 5)
+        for tid, row in rows.items():
+            assert len(row) == 15
+            assert [type(v) for v in row] == [type(v) for v in seq[0][2][tid]], (name, row)
+            if row[3] == "R":
+                spinner = tid
+                assert row[4:8] == ("running", -1, 0, "")
+    assert spinner is not None
+    # The blocked threads never ran: both paths give the very same values.
+    for tid in seq[0][2]:
+        if tid != spinner:
+            assert len({rows[tid] for _, _, rows in seq}) == 1
+    # Each path's own counters never go back...
+    for which in ("c", "py"):
+        mine = [(prow, rows[spinner]) for name, prow, rows in seq if name == which]
+        for col in (8, 9, 10, 11, 12, 13):
+            vals = [row[col] for _, row in mine]
+            assert vals == sorted(vals), (which, col)
+        for col in (5, 6):  # the process's user and system time
+            vals = [prow[col] for prow, _ in mine]
+            assert vals == sorted(vals), (which, col)
+    # ...and the two read the same counters: a few ms apart, the values
+    # differ by what the thread did meanwhile (CPU times move in 10 ms
+    # clock ticks; a path carries the context switches and the process's
+    # totals up to SLOW_COUNTER_NS between reads).
+    for (_, cp, crows), (_, pp, prows) in zip(seq[::2], seq[1::2], strict=True):
+        c_row, p_row = crows[spinner], prows[spinner]
+        assert c_row[2] == p_row[2]  # the name
+        for col in (8, 9, 10, 11):
+            assert abs(c_row[col] - p_row[col]) <= 50_000_000, col
+        for col in (12, 13):
+            assert abs(c_row[col] - p_row[col]) <= 100, col
+        for col in (5, 6):
+            assert abs(cp[col] - pp[col]) <= 50_000_000, col
+    cpu = [rows[spinner][10] for _, _, rows in seq]
+    assert cpu[-1] - cpu[0] > 50_000_000  # it spun all along: > 50 ms in 60 rounds
+
+
+SLEEPER = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+end = time.perf_counter() + 0.05
+while time.perf_counter() < end:
+    pass
+time.sleep(30)
+"""
+
+
+@needs_c
+def test_a_thread_that_ran_and_sleeps_again_is_handed_to_python(tmp_path, monkeypatch):
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        s = _sampler(tmp_path, "c", proc.pid, False, monkeypatch)
+        try:
+            for _ in range(3):
+                s.tick(time.monotonic_ns())
+            assert proc.pid in s._fast_pids
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            time.sleep(0.3)  # it spun 50 ms and went to sleep in nanosleep
+            s.tick(time.monotonic_ns())
+            row = s.writer.thread_batches[-1][1][0]
+        finally:
+            s.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    # A sleeping thread needs its syscall to say why: only Python reads it.
+    assert row[3] == "S" and row[4] == "sleep", row
+    assert row[10] >= 40_000_000
+
+
+def test_circuit_python_tick_turns_the_c_tick_off(tmp_path, monkeypatch):
+    with Spawned(TARGET) as t:
+        s = _sampler(tmp_path, "py", t.pid, True, monkeypatch)
+        s.tick(time.monotonic_ns())
+        s.close()
+    assert s._fast is None
+
+
+# Two threads taking turns on the GIL: after running, one always waits in a futex.
+CONTENDED = """
+import threading
+def spin():
+    while True:
+        pass
+for _ in range(2):
+    threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+@needs_c
+def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, monkeypatch):
+    from circuit.tracer import sampler
+
+    with Spawned(CONTENDED) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        try:
+            for _ in range(12):
+                time.sleep(0.01)
+                s.tick(time.monotonic_ns())
+            retry, loaded, backs = dict(s._fast_retry), set(s._fast_pids), dict(s._fast_backs)
+        finally:
+            s.close()
+    # Set aside for FAST_RETRY_NS after FAST_MAX_BACKS hand-backs in a row.
+    assert t.pid in retry and t.pid not in loaded
+    assert backs[t.pid][1] == sampler.FAST_MAX_BACKS

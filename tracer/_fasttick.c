@@ -1,0 +1,583 @@
+/* The sampler's steady-state tick, in C (optional: circuit runs without it).
+ *
+ * Why: after each sleep between samples, caches and TLBs hold other work's
+ * data, and an interpreter touches much memory per step.  The Python tick
+ * of a 3-process job costs ~5x the same /proc reads made from C at 100 Hz
+ * (docs/performance.md, section 6).  This module does the common tick of a
+ * process, and only that:
+ *
+ *   - no thread ran since the last sample: the previous rows again;
+ *   - the threads that ran are running now (state R), with no new or gone
+ *     thread: their rows from `stat` (+ `status` when its context switches
+ *     are due), the process row from the thread's or the process's `stat`
+ *     (+ `statm`, `io` every SLOW_COUNTER_NS), as ProcBackend.sample does.
+ *
+ * Anything else (a thread asleep after it ran, which needs its syscall and a
+ * classification; a new thread; an exit; an fd scan, count or maps read that
+ * is due; a read error) sends the process back to the Python path for this
+ * tick, which is the reference: tests/test_fasttick.py checks both give the
+ * same rows.  Python reloads the process here after its own sample.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SCHED_MAX 128
+#define READ_MAX 4096
+
+typedef struct {
+    long tid;
+    int sched_fd, stat_fd, status_fd;
+    char sched[SCHED_MAX];
+    Py_ssize_t sched_len;
+    PyObject *row; /* the last row (tuple), owned */
+    long long pcount, status_ns;
+    /* scratch for the tick under way */
+    char nsched[SCHED_MAX];
+    Py_ssize_t nsched_len;
+    PyObject *nrow;
+    long long npcount, nstatus_ns;
+} Thr;
+
+typedef struct {
+    long pid;
+    int fd_stat, fd_statm, fd_io, fd_dir;
+    Py_ssize_t nthr;
+    Thr *thr;
+    PyObject *prow;   /* tuple of 10, owned */
+    PyObject *rows;   /* list, owned */
+    PyObject *counts; /* tuple, owned */
+    long long slow_ns, rss, io[4];
+    long skips;
+    int dirty, counted;
+    long long nfds, next_fd_count, next_fd_scan, last_fd_scan, maps_due;
+} Proc;
+
+typedef struct {
+    PyObject_HEAD
+    Proc *procs;
+    Py_ssize_t nprocs;
+    long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns;
+    PyObject *running, *state_r, *empty;
+} FastTick;
+
+/* ---------------------------------------------------------------- parsing */
+
+typedef struct {
+    char state;
+    long long ppid, utime, stime, num_threads, processor;
+    const char *comm;
+    Py_ssize_t comm_len;
+} Stat;
+
+/* /proc/.../stat: the comm ends at the last ')' (it may contain ") S 1 ("). */
+static int parse_stat(const char *buf, Py_ssize_t n, Stat *st) {
+    const char *lp = memchr(buf, '(', n);
+    const char *rp = NULL;
+    for (const char *q = buf + n - 1; q > buf; q--)
+        if (*q == ')') { rp = q; break; }
+    if (!lp || !rp || rp < lp || rp + 2 >= buf + n) return -1;
+    st->comm = lp + 1;
+    st->comm_len = rp - lp - 1;
+    const char *p = rp + 2, *end = buf + n;
+    /* f[0] state, f[1] ppid, f[11] utime, f[12] stime, f[17] num_threads, f[36] processor */
+    long long vals[37];
+    int field = 0;
+    st->state = *p;
+    st->processor = -1;
+    while (p < end && field < 37) {
+        while (p < end && (*p == ' ' || *p == '\n')) p++;
+        if (p >= end) break;
+        if (field == 0) {
+            vals[0] = 0;
+            while (p < end && *p != ' ' && *p != '\n') p++;
+        } else {
+            int neg = 0;
+            long long v = 0;
+            if (*p == '-') { neg = 1; p++; }
+            while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+            if (p < end && *p != ' ' && *p != '\n') return -1;
+            vals[field] = neg ? -v : v;
+        }
+        field++;
+    }
+    if (field < 18) return -1;
+    st->ppid = vals[1];
+    st->utime = vals[11];
+    st->stime = vals[12];
+    st->num_threads = vals[17];
+    if (field > 36) st->processor = vals[36];
+    return 0;
+}
+
+static int parse_ints(const char *buf, Py_ssize_t n, long long *out, int want) {
+    const char *p = buf, *end = buf + n;
+    int k = 0;
+    while (k < want) {
+        while (p < end && (*p == ' ' || *p == '\n')) p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        long long v = 0;
+        while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+        out[k++] = v;
+    }
+    return 0;
+}
+
+/* The number after "\n<key>" (key includes the ':'), or -1. */
+static long long field_after(const char *buf, Py_ssize_t n, const char *key) {
+    size_t kl = strlen(key);
+    const char *p = buf, *end = buf + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        if (!nl) return -1;
+        if ((size_t)(end - nl - 1) >= kl && memcmp(nl + 1, key, kl) == 0) {
+            const char *q = nl + 1 + kl;
+            while (q < end && (*q == ' ' || *q == '\t')) q++;
+            long long v = 0;
+            while (q < end && *q >= '0' && *q <= '9') v = v * 10 + (*q++ - '0');
+            return v;
+        }
+        p = nl + 1;
+    }
+    return -1;
+}
+
+/* /proc/PID/io has no leading newline before its first key. */
+static long long io_field(const char *buf, Py_ssize_t n, const char *key) {
+    size_t kl = strlen(key);
+    if ((size_t)n > kl && memcmp(buf, key, kl) == 0) {
+        const char *q = buf + kl, *end = buf + n;
+        while (q < end && *q == ' ') q++;
+        long long v = 0;
+        while (q < end && *q >= '0' && *q <= '9') v = v * 10 + (*q++ - '0');
+        return v;
+    }
+    long long v = field_after(buf, n, key);
+    return v < 0 ? 0 : v;
+}
+
+static Py_ssize_t rd(int fd, char *buf, size_t size) {
+    if (fd < 0) return -1;
+    ssize_t n = pread(fd, buf, size, 0);
+    return n <= 0 ? -1 : (Py_ssize_t)n;
+}
+
+/* ----------------------------------------------------------------- object */
+
+static void clear_proc(Proc *p) {
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Py_CLEAR(p->thr[i].row);
+        Py_CLEAR(p->thr[i].nrow);
+    }
+    PyMem_Free(p->thr);
+    p->thr = NULL;
+    p->nthr = 0;
+    Py_CLEAR(p->prow);
+    Py_CLEAR(p->rows);
+    Py_CLEAR(p->counts);
+}
+
+static Proc *find(FastTick *self, long pid) {
+    for (Py_ssize_t i = 0; i < self->nprocs; i++)
+        if (self->procs[i].pid == pid) return &self->procs[i];
+    return NULL;
+}
+
+static void drop_pid(FastTick *self, long pid) {
+    for (Py_ssize_t i = 0; i < self->nprocs; i++) {
+        if (self->procs[i].pid == pid) {
+            clear_proc(&self->procs[i]);
+            self->procs[i] = self->procs[self->nprocs - 1];
+            self->nprocs--;
+            return;
+        }
+    }
+}
+
+static void FastTick_dealloc(FastTick *self) {
+    for (Py_ssize_t i = 0; i < self->nprocs; i++) clear_proc(&self->procs[i]);
+    PyMem_Free(self->procs);
+    Py_XDECREF(self->running);
+    Py_XDECREF(self->state_r);
+    Py_XDECREF(self->empty);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"tick_ns", "page", "slow_ns", "idle_refresh", "check_min_ns",
+                             "fd_scan_min_ns", "running", NULL};
+    PyObject *running;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLU", kwlist, &self->tick_ns, &self->page,
+                                     &self->slow_ns, &self->idle_refresh, &self->check_min_ns,
+                                     &self->fd_scan_min_ns, &running))
+        return -1;
+    Py_XSETREF(self->running, Py_NewRef(running));
+    Py_XSETREF(self->state_r, PyUnicode_InternFromString("R"));
+    Py_XSETREF(self->empty, PyUnicode_InternFromString(""));
+    return self->state_r && self->empty ? 0 : -1;
+}
+
+/* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows, counts,
+ *      (slow_ns, rss, skips, dirty, counted, nfds, next_fd_count, next_fd_scan,
+ *       last_fd_scan, maps_due), (rchar, wchar, read_bytes, write_bytes))
+ * threads: [(tid, sched_fd, stat_fd, status_fd, schedstat bytes, row, pcount, status_ns)],
+ * in the order of ``rows``. */
+static PyObject *FastTick_load(FastTick *self, PyObject *args) {
+    long pid;
+    int fds[4];
+    PyObject *threads, *prow, *rows, *counts;
+    long long v[10], io[4];
+    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLL)(LLLL)", &pid, &fds[0], &fds[1],
+                          &fds[2], &fds[3], &PyList_Type, &threads, &PyTuple_Type, &prow,
+                          &PyList_Type, &rows, &PyTuple_Type, &counts, &v[0], &v[1], &v[2], &v[3],
+                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &io[0], &io[1], &io[2],
+                          &io[3]))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(threads);
+    if (n != PyList_GET_SIZE(rows) || PyTuple_GET_SIZE(prow) != 10) {
+        PyErr_SetString(PyExc_ValueError, "threads and rows do not line up");
+        return NULL;
+    }
+    Thr *thr = PyMem_Calloc(n ? n : 1, sizeof(Thr));
+    if (!thr) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *sched;
+        Py_ssize_t slen;
+        PyObject *row;
+        Thr *t = &thr[i];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(threads, i), "liiiy#O!LL", &t->tid, &t->sched_fd,
+                              &t->stat_fd, &t->status_fd, &sched, &slen, &PyTuple_Type, &row,
+                              &t->pcount, &t->status_ns)) {
+            for (Py_ssize_t j = 0; j < i; j++) Py_CLEAR(thr[j].row);
+            PyMem_Free(thr);
+            return NULL;
+        }
+        if (slen > SCHED_MAX) slen = SCHED_MAX;
+        memcpy(t->sched, sched, slen);
+        t->sched_len = slen;
+        t->row = Py_NewRef(row);
+    }
+    Proc *p = find(self, pid);
+    if (p) {
+        clear_proc(p);
+    } else {
+        Proc *more = PyMem_Realloc(self->procs, (self->nprocs + 1) * sizeof(Proc));
+        if (!more) {
+            for (Py_ssize_t j = 0; j < n; j++) Py_CLEAR(thr[j].row);
+            PyMem_Free(thr);
+            return PyErr_NoMemory();
+        }
+        self->procs = more;
+        p = &self->procs[self->nprocs++];
+    }
+    memset(p, 0, sizeof(Proc));
+    p->pid = pid;
+    p->fd_stat = fds[0];
+    p->fd_statm = fds[1];
+    p->fd_io = fds[2];
+    p->fd_dir = fds[3];
+    p->thr = thr;
+    p->nthr = n;
+    p->prow = Py_NewRef(prow);
+    p->rows = Py_NewRef(rows);
+    p->counts = Py_NewRef(counts);
+    p->slow_ns = v[0];
+    p->rss = v[1];
+    p->skips = (long)v[2];
+    p->dirty = (int)v[3];
+    p->counted = (int)v[4];
+    p->nfds = v[5];
+    p->next_fd_count = v[6];
+    p->next_fd_scan = v[7];
+    p->last_fd_scan = v[8];
+    p->maps_due = v[9];
+    memcpy(p->io, io, sizeof io);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastTick_drop(FastTick *self, PyObject *arg) {
+    long pid = PyLong_AsLong(arg);
+    if (pid == -1 && PyErr_Occurred()) return NULL;
+    drop_pid(self, pid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ll(long long v) { return PyLong_FromLongLong(v); }
+
+/* A thread row, as ProcBackend._thread_row builds it for a running thread. */
+static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, long long cpu_ns,
+                            long long delay_ns, long long vol, long long invol) {
+    PyObject *comm;
+    PyObject *old = PyTuple_GET_ITEM(t->row, 2);
+    /* The name rarely changes: reuse the last string when the bytes match. */
+    PyObject *enc = PyUnicode_AsUTF8String(old);
+    if (enc && PyBytes_GET_SIZE(enc) == st->comm_len &&
+        memcmp(PyBytes_AS_STRING(enc), st->comm, st->comm_len) == 0) {
+        comm = Py_NewRef(old);
+    } else {
+        PyErr_Clear();
+        comm = PyUnicode_DecodeUTF8(st->comm, st->comm_len, "backslashreplace");
+    }
+    Py_XDECREF(enc);
+    if (!comm) return NULL;
+    return Py_BuildValue("(llNOOiiONNNNNNN)", p->pid, t->tid, comm, self->state_r, self->running,
+                         -1, 0, self->empty, ll(st->utime * self->tick_ns),
+                         ll(st->stime * self->tick_ns), ll(cpu_ns), ll(delay_ns), ll(vol),
+                         ll(invol), ll(st->processor));
+}
+
+static void discard(Proc *p) {
+    for (Py_ssize_t i = 0; i < p->nthr; i++) Py_CLEAR(p->thr[i].nrow);
+}
+
+enum { DONE_IDLE = 0, DONE_RAN = 1, FALLBACK = 2, ERROR = 3 };
+
+static int sample_proc(FastTick *self, Proc *p, long long now) {
+    char buf[READ_MAX];
+    if (p->maps_due && now >= p->maps_due) return FALLBACK;
+    int ran = 0;
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Thr *t = &p->thr[i];
+        Py_ssize_t n = rd(t->sched_fd, t->nsched, SCHED_MAX);
+        if (n < 0) return FALLBACK;
+        t->nsched_len = n;
+        if (n != t->sched_len || memcmp(t->nsched, t->sched, n) != 0) ran = 1;
+    }
+    if (ran) p->dirty = 1;
+    if (p->dirty) {
+        /* Sampler._sample: an fd scan that is due, or an fd count that moved. */
+        if (now >= p->next_fd_scan) return FALLBACK;
+        if (p->counted && p->next_fd_count <= now &&
+            now >= p->last_fd_scan + self->fd_scan_min_ns) {
+            p->next_fd_count = now + self->check_min_ns;
+            struct stat sb;
+            if (p->fd_dir >= 0 && fstat(p->fd_dir, &sb) == 0 && sb.st_size &&
+                sb.st_size != p->nfds)
+                return FALLBACK;
+        }
+    }
+    if (!ran) {
+        if (p->skips >= self->idle_refresh) return FALLBACK; /* the process files, now and then */
+        p->skips++;
+        return DONE_IDLE;
+    }
+    int slow_due = now - p->slow_ns >= self->slow_ns;
+    int single = p->nthr == 1 && p->thr[0].tid == p->pid;
+    Stat st, lead = {0};
+    int have_lead = 0;
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Thr *t = &p->thr[i];
+        if (t->nsched_len == t->sched_len && memcmp(t->nsched, t->sched, t->sched_len) == 0)
+            continue;
+        Py_ssize_t n = rd(t->stat_fd, buf, READ_MAX);
+        if (n < 0 || parse_stat(buf, n, &st) < 0 || st.state != 'R' ||
+            st.num_threads != p->nthr) {
+            discard(p);
+            return FALLBACK; /* asleep (needs its syscall), a new thread, exiting, gone */
+        }
+        long long sched[3];
+        if (parse_ints(t->nsched, t->nsched_len, sched, 3) < 0) {
+            discard(p);
+            return FALLBACK;
+        }
+        long long vol = PyLong_AsLongLong(PyTuple_GET_ITEM(t->row, 12));
+        long long invol = PyLong_AsLongLong(PyTuple_GET_ITEM(t->row, 13));
+        t->npcount = t->pcount;
+        t->nstatus_ns = t->status_ns;
+        if (!(sched[2] == t->pcount || now - t->status_ns < self->slow_ns)) {
+            /* ProcBackend._thread_row: the context switches, at most every SLOW_COUNTER_NS */
+            char sbuf[READ_MAX]; /* not buf: st.comm points into it */
+            Py_ssize_t sn = rd(t->status_fd, sbuf, READ_MAX);
+            long long a = sn < 0 ? -1 : field_after(sbuf, sn, "voluntary_ctxt_switches:");
+            long long b = sn < 0 ? -1 : field_after(sbuf, sn, "nonvoluntary_ctxt_switches:");
+            if (a < 0 || b < 0) {
+                discard(p);
+                return FALLBACK;
+            }
+            vol = a;
+            invol = b;
+            t->npcount = sched[2];
+            t->nstatus_ns = now;
+        }
+        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol);
+        if (!t->nrow) {
+            discard(p);
+            return ERROR;
+        }
+        if (t->tid == p->pid) {
+            lead = st; /* (its comm points into buf: not used after this loop) */
+            have_lead = 1;
+        }
+    }
+    /* The process row (ProcBackend._sample_single / _read_process). */
+    long long ppid, nthreads, utime_ns, stime_ns;
+    if (single && !slow_due && have_lead) {
+        ppid = lead.ppid;
+        nthreads = 1;
+        utime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(p->prow, 4));
+        stime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(p->prow, 5));
+    } else {
+        Py_ssize_t n = rd(p->fd_stat, buf, READ_MAX);
+        if (n < 0 || parse_stat(buf, n, &st) < 0 || st.state == 'Z' || st.state == 'X' ||
+            st.num_threads != p->nthr) {
+            discard(p);
+            return FALLBACK;
+        }
+        ppid = st.ppid;
+        nthreads = st.num_threads;
+        utime_ns = st.utime * self->tick_ns;
+        stime_ns = st.stime * self->tick_ns;
+        if (slow_due) {
+            long long statm[2];
+            n = rd(p->fd_statm, buf, READ_MAX);
+            if (n < 0 || parse_ints(buf, n, statm, 2) < 0) {
+                discard(p);
+                return FALLBACK;
+            }
+            p->rss = statm[1] * self->page;
+            n = rd(p->fd_io, buf, READ_MAX);
+            if (n > 0) {
+                p->io[0] = io_field(buf, n, "rchar:");
+                p->io[1] = io_field(buf, n, "wchar:");
+                p->io[2] = io_field(buf, n, "read_bytes:");
+                p->io[3] = io_field(buf, n, "write_bytes:");
+            }
+            p->slow_ns = now;
+        }
+    }
+    PyObject *prow = Py_BuildValue("(llLLLLLLLL)", p->pid, (long)ppid, nthreads, p->rss, utime_ns,
+                                   stime_ns, p->io[0], p->io[1], p->io[2], p->io[3]);
+    PyObject *rows = PyList_New(p->nthr);
+    if (!prow || !rows) {
+        Py_XDECREF(prow);
+        Py_XDECREF(rows);
+        discard(p);
+        return ERROR;
+    }
+    /* Commit. */
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Thr *t = &p->thr[i];
+        if (t->nrow) {
+            Py_SETREF(t->row, t->nrow);
+            t->nrow = NULL;
+            memcpy(t->sched, t->nsched, t->nsched_len);
+            t->sched_len = t->nsched_len;
+            t->pcount = t->npcount;
+            t->status_ns = t->nstatus_ns;
+        }
+        PyList_SET_ITEM(rows, i, Py_NewRef(t->row));
+    }
+    Py_SETREF(p->prow, prow);
+    Py_SETREF(p->rows, rows);
+    p->skips = 0;
+    return DONE_RAN;
+}
+
+/* tick(t_ns, processes_buffer, thread_batches) -> (ran pids, pids for the Python path, rows)
+ * Appends (t_ns, *prow, *counts) and (t_ns, rows) as Sampler._sample does. */
+static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
+    long long now;
+    PyObject *pbuf, *tbuf;
+    if (!PyArg_ParseTuple(args, "LO!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
+        return NULL;
+    PyObject *ran = PyList_New(0), *back = PyList_New(0);
+    PyObject *t = PyLong_FromLongLong(now);
+    Py_ssize_t nrows = 0;
+    if (!ran || !back || !t) goto fail;
+    for (Py_ssize_t k = 0; k < self->nprocs; k++) {
+        Proc *p = &self->procs[k];
+        int r = sample_proc(self, p, now);
+        if (r == ERROR) goto fail;
+        if (r == FALLBACK) {
+            PyObject *pid = PyLong_FromLong(p->pid);
+            if (!pid || PyList_Append(back, pid) < 0) {
+                Py_XDECREF(pid);
+                goto fail;
+            }
+            Py_DECREF(pid);
+            continue;
+        }
+        Py_ssize_t nc = PyTuple_GET_SIZE(p->counts);
+        PyObject *row = PyTuple_New(11 + nc);
+        if (!row) goto fail;
+        PyTuple_SET_ITEM(row, 0, Py_NewRef(t));
+        for (int i = 0; i < 10; i++)
+            PyTuple_SET_ITEM(row, 1 + i, Py_NewRef(PyTuple_GET_ITEM(p->prow, i)));
+        for (Py_ssize_t i = 0; i < nc; i++)
+            PyTuple_SET_ITEM(row, 11 + i, Py_NewRef(PyTuple_GET_ITEM(p->counts, i)));
+        int bad = PyList_Append(pbuf, row);
+        Py_DECREF(row);
+        if (bad) goto fail;
+        if (p->nthr) {
+            PyObject *batch = PyTuple_Pack(2, t, p->rows);
+            if (!batch) goto fail;
+            bad = PyList_Append(tbuf, batch);
+            Py_DECREF(batch);
+            if (bad) goto fail;
+            nrows += p->nthr;
+        }
+        if (r == DONE_RAN) {
+            PyObject *pid = PyLong_FromLong(p->pid);
+            if (!pid || PyList_Append(ran, pid) < 0) {
+                Py_XDECREF(pid);
+                goto fail;
+            }
+            Py_DECREF(pid);
+        }
+    }
+    Py_DECREF(t);
+    return Py_BuildValue("(NNn)", ran, back, nrows);
+fail:
+    Py_XDECREF(ran);
+    Py_XDECREF(back);
+    Py_XDECREF(t);
+    return NULL;
+}
+
+static PyObject *FastTick_pids(FastTick *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PySet_New(NULL);
+    for (Py_ssize_t i = 0; out && i < self->nprocs; i++) {
+        PyObject *pid = PyLong_FromLong(self->procs[i].pid);
+        if (!pid || PySet_Add(out, pid) < 0) Py_CLEAR(out);
+        Py_XDECREF(pid);
+    }
+    return out;
+}
+
+static PyMethodDef FastTick_methods[] = {
+    {"load", (PyCFunction)FastTick_load, METH_VARARGS, "Take over a process's state from Python."},
+    {"drop", (PyCFunction)FastTick_drop, METH_O, "Forget a process."},
+    {"tick", (PyCFunction)FastTick_tick, METH_VARARGS, "Sample the loaded processes."},
+    {"pids", (PyCFunction)FastTick_pids, METH_NOARGS, "The loaded pids."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastTickType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer._fasttick.FastTick",
+    .tp_basicsize = sizeof(FastTick),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastTick_init,
+    .tp_dealloc = (destructor)FastTick_dealloc,
+    .tp_methods = FastTick_methods,
+    .tp_doc = "The sampler's steady-state tick (see the module's source).",
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fasttick", "The sampler's steady-state tick in C.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fasttick(void) {
+    if (PyType_Ready(&FastTickType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
+        PyModule_AddIntConstant(m, "API", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
