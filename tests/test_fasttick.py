@@ -204,3 +204,17 @@ def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, m
     # Set aside for FAST_RETRY_NS after FAST_MAX_BACKS hand-backs in a row.
     assert t.pid in retry and t.pid not in loaded
     assert backs[t.pid][1] == sampler.FAST_MAX_BACKS
+
+
+@needs_c
+@pytest.mark.parametrize("python", [False, True])
+def test_the_run_says_which_tick_sampled_it(tmp_path, monkeypatch, python):
+    from helpers import trace
+
+    if python:
+        monkeypatch.setenv("CIRCUIT_PYTHON_TICK", "1")
+    else:
+        monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+    status, run = trace(tmp_path, "import time; time.sleep(0.2)")
+    assert status == 0
+    assert run.meta["tick"] == ("python" if python else "c")
