@@ -54,6 +54,59 @@ def test_parse_python_maps_keeps_the_image_and_its_bss_only() -> None:
     assert rows[1][3] == "rw-p"
 
 
+def _maps_by_the_definition(data: bytes) -> list[tuple[int, int, str, str]]:
+    """parse_python_maps as its docstring says it, line by line (it skips
+    ahead to candidate lines instead: it is read while the target runs)."""
+    out: list[tuple[int, int, str, str]] = []
+    last_image, last_end = "", -1
+    for line in data.decode("utf-8", "backslashreplace").split("\n"):
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, _, hi = parts[0].partition("-")
+        try:
+            start, end = int(lo, 16), int(hi, 16)
+        except ValueError:
+            continue
+        path = parts[5].strip() if len(parts) == 6 else ""
+        if path and is_python_image(path):
+            out.append((start, end, path, parts[1]))
+            last_image, last_end = path, end
+            continue
+        if not path and last_image and start == last_end and parts[1].startswith("rw"):
+            out.append((start, end, f"{last_image} [bss]", parts[1]))
+        last_image, last_end = "", -1
+    return out
+
+
+MAPS_LINES = [
+    *MAPS.splitlines(),
+    b"7f0-7f1 r--p 0 fe:00 1 /usr/lib/python3.11/site-packages/x.cpython-311-x86_64-linux-gnu.so",
+    b"7f1-7f2 r--p 0 fe:00 1 /usr/bin/python3.11 (deleted)",
+    b"7f2-7f3 r--p 0 fe:00 1 /opt/mypython/lib.so",
+    b"7f3-7f4 r--p 0 fe:00 1 /a/python3 x/y",
+    b"7f4-7f5 r--p 0 fe:00 1 /a/b/python3.13t  ",
+    b"7f5-7f6 rw-p 0 00:00 0 ",
+    b"not a mapping",
+    b"zz-yy rw-p 0 0 0",
+    b"",
+]
+
+
+def test_parse_python_maps_matches_its_definition_on_any_mix_of_lines() -> None:
+    import os
+    import random
+
+    rnd = random.Random(7)
+    for _ in range(20_000):
+        lines = [rnd.choice(MAPS_LINES) for _ in range(rnd.randint(0, 10))]
+        data = b"\n".join(lines) + rnd.choice([b"", b"\n"])
+        assert parse_python_maps(data) == _maps_by_the_definition(data), data
+    with open(f"/proc/{os.getpid()}/maps", "rb") as f:  # and a real one
+        data = f.read()
+    assert parse_python_maps(data) == _maps_by_the_definition(data) != []
+
+
 @pytest.mark.parametrize(
     ("path", "yes"),
     [

@@ -240,6 +240,14 @@ def parse_net_unix(data: bytes) -> dict[int, tuple[str, str, str]]:
 _PY_IMAGE = re.compile(r"(?:^|/)(?:lib)?python[0-9.]*[a-z]?(?:\.so[0-9.]*)?(?:\s|$)")
 
 
+# Lines that may name a python image: "python", a version, maybe ".so...",
+# then the end of the line or a space and no more "/".  Every image line is
+# one (the exact test, is_python_image, runs on these only); extension
+# modules (".cpython-311-...so") and site-packages paths are not.  It starts
+# with a literal, so the regex engine skips ahead to each "python".
+_PY_BASENAME = re.compile(rb"python[0-9.]*[a-z]?(?:\.so[0-9.]*)?(?:[ \t\r\f\v][^/\n]*)?$", re.M)
+
+
 def is_python_image(path: str) -> bool:
     """``/usr/bin/python3.11``, ``.../libpython3.11.so.1.0``, ``python3.13t``: True."""
     return bool(_PY_IMAGE.search(path.rsplit("/", 1)[-1] + " "))
@@ -251,26 +259,47 @@ def parse_python_maps(data: bytes) -> list[tuple[int, int, str, str]]:
     Returns (start, end, path, perms) rows.  The anonymous read-write mapping
     that directly follows an image's last mapping is its .bss (static builds
     keep ``_PyRuntime`` there); it is returned with the path ``<image> [bss]``.
+    Only the lines whose file name holds "python", and the line after each,
+    are decoded: a big application maps hundreds of files, and this is read
+    while it runs.
     """
     out: list[tuple[int, int, str, str]] = []
     last_image = ""
     last_end = -1
-    for line in data.decode("utf-8", NAME_ERRORS).splitlines():
-        parts = line.split(None, 5)
+    prev_end = -2  # where the last line looked at ended
+    n = len(data)
+    candidates = _PY_BASENAME.finditer(data)
+    cand = next(candidates, None)
+    while True:
+        if last_image:
+            start = prev_end + 1  # the line right after an image line: its .bss?
+            if start >= n:
+                break
+        else:
+            while cand is not None and cand.start() <= prev_end:
+                cand = next(candidates, None)
+            if cand is None:
+                break
+            start = data.rfind(b"\n", 0, cand.start()) + 1
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = n
+        prev_end = end
+        parts = data[start:end].decode("utf-8", NAME_ERRORS).split(None, 5)
         if len(parts) < 5:
-            continue
+            continue  # (not a mapping: the chain goes on)
         lo, _, hi = parts[0].partition("-")
         try:
-            start, end = int(lo, 16), int(hi, 16)
+            first, last = int(lo, 16), int(hi, 16)
         except ValueError:
             continue
         perms = parts[1]
         path = parts[5].strip() if len(parts) == 6 else ""
         if path and is_python_image(path):
-            out.append((start, end, path, perms))
-            last_image, last_end = path, end
+            out.append((first, last, path, perms))
+            last_image, last_end = path, last
             continue
-        if not path and last_image and start == last_end and perms.startswith("rw"):
-            out.append((start, end, f"{last_image} [bss]", perms))
+        if not path and last_image and first == last_end and perms.startswith("rw"):
+            out.append((first, last, f"{last_image} [bss]", perms))
         last_image, last_end = "", -1
     return out
