@@ -65,12 +65,16 @@ def new_sampler(backend_name: str, pid: int, tmp: str, tag: str) -> Sampler:
     d = Path(tmp) / tag
     d.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(d, {"format_version": 1})
-    if backend_name == "proc-nots":
-        # The /proc path as a user without CAP_NET_ADMIN gets it: no taskstats.
-        backend = ProcBackend(taskstats=False)
-    else:
-        backend = make_backend(backend_name)
-    return Sampler(backend, writer, pid, exclude={os.getpid()})
+    # "-py": the Python tick instead of the C one (tracer/_fasttick.c).
+    name, python_tick = backend_name.removesuffix("-py"), backend_name.endswith("-py")
+    # proc-nots: the /proc path as a user without CAP_NET_ADMIN gets it, no taskstats.
+    backend = ProcBackend(taskstats=False) if name == "proc-nots" else make_backend(name)
+    if python_tick:
+        os.environ["CIRCUIT_PYTHON_TICK"] = "1"
+    try:
+        return Sampler(backend, writer, pid, exclude={os.getpid()})
+    finally:
+        os.environ.pop("CIRCUIT_PYTHON_TICK", None)
 
 
 def cost_once(
@@ -82,7 +86,7 @@ def cost_once(
         s.tick(time.monotonic_ns())
         time.sleep(spacing)
     s.writer.flush()
-    budget_ts = 4_000 if backend_name == "psutil" else 20_000
+    budget_ts = 4_000 if backend_name.startswith("psutil") else 20_000
     ticks = max(10, min(200, budget_ts // max(nthreads, 1)))
     th0 = s.thread_samples
     cpu = 0.0
@@ -143,10 +147,11 @@ def main() -> None:
     ap.add_argument(
         "--backends",
         nargs="+",
-        default=["proc", "proc-nots", "psutil"],
-        help="proc: /proc with taskstats when root; proc-nots: /proc without taskstats",
+        default=["proc", "proc-nots", "proc-nots-py", "psutil"],
+        help="proc: /proc with taskstats when root; proc-nots: /proc without taskstats; "
+        "NAME-py: the same with the Python tick (no C tick)",
     )
-    ap.add_argument("--rate-backends", nargs="+", default=["proc", "proc-nots"])
+    ap.add_argument("--rate-backends", nargs="+", default=["proc", "proc-nots", "proc-nots-py"])
     ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0])
     ap.add_argument("--rate-seconds", type=float, default=3.0)
     ap.add_argument("--cost-rate", type=float, default=100.0, help="tick spacing of the cost runs")
@@ -282,7 +287,8 @@ def main() -> None:
         f"spaced as at {a.cost_rate:g} Hz; N target threads + the main thread)\n\n" + t1 + "\n\n"
         "Backends: *proc* is the /proc path as `circuit run` uses it (as root: idle "
         "processes of 8+ threads checked with one taskstats request); *proc-nots* the same "
-        "without taskstats (any user: a batched schedstat read per thread).\n\n"
+        "without taskstats (any user: a batched schedstat read per thread); *-py*: the same "
+        "with the Python tick instead of the C one.\n\n"
         f"**Achieved rate and CPU share** (run_loop for {a.rate_seconds:g} s, "
         f"median of {max(1, a.pairs // 2)} runs)\n\n" + t2
     )
