@@ -312,16 +312,16 @@ static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, lon
                             long long delay_ns, long long vol, long long invol) {
     PyObject *comm;
     PyObject *old = PyTuple_GET_ITEM(t->row, 2);
-    /* The name rarely changes: reuse the last string when the bytes match. */
-    PyObject *enc = PyUnicode_AsUTF8String(old);
-    if (enc && PyBytes_GET_SIZE(enc) == st->comm_len &&
-        memcmp(PyBytes_AS_STRING(enc), st->comm, st->comm_len) == 0) {
+    /* The name rarely changes: reuse the last string when the bytes match
+     * (its UTF-8 form is cached in the str after the first time). */
+    Py_ssize_t ulen = -1;
+    const char *u = PyUnicode_Check(old) ? PyUnicode_AsUTF8AndSize(old, &ulen) : NULL;
+    if (u && ulen == st->comm_len && memcmp(u, st->comm, ulen) == 0) {
         comm = Py_NewRef(old);
     } else {
         PyErr_Clear();
         comm = PyUnicode_DecodeUTF8(st->comm, st->comm_len, "backslashreplace");
     }
-    Py_XDECREF(enc);
     if (!comm) return NULL;
     return Py_BuildValue("(llNOOiiONNNNNNN)", p->pid, t->tid, comm, self->state_r, self->running,
                          -1, 0, self->empty, ll(st->utime * self->tick_ns),
