@@ -123,9 +123,9 @@ def test_the_thread_that_ran_is_seen_and_only_it(taskstats):
     assert changed == {woken, main}
 
 
-def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
-    b = ProcBackend(taskstats=False)
-    reads = []
+def _counting_process_reads(b: ProcBackend, monkeypatch) -> list[int]:
+    """The times the process's own files were read (ProcBackend._read_process)."""
+    reads: list[int] = []
     real = b._read_process
 
     def counting(p, t_ns):
@@ -133,6 +133,12 @@ def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
         return real(p, t_ns)
 
     monkeypatch.setattr(b, "_read_process", counting)
+    return reads
+
+
+def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
+    b = ProcBackend(taskstats=False)
+    reads = _counting_process_reads(b, monkeypatch)
     with Target() as t:
         h = b.open(t.pid)
         try:
@@ -344,14 +350,7 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
     from helpers import Spawned
 
     b = ProcBackend(taskstats=False)
-    reads = []
-    real = b._read_process
-
-    def counting(p, t_ns):
-        reads.append(t_ns)
-        return real(p, t_ns)
-
-    monkeypatch.setattr(b, "_read_process", counting)
+    reads = _counting_process_reads(b, monkeypatch)
     with Spawned(SPINNER) as t:
         h = b.open(t.pid)
         try:

@@ -476,6 +476,13 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     return DONE_RAN;
 }
 
+static int append_pid(PyObject *list, long pid) {
+    PyObject *o = PyLong_FromLong(pid);
+    int r = o ? PyList_Append(list, o) : -1;
+    Py_XDECREF(o);
+    return r;
+}
+
 /* tick(t_ns, processes_buffer, thread_batches) -> (ran pids, pids for the Python path, rows)
  * Appends (t_ns, *prow, *counts) and (t_ns, rows) as Sampler._sample does. */
 static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
@@ -492,12 +499,7 @@ static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
         int r = sample_proc(self, p, now);
         if (r == ERROR) goto fail;
         if (r == FALLBACK) {
-            PyObject *pid = PyLong_FromLong(p->pid);
-            if (!pid || PyList_Append(back, pid) < 0) {
-                Py_XDECREF(pid);
-                goto fail;
-            }
-            Py_DECREF(pid);
+            if (append_pid(back, p->pid) < 0) goto fail;
             continue;
         }
         Py_ssize_t nc = PyTuple_GET_SIZE(p->counts);
@@ -519,14 +521,7 @@ static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
             if (bad) goto fail;
             nrows += p->nthr;
         }
-        if (r == DONE_RAN) {
-            PyObject *pid = PyLong_FromLong(p->pid);
-            if (!pid || PyList_Append(ran, pid) < 0) {
-                Py_XDECREF(pid);
-                goto fail;
-            }
-            Py_DECREF(pid);
-        }
+        if (r == DONE_RAN && append_pid(ran, p->pid) < 0) goto fail;
     }
     Py_DECREF(t);
     return Py_BuildValue("(NNn)", ran, back, nrows);
@@ -567,7 +562,10 @@ static PyTypeObject FastTickType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fasttick", "The sampler's steady-state tick in C.", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fasttick",
+    .m_doc = "The sampler's steady-state tick in C.",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__fasttick(void) {
