@@ -218,3 +218,44 @@ def test_the_run_says_which_tick_sampled_it(tmp_path, monkeypatch, python):
     status, run = trace(tmp_path, "import time; time.sleep(0.2)")
     assert status == 0
     assert run.meta["tick"] == ("python" if python else "c")
+
+
+# Runs, then sleeps, then runs: samples land on either, so the C tick and the
+# Python path take turns on the same process.  Each carries some counters
+# between reads (context switches, I/O, CPU totals): the data must still
+# never step back where one takes over from the other.
+TURNS = """
+import os, threading, time
+def work(path):
+    with open(path, "wb") as f:
+        end = time.monotonic() + 1.2
+        while time.monotonic() < end:
+            t = time.perf_counter() + 0.003
+            while time.perf_counter() < t:
+                pass
+            f.write(b"x" * 4096)
+            f.flush()
+            time.sleep(0.002)
+ts = [threading.Thread(target=work, args=(os.devnull,)) for _ in range(2)]
+[t.start() for t in ts]
+work(os.devnull)
+[t.join() for t in ts]
+"""
+
+
+@needs_c
+def test_cumulative_counters_never_step_back_when_the_ticks_take_turns(tmp_path, monkeypatch):
+    from helpers import trace
+
+    monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+    status, run = trace(tmp_path, TURNS, rate=500)
+    assert status == 0 and run.meta["tick"] == "c"
+    th = run.threads.sort_values(["pid", "tid", "t_ns"])
+    for col in ("user_ns", "system_ns", "cpu_ns", "run_delay_ns", "ctx_vol", "ctx_invol"):
+        steps = th.groupby(["pid", "tid"])[col].diff().dropna()
+        assert (steps >= 0).all(), (col, steps[steps < 0].head())
+    pr = run.processes.sort_values(["pid", "t_ns"])
+    for col in ("user_ns", "system_ns", "read_chars", "write_chars"):
+        steps = pr.groupby("pid")[col].diff().dropna()
+        assert (steps >= 0).all(), (col, steps[steps < 0].head())
+    assert pr["write_chars"].max() > 100 * 4096  # it did write

@@ -383,3 +383,48 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
     assert thread_cpu - proc_cpu <= backends.SLOW_COUNTER_NS + 30_000_000
     # A second thread: the full path again, both threads listed.
     assert prow[2] == 2 and len(rows) == 2
+
+
+def _state(pid: int) -> str:
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_an_exited_process_reports_its_final_io_totals_however_recent_the_last_read(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "w.bin"
+    src = (
+        "import os, sys\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        f"fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT)\n"
+        "os.write(fd, b'x' * 3_000_000)\n"
+        "os._exit(0)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", src], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    b = ProcBackend(taskstats=False)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        h = b.open(proc.pid)
+        t0 = time.monotonic_ns()
+        b.sample(h, {}, t0)  # the slow counters (RSS, I/O) are read now...
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        # ...and, 1 ms later by the sampler's clock, not due again: the exit
+        # makes them due anyway.
+        prow, _, _ = b.sample(h, {}, t0 + 1_000_000)
+        b.close(h)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert h.zombie
+    assert prow[7] >= 3_000_000  # write_chars

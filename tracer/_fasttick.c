@@ -532,6 +532,29 @@ fail:
     return NULL;
 }
 
+/* state(pid) -> (prow, rows, (slow_ns, rss, skips, next_fd_count), io, threads) or None
+ * threads: [(schedstat bytes, pcount, status_ns)] in the order of rows: what the
+ * Python path takes over when a process is handed back (Sampler._fast_sync). */
+static PyObject *FastTick_state(FastTick *self, PyObject *arg) {
+    long pid = PyLong_AsLong(arg);
+    if (pid == -1 && PyErr_Occurred()) return NULL;
+    Proc *p = find(self, pid);
+    if (!p) Py_RETURN_NONE;
+    PyObject *threads = PyList_New(p->nthr);
+    if (!threads) return NULL;
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Thr *t = &p->thr[i];
+        PyObject *item = Py_BuildValue("(y#LL)", t->sched, t->sched_len, t->pcount, t->status_ns);
+        if (!item) {
+            Py_DECREF(threads);
+            return NULL;
+        }
+        PyList_SET_ITEM(threads, i, item);
+    }
+    return Py_BuildValue("(OO(LLlL)(LLLL)N)", p->prow, p->rows, p->slow_ns, p->rss, p->skips,
+                         p->next_fd_count, p->io[0], p->io[1], p->io[2], p->io[3], threads);
+}
+
 static PyObject *FastTick_pids(FastTick *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PySet_New(NULL);
     for (Py_ssize_t i = 0; out && i < self->nprocs; i++) {
@@ -547,6 +570,7 @@ static PyMethodDef FastTick_methods[] = {
     {"drop", (PyCFunction)FastTick_drop, METH_O, "Forget a process."},
     {"tick", (PyCFunction)FastTick_tick, METH_VARARGS, "Sample the loaded processes."},
     {"pids", (PyCFunction)FastTick_pids, METH_NOARGS, "The loaded pids."},
+    {"state", (PyCFunction)FastTick_state, METH_O, "What the C tick last emitted for a pid."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -452,14 +452,18 @@ class ProcBackend(Backend):
     def _read_process(self, p: _Proc, t_ns: int) -> procfs.Stat:
         try:
             st = procfs.parse_stat(_pread(p.fd_stat))
-            if t_ns - p.slow_ns >= SLOW_COUNTER_NS or not t_ns:
+            due = t_ns - p.slow_ns >= SLOW_COUNTER_NS or not t_ns
+            if due:
                 p.slow_ns = t_ns
                 p.rss = procfs.parse_statm_rss(_pread(p.fd_statm), self.page)
-                if p.fd_io >= 0:
-                    try:
-                        p.io = procfs.parse_io(_pread(p.fd_io))
-                    except OSError:
-                        pass
+            # An exited process's last sample holds its final I/O totals,
+            # however recently they were read (a zombie keeps them; its RSS
+            # is gone, and the last one read is kept).
+            if (due or st.state in ("Z", "X")) and p.fd_io >= 0:
+                try:
+                    p.io = procfs.parse_io(_pread(p.fd_io))
+                except OSError:
+                    pass
         except (OSError, ValueError, IndexError) as e:
             raise ProcessGone(p.pid) from e
         p.zombie = st.state in ("Z", "X")

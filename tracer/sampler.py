@@ -261,6 +261,27 @@ class Sampler:
         )
         self._fast_pids.add(pid)
 
+    def _fast_sync(self, tr: _Traced) -> None:
+        """Before the Python path samples a process the C tick handed back:
+        start from what the C tick last read and emitted.  Its threads that
+        did not run since keep their rows (the same objects, stored once by
+        the writer) instead of being read again, and the counters read every
+        SLOW_COUNTER_NS carry on from the C tick's latest values."""
+        assert self._fast is not None
+        state = self._fast.state(tr.pid)
+        if state is None:
+            return
+        prow, rows, (slow_ns, rss, skips, next_fd_count), io, threads = state
+        p = tr.handle
+        if len(threads) != len(p.order):
+            return  # (cannot happen: loaded from p.order, reloaded after each relist)
+        p.prow, p.rows, p.slow_ns, p.rss, p.skips = prow, rows, slow_ns, rss, skips
+        p.io = type(p.io)(*io)
+        p.scheds = [sched for sched, _, _ in threads]
+        for th, row, (sched, pcount, status_ns) in zip(p.order, rows, threads, strict=True):
+            th.row, th.sched, th.pcount, th.status_ns = row, sched, pcount, status_ns
+        tr.next_fd_count = next_fd_count
+
     @property
     def alive(self) -> bool:
         return self.root_pid in self.traced
@@ -303,6 +324,8 @@ class Sampler:
                 self._fast_retry[pid] = t_ns + FAST_RETRY_NS
                 fast.drop(pid)
                 loaded.discard(pid)
+        for pid in back:
+            self._fast_sync(self.traced[pid])
         retry = self._fast_retry
         for pid in todo:
             tr = self.traced[pid]
