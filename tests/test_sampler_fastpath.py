@@ -9,6 +9,7 @@ target and check that exactly that is seen, with each way of checking.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 
@@ -74,6 +75,16 @@ class Target(Spawned):
         time.sleep(0.15)  # 30 ms of spinning, with room for a busy machine
 
 
+@contextlib.contextmanager
+def _opened(b: ProcBackend, pid: int):
+    """The backend's handle on a live process, closed after."""
+    h = b.open(pid)
+    try:
+        yield h
+    finally:
+        b.close(h)
+
+
 def _sampler(taskstats: bool) -> ProcBackend:
     b = ProcBackend(taskstats=taskstats)
     assert (b._taskstats is not None) == taskstats
@@ -83,15 +94,11 @@ def _sampler(taskstats: bool) -> ProcBackend:
 @pytest.mark.parametrize("taskstats", GATES)
 def test_an_idle_process_returns_the_same_rows(taskstats):
     b = _sampler(taskstats)
-    with Target() as t:
-        h = b.open(t.pid)
-        try:
-            prow1, rows1, _ = b.sample(h, {}, time.monotonic_ns())
-            _, rows2, ran = b.sample(h, {}, time.monotonic_ns())
-            time.sleep(0.05)
-            prow3, rows3, ran3 = b.sample(h, {}, time.monotonic_ns())
-        finally:
-            b.close(h)
+    with Target() as t, _opened(b, t.pid) as h:
+        prow1, rows1, _ = b.sample(h, {}, time.monotonic_ns())
+        _, rows2, ran = b.sample(h, {}, time.monotonic_ns())
+        time.sleep(0.05)
+        prow3, rows3, ran3 = b.sample(h, {}, time.monotonic_ns())
     assert len(rows1) == 13
     assert not ran and not ran3
     assert rows3 is rows1 and rows2 is rows1 and prow3 is prow1
@@ -101,15 +108,11 @@ def test_an_idle_process_returns_the_same_rows(taskstats):
 @pytest.mark.parametrize("taskstats", GATES)
 def test_the_thread_that_ran_is_seen_and_only_it(taskstats):
     b = _sampler(taskstats)
-    with Target() as t:
-        h = b.open(t.pid)
-        try:
-            _, before, _ = b.sample(h, {}, time.monotonic_ns())
-            b.sample(h, {}, time.monotonic_ns())
-            t.wake(5)
-            _, after, ran = b.sample(h, {}, time.monotonic_ns())
-        finally:
-            b.close(h)
+    with Target() as t, _opened(b, t.pid) as h:
+        _, before, _ = b.sample(h, {}, time.monotonic_ns())
+        b.sample(h, {}, time.monotonic_ns())
+        t.wake(5)
+        _, after, ran = b.sample(h, {}, time.monotonic_ns())
     assert ran and after is not before
     old = {r[1]: r for r in before}
     new = {r[1]: r for r in after}
@@ -139,14 +142,10 @@ def _counting_process_reads(b: ProcBackend, monkeypatch) -> list[int]:
 def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
     b = ProcBackend(taskstats=False)
     reads = _counting_process_reads(b, monkeypatch)
-    with Target() as t:
-        h = b.open(t.pid)
-        try:
-            rows0 = b.sample(h, {}, time.monotonic_ns())[1]
-            for _ in range(2 * backends.IDLE_REFRESH + 2):
-                prow, rows, ran = b.sample(h, {}, time.monotonic_ns())
-        finally:
-            b.close(h)
+    with Target() as t, _opened(b, t.pid) as h:
+        rows0 = b.sample(h, {}, time.monotonic_ns())[1]
+        for _ in range(2 * backends.IDLE_REFRESH + 2):
+            prow, rows, ran = b.sample(h, {}, time.monotonic_ns())
     assert not ran and rows is rows0
     # The first sample, then one per IDLE_REFRESH idle ones (for the parent
     # pid and RSS, which can change without the process running).
@@ -351,21 +350,17 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
 
     b = ProcBackend(taskstats=False)
     reads = _counting_process_reads(b, monkeypatch)
-    with Spawned(SPINNER) as t:
-        h = b.open(t.pid)
-        try:
-            samples = []
-            for _ in range(100):
-                samples.append(b.sample(h, {}, time.monotonic_ns()))
-                time.sleep(0.002)
-            os.kill(t.pid, signal.SIGUSR1)
-            deadline = time.monotonic() + 10
-            while (prow := b.sample(h, {}, time.monotonic_ns())[0])[2] < 2:
-                assert time.monotonic() < deadline, "the new thread was never seen"
-                time.sleep(0.002)
-            rows = b.sample(h, {}, time.monotonic_ns())[1]
-        finally:
-            b.close(h)
+    with Spawned(SPINNER) as t, _opened(b, t.pid) as h:
+        samples = []
+        for _ in range(100):
+            samples.append(b.sample(h, {}, time.monotonic_ns()))
+            time.sleep(0.002)
+        os.kill(t.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while (prow := b.sample(h, {}, time.monotonic_ns())[0])[2] < 2:
+            assert time.monotonic() < deadline, "the new thread was never seen"
+            time.sleep(0.002)
+        rows = b.sample(h, {}, time.monotonic_ns())[1]
     ran = sum(1 for _, _, r in samples if r)
     assert ran >= 50  # it spins: nearly every sample sees it ran
     # The thread's stat every time it ran; the process's only with the other

@@ -349,7 +349,7 @@ class ProcBackend(Backend):
         st = self._read_process(p, t_ns)
         if idle and st.num_threads == len(p.threads):
             # Now and then the process's own files anyway (see IDLE_REFRESH).
-            p.prow = self._process_row(p, st)
+            p.prow = self._stat_row(p, st)
             return p.prow, p.rows, False
         if p.relist or st.num_threads != len(p.threads):
             self._relist(p)
@@ -396,7 +396,7 @@ class ProcBackend(Backend):
                 self._close_thread(p.threads.pop(tid))
             p.relist = True
             ran = True
-        prow = self._process_row(p, st)
+        prow = self._stat_row(p, st)
         old = p.rows
         if old is not None and len(old) == len(rows) and all(map(operator.is_, rows, old)):
             rows = old  # same rows: the writer sees the same list and stores it once
@@ -430,20 +430,7 @@ class ProcBackend(Backend):
         except (OSError, ValueError, IndexError):
             return None
         th.sched, th.row = sched, row
-        old = p.prow
-        io = p.io
-        prow = p.prow = (
-            p.pid,
-            t.ppid,
-            1,
-            p.rss,
-            old[4],
-            old[5],
-            io.read_chars,
-            io.write_chars,
-            io.read_bytes,
-            io.write_bytes,
-        )
+        prow = p.prow = self._process_row(p, t.ppid, 1, p.prow[4], p.prow[5])
         p.rows = [row]
         p.io_idx = [0] if row[5] in self.classify.fd_io else []
         p.scheds = [sched]
@@ -469,15 +456,22 @@ class ProcBackend(Backend):
         p.zombie = st.state in ("Z", "X")
         return st
 
-    def _process_row(self, p: _Proc, st: procfs.Stat) -> ProcessRow:
-        io, tick = p.io, self.tick_ns
+    def _stat_row(self, p: _Proc, st: procfs.Stat) -> ProcessRow:
+        tick = self.tick_ns
+        return self._process_row(p, st.ppid, st.num_threads, st.utime * tick, st.stime * tick)
+
+    @staticmethod
+    def _process_row(
+        p: _Proc, ppid: int, num_threads: int, user_ns: int, system_ns: int
+    ) -> ProcessRow:
+        io = p.io
         return (
             p.pid,
-            st.ppid,
-            st.num_threads,
+            ppid,
+            num_threads,
             p.rss,
-            st.utime * tick,
-            st.stime * tick,
+            user_ns,
+            system_ns,
             io.read_chars,
             io.write_chars,
             io.read_bytes,

@@ -283,6 +283,11 @@ class Sampler:
         tr.next_fd_count = next_fd_count
 
     @property
+    def tick_impl(self) -> str:
+        """Which steady-state tick samples: ``c`` (tracer/_fasttick.c) or ``python``."""
+        return "python" if self._fast is None else "c"
+
+    @property
     def alive(self) -> bool:
         return self.root_pid in self.traced
 

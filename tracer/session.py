@@ -183,7 +183,7 @@ def _finish(
         "sampler_cpu_s": round(stats.cpu_s, 6),
         "sampler_cpu_share": round(stats.cpu_s / wall, 6) if wall > 0 else 0.0,
         "processes_seen": len(sampler.seen),
-        "tick": "c" if sampler._fast is not None else "python",
+        "tick": sampler.tick_impl,
         "warnings": warnings,
         **extra,
     }
