@@ -15,8 +15,10 @@ import time
 import pytest
 from helpers import Spawned
 
+import circuit
 from circuit.tracer.backends import ProcBackend
 from circuit.tracer.sampler import Sampler
+from circuit.tracer.schema import FORMAT_VERSION
 from circuit.tracer.writer import RunWriter
 
 pytestmark = [
@@ -50,7 +52,7 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
     assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
-    assert _fasttick.API == 1
+    assert _fasttick.API == 2
 
 
 def _sampler(tmp_path, name: str, pid: int, python: bool, monkeypatch) -> Sampler:
@@ -218,6 +220,9 @@ def test_the_run_says_which_tick_sampled_it(tmp_path, monkeypatch, python):
     status, run = trace(tmp_path, "import time; time.sleep(0.2)")
     assert status == 0
     assert run.meta["tick"] == ("python" if python else "c")
+    assert 0 <= run.meta["samples_in_c_loop"] <= run.meta["samples"]
+    if python:
+        assert run.meta["samples_in_c_loop"] == 0
 
 
 # Runs, then sleeps, then runs: samples land on either, so the C tick and the
@@ -259,3 +264,128 @@ def test_cumulative_counters_never_step_back_when_the_ticks_take_turns(tmp_path,
         steps = pr.groupby("pid")[col].diff().dropna()
         assert (steps >= 0).all(), (col, steps[steps < 0].head())
     assert pr["write_chars"].max() > 100 * 4096  # it did write
+
+
+# -- the C loop (Sampler.burst): run_loop's sleeps and ticks in C ------------
+
+IDLE = """
+import threading
+ev = threading.Event()
+for _ in range(3):
+    threading.Thread(target=ev.wait, daemon=True).start()
+print("ready", flush=True)
+ev.wait()
+"""
+
+
+def _loaded(tmp_path, monkeypatch, pid: int) -> Sampler:
+    """A sampler whose C tick holds ``pid`` (after its first Python sample)."""
+    s = _sampler(tmp_path, "c", pid, False, monkeypatch)
+    for _ in range(3):
+        s.tick(time.monotonic_ns())
+        time.sleep(0.002)
+    assert s.can_burst
+    return s
+
+
+@needs_c
+def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
+    from circuit.tracer.sampler import run_loop
+
+    with Spawned(IDLE) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        end = time.monotonic() + 0.6
+        try:
+            stats = run_loop(
+                s, 200, lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1]
+            )
+        finally:
+            s.close()
+        s.writer.finalize({"format_version": FORMAT_VERSION})
+    # Python looks at least every BURST_MAX_NS; the C loop takes the rest.
+    assert stats.c_samples >= stats.samples / 2, stats
+    assert s.samples == stats.samples and s.c_samples == stats.c_samples
+    # Every sample holds all 4 threads, each at its own time.
+    th = circuit.load(tmp_path / "c").threads
+    per_t = th.groupby("t_ns").size()
+    assert len(per_t) == stats.samples and set(per_t) == {4}
+    assert s.thread_samples == 4 * stats.samples
+
+
+@needs_c
+def test_a_pending_signal_or_a_readable_fd_ends_the_c_loop_before_it_sleeps(tmp_path, monkeypatch):
+    import signal
+
+    with Spawned(IDLE) as t:
+        s = _loaded(tmp_path, monkeypatch, t.pid)
+        period = 10_000_000
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        r, w = os.pipe()
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)  # blocked: stays pending
+            now = time.monotonic_ns()
+            # A loop told to run 10 s would sleep to its first deadline (1 s
+            # away) and sample: a pending signal returns at once, untaken.
+            done, _, deadline, _, taken = s.burst(
+                now + 1_000_000_000, period, now + 10_000_000_000, (signal.SIGUSR1,)
+            )
+            assert (done, taken, deadline) == (0, 0, now + 1_000_000_000)
+            assert signal.SIGUSR1 in signal.sigpending()  # left for Python's wait
+            assert signal.sigtimedwait({signal.SIGUSR1}, 0) is not None
+            # The same with the fd it watches (circuit.trace()'s stop pipe).
+            os.write(w, b"x")
+            now = time.monotonic_ns()
+            done, _, deadline, _, taken = s.burst(
+                now + 1_000_000_000, period, now + 10_000_000_000, (signal.SIGUSR1,), r
+            )
+            assert (done, taken, deadline) == (0, 0, now + 1_000_000_000)
+        finally:
+            os.close(r)
+            os.close(w)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            s.close()
+
+
+@needs_c
+def test_the_c_loop_stops_at_until(tmp_path, monkeypatch):
+    with Spawned(IDLE) as t:
+        s = _loaded(tmp_path, monkeypatch, t.pid)
+        try:
+            period = 2_000_000
+            start = time.monotonic_ns() + period
+            done, missed, deadline, _, taken = s.burst(start, period, start + 3 * period)
+        finally:
+            s.close()
+    # The deadlines before `until`: at most 3 samples (fewer when late, or
+    # when the process files were due and Python took one: `taken`).
+    assert done + (1 if taken else 0) + missed >= 1 and done <= 3
+    assert taken or deadline >= start + 3 * period
+
+
+FORKS = """
+import subprocess, sys
+print("ready", flush=True)
+sys.stdin.readline()
+subprocess.run(["sleep", "0.3"])
+"""
+
+
+@needs_c
+def test_a_child_forked_while_the_c_loop_samples_is_found(tmp_path, monkeypatch):
+    import subprocess
+
+    from circuit.tracer.sampler import run_loop
+
+    with Spawned(FORKS, stdin=subprocess.PIPE) as t:
+        s = _loaded(tmp_path, monkeypatch, t.pid)
+        assert t.proc.stdin is not None
+        t.proc.stdin.write("go\n")
+        t.proc.stdin.flush()
+        try:
+            stats = run_loop(
+                s, 100, lambda left: (time.sleep(max(left, 0)), t.proc.poll() is not None)[1]
+            )
+        finally:
+            s.close()
+    assert stats.c_samples > 0
+    assert len(s.seen) == 2, s.seen  # the target and its `sleep`

@@ -21,8 +21,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SCHED_MAX 128
@@ -62,6 +66,8 @@ typedef struct {
     Py_ssize_t nprocs;
     long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns;
     PyObject *running, *state_r, *empty;
+    int sigfd; /* burst(): readable when one of sigmask is pending */
+    sigset_t sigmask;
 } FastTick;
 
 /* ---------------------------------------------------------------- parsing */
@@ -203,7 +209,14 @@ static void FastTick_dealloc(FastTick *self) {
     Py_XDECREF(self->running);
     Py_XDECREF(self->state_r);
     Py_XDECREF(self->empty);
+    if (self->sigfd >= 0) close(self->sigfd);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *FastTick_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    FastTick *self = (FastTick *)PyType_GenericNew(type, args, kw);
+    if (self) self->sigfd = -1; /* (0 is an fd) */
+    return (PyObject *)self;
 }
 
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
@@ -483,17 +496,13 @@ static int append_pid(PyObject *list, long pid) {
     return r;
 }
 
-/* tick(t_ns, processes_buffer, thread_batches) -> (ran pids, pids for the Python path, rows)
- * Appends (t_ns, *prow, *counts) and (t_ns, rows) as Sampler._sample does. */
-static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
-    long long now;
-    PyObject *pbuf, *tbuf;
-    if (!PyArg_ParseTuple(args, "LO!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
-        return NULL;
-    PyObject *ran = PyList_New(0), *back = PyList_New(0);
+/* Sample every loaded process at `now`, appending (t_ns, *prow, *counts) and
+ * (t_ns, rows) as Sampler._sample does; the pids that ran go to `ran`, those
+ * the Python path must take for this tick to `back`.  -1 on a Python error. */
+static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *ran,
+                    PyObject *back, Py_ssize_t *nrows) {
     PyObject *t = PyLong_FromLongLong(now);
-    Py_ssize_t nrows = 0;
-    if (!ran || !back || !t) goto fail;
+    if (!t) return -1;
     for (Py_ssize_t k = 0; k < self->nprocs; k++) {
         Proc *p = &self->procs[k];
         int r = sample_proc(self, p, now);
@@ -519,16 +528,180 @@ static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
             bad = PyList_Append(tbuf, batch);
             Py_DECREF(batch);
             if (bad) goto fail;
-            nrows += p->nthr;
+            *nrows += p->nthr;
         }
         if (r == DONE_RAN && append_pid(ran, p->pid) < 0) goto fail;
     }
     Py_DECREF(t);
+    return 0;
+fail:
+    Py_DECREF(t);
+    return -1;
+}
+
+/* tick(t_ns, processes_buffer, thread_batches) -> (ran pids, pids for the Python path, rows) */
+static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
+    long long now;
+    PyObject *pbuf, *tbuf;
+    if (!PyArg_ParseTuple(args, "LO!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
+        return NULL;
+    PyObject *ran = PyList_New(0), *back = PyList_New(0);
+    Py_ssize_t nrows = 0;
+    if (!ran || !back || tick_all(self, now, pbuf, tbuf, ran, back, &nrows) < 0) {
+        Py_XDECREF(ran);
+        Py_XDECREF(back);
+        return NULL;
+    }
     return Py_BuildValue("(NNn)", ran, back, nrows);
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static long long mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The last pid the kernel handed out, from /proc/loadavg ("... 1/234 5678"). */
+static long long last_pid(int fd) {
+    char buf[128];
+    Py_ssize_t n = rd(fd, buf, sizeof buf - 1);
+    if (n <= 0) return -1;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) n--;
+    Py_ssize_t i = n;
+    while (i > 0 && buf[i - 1] != ' ') i--;
+    long long v = 0;
+    if (i == n) return -1;
+    for (; i < n; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return -1;
+        v = v * 10 + (buf[i] - '0');
+    }
+    return v;
+}
+
+/* The fd that becomes readable when one of `sigs` (blocked) is pending;
+ * kept while the set stays the same. */
+static int signal_fd(FastTick *self, PyObject *sigs) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    Py_ssize_t n = PyTuple_GET_SIZE(sigs);
+    if (n == 0) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long s = PyLong_AsLong(PyTuple_GET_ITEM(sigs, i));
+        if (s == -1 && PyErr_Occurred()) return -2;
+        sigaddset(&mask, (int)s);
+    }
+    if (self->sigfd >= 0 && memcmp(&mask, &self->sigmask, sizeof mask) == 0) return self->sigfd;
+    if (self->sigfd >= 0) close(self->sigfd);
+    self->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (self->sigfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -2;
+    }
+    self->sigmask = mask;
+    return self->sigfd;
+}
+
+/* burst(deadline, period, until, signals, watch_fd, loadavg_fd, last_pid, ran_flag,
+ *       next_child_scan, processes_buffer, thread_batches)
+ *   -> (done, missed, deadline, last_ns, ran pids, rows, ran_flag, next_child_scan,
+ *       pending_ns, back)
+ *
+ * run_loop's sleep and Sampler.tick in one: while every traced process is
+ * loaded here, sleep to each deadline and tick, as run_loop would, without
+ * waking the interpreter.  Returns to Python:
+ *   - before sleeping past `until` (a flush, an observer or the end is due);
+ *   - when one of `signals` is pending or `watch_fd` is readable, without
+ *     taking it (Python's wait does), or on EINTR;
+ *   - with `pending_ns` set, for a tick the Python path must do: whole when
+ *     `back` is None (the look for new children found a new pid), or finish
+ *     (`back`: the pids handed back; the rows of the others are appended).
+ * `done` ticks were taken; `deadline` is the one the last or pending tick
+ * was for, or the next one to sleep for.  The look for new children is the
+ * one of Sampler.tick: when a process ran, at most every check_min_ns, and
+ * only /proc/loadavg's last pid when it did not move. */
+static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
+    long long deadline, period, until, lpid, next_child;
+    int watch, lfd, ran_flag;
+    PyObject *sigs, *pbuf, *tbuf;
+    if (!PyArg_ParseTuple(args, "LLLO!iiLpLO!O!", &deadline, &period, &until, &PyTuple_Type,
+                          &sigs, &watch, &lfd, &lpid, &ran_flag, &next_child, &PyList_Type,
+                          &pbuf, &PyList_Type, &tbuf))
+        return NULL;
+    if (period <= 0) {
+        PyErr_SetString(PyExc_ValueError, "period must be positive");
+        return NULL;
+    }
+    int sfd = signal_fd(self, sigs);
+    if (sfd == -2) return NULL;
+    struct pollfd pfd[2];
+    int npfd = 0;
+    if (sfd >= 0) pfd[npfd++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    if (watch >= 0) pfd[npfd++] = (struct pollfd){.fd = watch, .events = POLLIN};
+    PyObject *ran = PySet_New(NULL), *tick_ran = PyList_New(0), *back = PyList_New(0);
+    Py_ssize_t nrows = 0;
+    long long done = 0, missed = 0, last = 0, pending = 0;
+    int whole = 0;
+    if (!ran || !tick_ran || !back) goto fail;
+    for (;;) {
+        if (deadline >= until) break;
+        long long now = mono_ns();
+        if (now < deadline) {
+            long long left = deadline - now;
+            struct timespec ts = {left / 1000000000LL, left % 1000000000LL};
+            int r = ppoll(npfd ? pfd : NULL, npfd, &ts, NULL);
+            if (r > 0) break;
+            if (r < 0) {
+                if (errno != EINTR) {
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    goto fail;
+                }
+                if (PyErr_CheckSignals() < 0) goto fail;
+                break;
+            }
+        }
+        now = mono_ns();
+        if (ran_flag && now >= next_child) {
+            long long lp = last_pid(lfd);
+            if (lp != lpid) {
+                pending = now;
+                whole = 1;
+                break;
+            }
+            ran_flag = 0;
+            next_child = now + self->check_min_ns;
+        }
+        if (tick_all(self, now, pbuf, tbuf, tick_ran, back, &nrows) < 0) goto fail;
+        Py_ssize_t nran = PyList_GET_SIZE(tick_ran);
+        for (Py_ssize_t i = 0; i < nran; i++)
+            if (PySet_Add(ran, PyList_GET_ITEM(tick_ran, i)) < 0) goto fail;
+        if (nran) {
+            ran_flag = 1;
+            if (PyList_SetSlice(tick_ran, 0, nran, NULL) < 0) goto fail;
+        }
+        if (PyList_GET_SIZE(back)) {
+            pending = now;
+            break;
+        }
+        done++;
+        last = now;
+        deadline += period;
+        now = mono_ns();
+        if (now >= deadline) {
+            long long skipped = (now - deadline) / period + 1;
+            missed += skipped;
+            deadline += skipped * period;
+        }
+    }
+    Py_DECREF(tick_ran);
+    if (whole) Py_SETREF(back, Py_NewRef(Py_None));
+    return Py_BuildValue("(LLLLNnNLLN)", done, missed, deadline, last, ran, nrows,
+                         PyBool_FromLong(ran_flag), next_child, pending, back);
 fail:
     Py_XDECREF(ran);
+    Py_XDECREF(tick_ran);
     Py_XDECREF(back);
-    Py_XDECREF(t);
     return NULL;
 }
 
@@ -569,6 +742,7 @@ static PyMethodDef FastTick_methods[] = {
     {"load", (PyCFunction)FastTick_load, METH_VARARGS, "Take over a process's state from Python."},
     {"drop", (PyCFunction)FastTick_drop, METH_O, "Forget a process."},
     {"tick", (PyCFunction)FastTick_tick, METH_VARARGS, "Sample the loaded processes."},
+    {"burst", (PyCFunction)FastTick_burst, METH_VARARGS, "Sleep and tick until Python is needed."},
     {"pids", (PyCFunction)FastTick_pids, METH_NOARGS, "The loaded pids."},
     {"state", (PyCFunction)FastTick_state, METH_O, "What the C tick last emitted for a pid."},
     {NULL, NULL, 0, NULL},
@@ -578,7 +752,7 @@ static PyTypeObject FastTickType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer._fasttick.FastTick",
     .tp_basicsize = sizeof(FastTick),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = FastTick_new,
     .tp_init = (initproc)FastTick_init,
     .tp_dealloc = (destructor)FastTick_dealloc,
     .tp_methods = FastTick_methods,
@@ -597,7 +771,7 @@ PyMODINIT_FUNC PyInit__fasttick(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 1) < 0) {
+        PyModule_AddIntConstant(m, "API", 2) < 0) {
         Py_DECREF(m);
         return NULL;
     }

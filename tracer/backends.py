@@ -639,6 +639,11 @@ class ProcBackend(Backend):
 
     # -- process tree --------------------------------------------------------
 
+    def fork_watch(self) -> tuple[int, int]:
+        """(an open /proc/loadavg, the last pid new_children saw in it): the
+        C loop skips new_children while that pid does not move."""
+        return self._loadavg, self._last_pid
+
     def new_children(self, traced: set[int], exclude: set[int]) -> list[tuple[int, int]]:
         # /proc/loadavg names the last pid (or tid) the kernel handed out: if it
         # has not moved, nothing was forked anywhere and the /proc scan is skipped.

@@ -18,7 +18,8 @@ class Observer:
         """Called once, after the target exists and before the first sample."""
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
-        """Called after every sample with the currently traced PIDs."""
+        """Called after each sample the Python loop takes (at least every
+        BURST_MAX_NS: the C loop takes the others) with the traced PIDs."""
 
     def on_demand(self) -> None:
         """SIGUSR1 to circuit (or the API): do your on-demand work now."""

@@ -65,6 +65,10 @@ MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
 # the Python path for FAST_RETRY_NS before it is tried again.
 FAST_MAX_BACKS = 3
 FAST_RETRY_NS = 1_000_000_000
+# While the C tick holds every traced process, the loop sleeps and ticks in
+# C too (Sampler.burst), and Python runs at least this often: for the
+# observers (a py-spy dump due) and the session's own checks.
+BURST_MAX_NS = 100_000_000
 
 
 def _fast_tick(backend: Backend) -> Any:
@@ -76,7 +80,7 @@ def _fast_tick(backend: Backend) -> Any:
         from . import _fasttick  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if getattr(_fasttick, "API", 0) != 1:
+    if getattr(_fasttick, "API", 0) != 2:
         return None  # built from another version of the source
     return _fasttick.FastTick(
         backend.tick_ns,
@@ -146,6 +150,7 @@ class Sampler:
         # pid -> when to try the C tick again.
         self._fast_backs: dict[int, tuple[int, int]] = {}
         self._fast_retry: dict[int, int] = {}
+        self.c_samples = 0  # samples taken by the C loop (burst)
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
     # -- tree ----------------------------------------------------------------
@@ -310,6 +315,60 @@ class Sampler:
             return
         w = self.writer
         ran, back, n = fast.tick(t_ns, w.buffers["processes"], w.thread_batches)
+        self._finish_tick(t_ns, ran, back, n)
+
+    @property
+    def can_burst(self) -> bool:
+        """Whether the C loop can take the next samples: it holds every traced process."""
+        return self._fast is not None and 0 < len(self.traced) == len(self._fast_pids)
+
+    def burst(
+        self,
+        deadline: int,
+        period: int,
+        until: int,
+        signals: tuple[int, ...] = (),
+        watch_fd: int = -1,
+    ) -> tuple[int, int, int, int, int]:
+        """Sleep to each deadline and tick, in C, until Python is needed
+        (``FastTick.burst`` says when).  Returns (samples taken, deadlines
+        missed, deadline, time of the last sample, time of a sample this
+        call took with Python's help or 0): run_loop carries on from there."""
+        assert self._fast is not None and isinstance(self.backend, ProcBackend)
+        loadavg, last_pid = self.backend.fork_watch()
+        w = self.writer
+        done, missed, deadline, last, ran, n, self._ran, self._next_child_scan, pending, back = (
+            self._fast.burst(
+                deadline,
+                period,
+                until,
+                signals,
+                watch_fd,
+                loadavg,
+                last_pid,
+                self._ran,
+                self._next_child_scan,
+                w.buffers["processes"],
+                w.thread_batches,
+            )
+        )
+        self.samples += done
+        self.c_samples += done
+        self.thread_samples += n
+        for pid in ran:
+            self.traced[pid].dirty = True
+        if pending:
+            if back is None:
+                self.tick(pending)  # a pid was handed out: look for new children
+            else:
+                self._finish_tick(pending, (), back, 0)  # (its ran pids are in `ran`)
+        return done, missed, deadline, last, pending
+
+    def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
+        """The rest of a tick the C tick began: the processes it handed back,
+        and those it does not hold, on the Python path."""
+        fast = self._fast
+        assert fast is not None
         self.thread_samples += n
         if ran:
             self._ran = True
@@ -471,6 +530,7 @@ class Sampler:
 @dataclass
 class LoopStats:
     samples: int = 0
+    c_samples: int = 0  # of which the C loop took (Sampler.burst)
     missed: int = 0
     first_ns: int = 0
     last_ns: int = 0
@@ -487,12 +547,21 @@ def run_loop(
     rate_hz: float,
     wait: Callable[[float], bool],
     on_tick: Callable[[int], None] | None = None,
+    signals: tuple[int, ...] = (),
+    watch_fd: int = -1,
+    until_ns: int | None = None,
 ) -> LoopStats:
     """Sample at ``rate_hz`` until ``wait`` returns True, then take one last sample.
 
     ``wait(timeout_s)`` sleeps until the next deadline (or an event) and says
     whether to stop.  Deadlines are absolute, so the rate does not drift; a
     late sample skips the deadlines it missed and counts them.
+
+    While the C tick holds every traced process, the sleeps and samples run
+    in C (``Sampler.burst``) until Python is needed: when one of ``signals``
+    (those ``wait`` takes, blocked) is pending or ``watch_fd`` is readable,
+    by ``until_ns`` (the session's own end), for a flush, and at least every
+    BURST_MAX_NS; ``on_tick`` and ``wait`` run then, not after every sample.
     """
     period = round(1e9 / rate_hz)
     sampler.period_ns = period
@@ -502,9 +571,13 @@ def run_loop(
     deadline = time.monotonic_ns()
     stats.first_ns = deadline
     stop = False
+    taken = 0  # the time of a sample the burst took (finished in Python)
     while True:
-        now = time.monotonic_ns()
-        sampler.tick(now)
+        if taken:
+            now, taken = taken, 0
+        else:
+            now = time.monotonic_ns()
+            sampler.tick(now)
         stats.samples += 1
         stats.last_ns = now
         if on_tick is not None:
@@ -519,6 +592,21 @@ def run_loop(
             skipped = (now - deadline) // period + 1
             stats.missed += skipped
             deadline += skipped * period
+        if sampler.can_burst:
+            until = min(now + BURST_MAX_NS, round((writer.last_flush + FLUSH_INTERVAL_S) * 1e9))
+            if until_ns is not None:
+                until = min(until, until_ns)
+            done, missed, deadline, last, taken = sampler.burst(
+                deadline, period, until, signals, watch_fd
+            )
+            stats.samples += done
+            stats.c_samples += done
+            stats.missed += missed
+            if done:
+                stats.last_ns = last
+            if taken:
+                continue
+            now = time.monotonic_ns()
         stop = wait((deadline - now) / 1e9)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     stats.cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)

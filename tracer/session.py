@@ -184,6 +184,7 @@ def _finish(
         "sampler_cpu_share": round(stats.cpu_s / wall, 6) if wall > 0 else 0.0,
         "processes_seen": len(sampler.seen),
         "tick": sampler.tick_impl,
+        "samples_in_c_loop": stats.c_samples,
         "warnings": warnings,
         **extra,
     }
@@ -337,7 +338,7 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     try:
         try:
             writer.write_meta()
-            stats = run_loop(sampler, opts.rate, wait, on_tick)
+            stats = run_loop(sampler, opts.rate, wait, on_tick, signals=tuple(SIGNALS))
         except OSError as e:
             # The disk filled or the folder became unwritable.  The target is
             # the user's work: it runs on, untraced, and we stay its parent so
@@ -518,7 +519,15 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
 
     on_tick = _start_observers(opts, writer, sampler)
     try:
-        stats = run_loop(sampler, opts.rate, wait, on_tick)
+        stats = run_loop(
+            sampler,
+            opts.rate,
+            wait,
+            on_tick,
+            signals=tuple(SIGNALS),
+            watch_fd=-1 if stop_fd is None else stop_fd,
+            until_ns=None if end is None else round(end * 1e9),
+        )
     except OSError as e:
         # Disk full or folder unwritable: the target is not ours to stop.
         _abandon(writer, sampler, opts, {})
