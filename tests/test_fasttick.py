@@ -315,6 +315,7 @@ def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
 @needs_c
 def test_a_pending_signal_or_a_readable_fd_ends_the_c_loop_before_it_sleeps(tmp_path, monkeypatch):
     import signal
+    import threading
 
     with Spawned(IDLE) as t:
         s = _loaded(tmp_path, monkeypatch, t.pid)
@@ -322,7 +323,8 @@ def test_a_pending_signal_or_a_readable_fd_ends_the_c_loop_before_it_sleeps(tmp_
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         r, w = os.pipe()
         try:
-            os.kill(os.getpid(), signal.SIGUSR1)  # blocked: stays pending
+            # To this thread (others may not block it): blocked, it stays pending.
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
             now = time.monotonic_ns()
             # A loop told to run 10 s would sleep to its first deadline (1 s
             # away) and sample: a pending signal returns at once, untaken.

@@ -43,10 +43,12 @@ FAILS_BEFORE_REPORT = 3
 # still starting cannot be dumped yet.
 FIRST_DUMP_S = 0.5
 # The default periodic interval ("auto") keeps py-spy's own CPU time under
-# this share of one core: a dump costs ~10 ms of CPU here (py-spy starting,
-# reading the target's memory), plus a few ms during which a blocking dump
-# holds the target.  So one Python process is dumped every ~2 s, three every
-# ~6 s; never more than once a second.
+# this share of one core, from the start: a dump costs ~10 ms of CPU here
+# (py-spy starting, reading the target's memory), plus a few ms during which
+# a blocking dump holds the target.  So auto dumps one Python process at a
+# time, in turn: the first ~2.4 s in, then one every ~2 s (three processes:
+# each every ~6 s); never more than once a second.  (A first round of every
+# process at 0.5 s cost a short job ~0.4% of its time: docs/performance.md.)
 AUTO_BUDGET = 0.005
 AUTO_MIN_S = 1.0
 AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
@@ -148,6 +150,7 @@ class PySpyObserver(Observer):
     _root: int = field(default=0, init=False)
     _streak: dict[int, int] = field(default_factory=dict, init=False)
     _transient: int = field(default=0, init=False)
+    _turn: int = field(default=0, init=False)  # auto: the pid dumped last
     _dump_cpu_s: float = field(default=0.0, init=False)  # py-spy dumps' CPU, measured
     _dumps_done: int = field(default=0, init=False)
 
@@ -174,7 +177,7 @@ class PySpyObserver(Observer):
             )
             self._disabled = "missing"
             return
-        first = FIRST_DUMP_S if self.interval is None else min(self.interval, FIRST_DUMP_S)
+        first = self._interval_s(1) if self.interval is None else min(self.interval, FIRST_DUMP_S)
         self._next_ns = time.monotonic_ns() + round(first * 1e9)
         if self.profile:
             self._start_profiles(root_pid)
@@ -196,7 +199,10 @@ class PySpyObserver(Observer):
             self._demand = False
             self._dump_all("demand", t_ns)
         if self.interval != 0 and t_ns >= self._next_ns:
-            started = self._dump_all("periodic", t_ns)
+            if self.interval is None:
+                started = self._dump_turn("periodic")
+            else:
+                started = self._dump_all("periodic", t_ns)
             step = round(self._interval_s(started) * 1e9)
             self._next_ns += step * max(1, (t_ns - self._next_ns) // step + 1)
 
@@ -265,6 +271,16 @@ class PySpyObserver(Observer):
                 self._start_dump(pid, trigger)
                 started += 1
         return started
+
+    def _dump_turn(self, trigger: str) -> int:
+        """Dump the next Python process in turn (in pid order, wrapping round)."""
+        pids = sorted(p for p in self._pids if p not in self._inflight and self._is_python(p))
+        if not pids:
+            return 0
+        pid = next((p for p in pids if p > self._turn), pids[0])
+        self._turn = pid
+        self._start_dump(pid, trigger)
+        return 1
 
     def _is_python(self, pid: int) -> bool:
         try:

@@ -82,8 +82,9 @@ def add_pyspy_options(p: argparse.ArgumentParser, interval: float | None = None)
         default=interval,
         metavar="S|auto",
         help=f"seconds between periodic py-spy dumps; 0: only on demand / final (default "
-        f"{default}). auto: as often as keeps py-spy under 0.5%% of one core (a dump costs "
-        "~10 ms of CPU): every ~2 s for one Python process, never more than once a second",
+        f"{default}). auto: one Python process at a time, in turn, as often as keeps py-spy "
+        "under 0.5%% of one core from the start (a dump costs ~10 ms of CPU): the first ~2.4 s "
+        "in, then every ~2 s; a number N: every process every N s, the first at 0.5 s",
     )
     g.add_argument(
         "--no-final-dump",
