@@ -391,3 +391,34 @@ def test_a_child_forked_while_the_c_loop_samples_is_found(tmp_path, monkeypatch)
             s.close()
     assert stats.c_samples > 0
     assert len(s.seen) == 2, s.seen  # the target and its `sleep`
+
+
+@needs_c
+def test_pids_handed_out_to_other_processes_do_not_stop_the_c_loop(tmp_path, monkeypatch):
+    import subprocess
+
+    # The spinner runs every sample, so each sample looks for new children;
+    # a process forked elsewhere (here: by the test) moves /proc/loadavg's
+    # last pid, and its `stat` says it is no child of ours.
+    with Spawned(TARGET) as t:
+        s = _loaded(tmp_path, monkeypatch, t.pid)
+        looks = []
+        real = s.backend.new_children
+        monkeypatch.setattr(s.backend, "new_children", lambda *a: looks.append(1) or real(*a))
+        try:
+            other = subprocess.run(["true"], check=True).args  # a pid handed out elsewhere
+            assert other
+            before = s.backend.fork_watch()[1]
+            period = 5_000_000
+            done = 0
+            for _ in range(50):  # (a burst ends early when Python has a scan or a read due)
+                start = time.monotonic_ns() + period
+                done += s.burst(start, period, start + 20 * period)[0]
+                if done >= 10:
+                    break
+            after = s.backend.fork_watch()[1]
+        finally:
+            s.close()
+    assert done >= 10
+    assert after > before and not looks  # moved on in C, no Python look
+    assert s.seen == {t.pid}

@@ -21,6 +21,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -64,7 +66,7 @@ typedef struct {
     PyObject_HEAD
     Proc *procs;
     Py_ssize_t nprocs;
-    long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns;
+    long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns, probe_max;
     PyObject *running, *state_r, *empty;
     int sigfd; /* burst(): readable when one of sigmask is pending */
     sigset_t sigmask;
@@ -220,12 +222,12 @@ static PyObject *FastTick_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
 }
 
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"tick_ns", "page", "slow_ns", "idle_refresh", "check_min_ns",
-                             "fd_scan_min_ns", "running", NULL};
+    static char *kwlist[] = {"tick_ns",        "page",    "slow_ns",   "idle_refresh", "check_min_ns",
+                             "fd_scan_min_ns", "running", "probe_max", NULL};
     PyObject *running;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLU", kwlist, &self->tick_ns, &self->page,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLUL", kwlist, &self->tick_ns, &self->page,
                                      &self->slow_ns, &self->idle_refresh, &self->check_min_ns,
-                                     &self->fd_scan_min_ns, &running))
+                                     &self->fd_scan_min_ns, &running, &self->probe_max))
         return -1;
     Py_XSETREF(self->running, Py_NewRef(running));
     Py_XSETREF(self->state_r, PyUnicode_InternFromString("R"));
@@ -580,6 +582,34 @@ static long long last_pid(int fd) {
     return v;
 }
 
+/* Whether the pids first..last (handed out since the last look) are all
+ * someone else's: none is a child, or a thread, of a traced or an excluded
+ * process.  Then Sampler.tick would find nothing (ProcBackend.new_children
+ * reads the same `stat`s), and the C loop carries on; otherwise, and when
+ * there are many or the numbers wrapped, Python looks. */
+static int all_foreign(FastTick *self, long long first, long long last, PyObject *exclude) {
+    if (first <= 0 || last < first || last - first >= self->probe_max) return 0;
+    char path[64], buf[READ_MAX];
+    for (long long pid = first; pid <= last; pid++) {
+        snprintf(path, sizeof path, "/proc/%lld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue; /* gone already, as Python would find */
+        Py_ssize_t n = rd(fd, buf, READ_MAX);
+        close(fd);
+        Stat st;
+        if (n < 0 || parse_stat(buf, n, &st) < 0) continue;
+        if (find(self, (long)st.ppid)) return 0;
+        PyObject *ppid = PyLong_FromLongLong(st.ppid);
+        int excluded = ppid ? PySet_Contains(exclude, ppid) : -1;
+        Py_XDECREF(ppid);
+        if (excluded != 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* The fd that becomes readable when one of `sigs` (blocked) is pending;
  * kept while the set stays the same. */
 static int signal_fd(FastTick *self, PyObject *sigs) {
@@ -603,10 +633,10 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
     return self->sigfd;
 }
 
-/* burst(deadline, period, until, signals, watch_fd, loadavg_fd, last_pid, ran_flag,
- *       next_child_scan, processes_buffer, thread_batches)
+/* burst(deadline, period, until, signals, watch_fd, loadavg_fd, last_pid, exclude,
+ *       ran_flag, next_child_scan, processes_buffer, thread_batches)
  *   -> (done, missed, deadline, last_ns, ran pids, rows, ran_flag, next_child_scan,
- *       pending_ns, back)
+ *       pending_ns, back, last_pid)
  *
  * run_loop's sleep and Sampler.tick in one: while every traced process is
  * loaded here, sleep to each deadline and tick, as run_loop would, without
@@ -615,19 +645,20 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
  *   - when one of `signals` is pending or `watch_fd` is readable, without
  *     taking it (Python's wait does), or on EINTR;
  *   - with `pending_ns` set, for a tick the Python path must do: whole when
- *     `back` is None (the look for new children found a new pid), or finish
+ *     `back` is None (a new pid may be a traced process's child), or finish
  *     (`back`: the pids handed back; the rows of the others are appended).
  * `done` ticks were taken; `deadline` is the one the last or pending tick
  * was for, or the next one to sleep for.  The look for new children is the
  * one of Sampler.tick: when a process ran, at most every check_min_ns, and
- * only /proc/loadavg's last pid when it did not move. */
+ * only /proc/loadavg's last pid when it did not move; pids handed out to
+ * others (all_foreign) move it on (`last_pid`, for ProcBackend). */
 static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
     long long deadline, period, until, lpid, next_child;
     int watch, lfd, ran_flag;
-    PyObject *sigs, *pbuf, *tbuf;
-    if (!PyArg_ParseTuple(args, "LLLO!iiLpLO!O!", &deadline, &period, &until, &PyTuple_Type,
-                          &sigs, &watch, &lfd, &lpid, &ran_flag, &next_child, &PyList_Type,
-                          &pbuf, &PyList_Type, &tbuf))
+    PyObject *sigs, *exclude, *pbuf, *tbuf;
+    if (!PyArg_ParseTuple(args, "LLLO!iiLO!pLO!O!", &deadline, &period, &until, &PyTuple_Type,
+                          &sigs, &watch, &lfd, &lpid, &PySet_Type, &exclude, &ran_flag,
+                          &next_child, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
         return NULL;
     if (period <= 0) {
         PyErr_SetString(PyExc_ValueError, "period must be positive");
@@ -665,9 +696,12 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
         if (ran_flag && now >= next_child) {
             long long lp = last_pid(lfd);
             if (lp != lpid) {
-                pending = now;
-                whole = 1;
-                break;
+                if (!all_foreign(self, lpid + 1, lp, exclude)) {
+                    pending = now;
+                    whole = 1;
+                    break;
+                }
+                lpid = lp;
             }
             ran_flag = 0;
             next_child = now + self->check_min_ns;
@@ -696,8 +730,8 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
     }
     Py_DECREF(tick_ran);
     if (whole) Py_SETREF(back, Py_NewRef(Py_None));
-    return Py_BuildValue("(LLLLNnNLLN)", done, missed, deadline, last, ran, nrows,
-                         PyBool_FromLong(ran_flag), next_child, pending, back);
+    return Py_BuildValue("(LLLLNnNLLNL)", done, missed, deadline, last, ran, nrows,
+                         PyBool_FromLong(ran_flag), next_child, pending, back, lpid);
 fail:
     Py_XDECREF(ran);
     Py_XDECREF(tick_ran);

@@ -641,8 +641,12 @@ class ProcBackend(Backend):
 
     def fork_watch(self) -> tuple[int, int]:
         """(an open /proc/loadavg, the last pid new_children saw in it): the
-        C loop skips new_children while that pid does not move."""
+        C loop skips new_children while that pid does not move, or moves
+        over pids of no traced process (then it says so: ``forks_seen``)."""
         return self._loadavg, self._last_pid
+
+    def forks_seen(self, last_pid: int) -> None:
+        self._last_pid = last_pid
 
     def new_children(self, traced: set[int], exclude: set[int]) -> list[tuple[int, int]]:
         # /proc/loadavg names the last pid (or tid) the kernel handed out: if it

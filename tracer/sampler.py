@@ -18,6 +18,7 @@ from typing import Any
 
 from .backends import (
     IDLE_REFRESH,
+    PID_PROBE_MAX,
     SLOW_COUNTER_NS,
     TASKSTATS_MIN_THREADS,
     Backend,
@@ -44,8 +45,10 @@ FD_SCAN_MAX_BACKOFF_NS = 50_000_000
 # Where the backend can count a process's fds cheaply (Linux >= 6.2: the size
 # of /proc/PID/fd), a count that moved triggers a scan at once, so a quiet
 # table can back off further: what the count misses (a close and an open
-# under one number) is seen at most this late.
-FD_SCAN_MAX_BACKOFF_COUNTED_NS = 250_000_000
+# under one number) is seen at most this late.  (Each scan of a process the
+# C tick holds takes a sample on the Python path: ~0.1-0.3 ms after a sleep.
+# At 250 ms, the two workers of a CPU-bound pool cost ~0.1% of a core more.)
+FD_SCAN_MAX_BACKOFF_COUNTED_NS = 1_000_000_000
 # The look for new children and the fd count check run at most this often
 # (every sample up to ~110 Hz): at 1 kHz, new processes and fds are seen
 # within ~9 ms rather than 1 ms, for ~1% of a core less.
@@ -90,6 +93,7 @@ def _fast_tick(backend: Backend) -> Any:
         CHECK_MIN_NS,
         FD_SCAN_MIN_NS,
         backend.classify("R", -1, 0, "", None),
+        PID_PROBE_MAX,
     )
 
 
@@ -337,21 +341,33 @@ class Sampler:
         assert self._fast is not None and isinstance(self.backend, ProcBackend)
         loadavg, last_pid = self.backend.fork_watch()
         w = self.writer
-        done, missed, deadline, last, ran, n, self._ran, self._next_child_scan, pending, back = (
-            self._fast.burst(
-                deadline,
-                period,
-                until,
-                signals,
-                watch_fd,
-                loadavg,
-                last_pid,
-                self._ran,
-                self._next_child_scan,
-                w.buffers["processes"],
-                w.thread_batches,
-            )
+        (
+            done,
+            missed,
+            deadline,
+            last,
+            ran,
+            n,
+            self._ran,
+            self._next_child_scan,
+            pending,
+            back,
+            last_pid,
+        ) = self._fast.burst(
+            deadline,
+            period,
+            until,
+            signals,
+            watch_fd,
+            loadavg,
+            last_pid,
+            self.exclude,
+            self._ran,
+            self._next_child_scan,
+            w.buffers["processes"],
+            w.thread_batches,
         )
+        self.backend.forks_seen(last_pid)
         self.samples += done
         self.c_samples += done
         self.thread_samples += n
