@@ -681,10 +681,15 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
         if (now < deadline) {
             long long left = deadline - now;
             struct timespec ts = {left / 1000000000LL, left % 1000000000LL};
-            int r = ppoll(npfd ? pfd : NULL, npfd, &ts, NULL);
+            int r, err;
+            Py_BEGIN_ALLOW_THREADS /* (as time.sleep: other threads may run meanwhile) */
+            r = ppoll(npfd ? pfd : NULL, npfd, &ts, NULL);
+            err = errno;
+            Py_END_ALLOW_THREADS
             if (r > 0) break;
             if (r < 0) {
-                if (errno != EINTR) {
+                if (err != EINTR) {
+                    errno = err;
                     PyErr_SetFromErrno(PyExc_OSError);
                     goto fail;
                 }
