@@ -52,7 +52,7 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
     assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
-    assert _fasttick.API == 2
+    assert _fasttick.API == 3
 
 
 def _sampler(tmp_path, name: str, pid: int, python: bool, monkeypatch) -> Sampler:
@@ -177,7 +177,40 @@ def test_circuit_python_tick_turns_the_c_tick_off(tmp_path, monkeypatch):
     assert s._fast is None
 
 
-# Two threads taking turns on the GIL: after running, one always waits in a futex.
+# Threads started and joined all the time: at every sample the threads the C
+# tick was given have gone, or others came.
+CHURN = """
+import threading
+print("ready", flush=True)
+while True:
+    t = threading.Thread(target=sum, args=(range(2000),))
+    t.start()
+    t.join()
+"""
+
+
+@needs_c
+def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, monkeypatch):
+    from circuit.tracer import sampler
+
+    with Spawned(CHURN) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        try:
+            for _ in range(40):
+                time.sleep(0.01)
+                s.tick(time.monotonic_ns())
+                if t.pid in s._fast_retry:
+                    break
+            retry, loaded, backs = dict(s._fast_retry), set(s._fast_pids), dict(s._fast_backs)
+        finally:
+            s.close()
+    # Set aside for FAST_RETRY_NS after FAST_MAX_BACKS hand-backs in a row.
+    assert t.pid in retry and t.pid not in loaded
+    assert backs[t.pid][1] == sampler.FAST_MAX_BACKS
+
+
+# Two threads taking turns on the GIL: after its turn, each waits for the
+# GIL in a futex on the same address, again and again.
 CONTENDED = """
 import threading
 def spin():
@@ -191,21 +224,47 @@ threading.Event().wait()
 
 
 @needs_c
-def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, monkeypatch):
-    from circuit.tracer import sampler
-
+def test_threads_taking_turns_on_the_gil_stay_in_c_with_the_rows_of_python(tmp_path, monkeypatch):
     with Spawned(CONTENDED) as t:
-        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        c = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        py = _sampler(tmp_path, "py", t.pid, True, monkeypatch)
+        handed = []  # per C sample: did the Python path take the process?
+        finish = c._finish_tick
+        monkeypatch.setattr(
+            c,
+            "_finish_tick",
+            lambda t_ns, ran, back, n: (
+                handed.append(t.pid in back or t.pid not in c._fast_pids),
+                finish(t_ns, ran, back, n),
+            ),
+        )
+        seq = []
         try:
-            for _ in range(12):
-                time.sleep(0.01)
-                s.tick(time.monotonic_ns())
-            retry, loaded, backs = dict(s._fast_retry), set(s._fast_pids), dict(s._fast_backs)
+            # Past FAST_RETRY_NS: while it learns where each thread sleeps
+            # (the first samples), the process may be set aside once.
+            end = time.monotonic() + 1.6
+            while time.monotonic() < end:
+                for name, s in (("c", c), ("py", py)):
+                    s.tick(time.monotonic_ns())
+                    seq.append((name, {r[1]: r for r in s.writer.thread_batches[-1][1]}))
+                time.sleep(0.005)
         finally:
-            s.close()
-    # Set aside for FAST_RETRY_NS after FAST_MAX_BACKS hand-backs in a row.
-    assert t.pid in retry and t.pid not in loaded
-    assert backs[t.pid][1] == sampler.FAST_MAX_BACKS
+            c.close()
+            py.close()
+    # Then the C tick takes it: hand-backs only for what the Python path
+    # must do (fd scans, the mappings, a thread asleep somewhere new).
+    late = handed[-40:]
+    assert len(late) == 40 and sum(late) <= 10, handed
+    # Asleep rows: waiting for the GIL (a futex: `lock`), and the same wait
+    # and wait channel from either path wherever both saw a thread sleep.
+    asleep: dict[str, dict[tuple, tuple]] = {"c": {}, "py": {}}
+    for name, rows in seq:
+        for row in rows.values():
+            if row[3] != "R" and row[5] >= 0:
+                asleep[name][(row[1], row[3], row[5], row[6])] = (row[4], row[7])
+    both = asleep["c"].keys() & asleep["py"].keys()
+    assert both and all(asleep["c"][k] == asleep["py"][k] for k in both), asleep
+    assert {w for w, _ in asleep["c"].values()} == {"lock"}, asleep
 
 
 @needs_c

@@ -7,24 +7,28 @@
  * process, and only that:
  *
  *   - no thread ran since the last sample: the previous rows again;
- *   - the threads that ran are running now (state R), with no new or gone
- *     thread: their rows from `stat` (+ `status` when its context switches
- *     are due), the process row from the thread's or the process's `stat`
- *     (+ `statm`, `io` every SLOW_COUNTER_NS), as ProcBackend.sample does.
+ *   - the threads that ran are running now (state R), or asleep again in a
+ *     syscall, on a first argument, where they slept before (a thread
+ *     waiting for the GIL after its turn, a worker back on its queue), with
+ *     no new or gone thread: their rows from `stat` (+ `syscall` when
+ *     asleep, + `status` when its context switches are due), the process
+ *     row from the thread's or the process's `stat` (+ `statm`, `io` every
+ *     SLOW_COUNTER_NS), as ProcBackend.sample does.
  *
- * Anything else (a thread asleep after it ran, which needs its syscall and a
- * classification; a new thread; an exit; an fd scan, count or maps read that
- * is due; a read error) sends the process back to the Python path for this
- * tick, which is the reference: tests/test_fasttick.py checks both give the
- * same rows.  Python reloads the process here after its own sample.
+ * Anything else (a thread asleep somewhere new, which needs its wait
+ * channel and a classification; a new thread; an exit; an fd scan, count or
+ * maps read that is due; a read error) sends the process back to the Python
+ * path for this tick, which is the reference: tests/test_fasttick.py checks
+ * both give the same rows.  Python reloads the process here after its own
+ * sample.  The loop around the ticks (burst) is at the end.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -36,10 +40,11 @@
 
 typedef struct {
     long tid;
-    int sched_fd, stat_fd, status_fd;
+    int sched_fd, stat_fd, status_fd, sys_fd;
     char sched[SCHED_MAX];
     Py_ssize_t sched_len;
-    PyObject *row; /* the last row (tuple), owned */
+    PyObject *row;   /* the last row (tuple), owned */
+    PyObject *slept; /* its last rows asleep (_Thread.slept: a tuple of rows), owned */
     long long pcount, status_ns;
     /* scratch for the tick under way */
     char nsched[SCHED_MAX];
@@ -178,6 +183,7 @@ static Py_ssize_t rd(int fd, char *buf, size_t size) {
 static void clear_proc(Proc *p) {
     for (Py_ssize_t i = 0; i < p->nthr; i++) {
         Py_CLEAR(p->thr[i].row);
+        Py_CLEAR(p->thr[i].slept);
         Py_CLEAR(p->thr[i].nrow);
     }
     PyMem_Free(p->thr);
@@ -261,12 +267,22 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const char *sched;
         Py_ssize_t slen;
-        PyObject *row;
+        PyObject *row, *slept;
         Thr *t = &thr[i];
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(threads, i), "liiiy#O!LL", &t->tid, &t->sched_fd,
-                              &t->stat_fd, &t->status_fd, &sched, &slen, &PyTuple_Type, &row,
-                              &t->pcount, &t->status_ns)) {
-            for (Py_ssize_t j = 0; j < i; j++) Py_CLEAR(thr[j].row);
+        int bad = !PyArg_ParseTuple(PyList_GET_ITEM(threads, i), "liiiiy#O!O!LL", &t->tid,
+                                    &t->sched_fd, &t->stat_fd, &t->status_fd, &t->sys_fd, &sched,
+                                    &slen, &PyTuple_Type, &row, &PyTuple_Type, &slept,
+                                    &t->pcount, &t->status_ns);
+        for (Py_ssize_t k = 0; !bad && k < PyTuple_GET_SIZE(slept); k++) {
+            PyObject *r = PyTuple_GET_ITEM(slept, k);
+            bad = !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 15;
+        }
+        if (bad) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "slept: rows of 15");
+            for (Py_ssize_t j = 0; j < i; j++) {
+                Py_CLEAR(thr[j].row);
+                Py_CLEAR(thr[j].slept);
+            }
             PyMem_Free(thr);
             return NULL;
         }
@@ -274,6 +290,7 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
         memcpy(t->sched, sched, slen);
         t->sched_len = slen;
         t->row = Py_NewRef(row);
+        t->slept = Py_NewRef(slept);
     }
     Proc *p = find(self, pid);
     if (p) {
@@ -281,7 +298,10 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     } else {
         Proc *more = PyMem_Realloc(self->procs, (self->nprocs + 1) * sizeof(Proc));
         if (!more) {
-            for (Py_ssize_t j = 0; j < n; j++) Py_CLEAR(thr[j].row);
+            for (Py_ssize_t j = 0; j < n; j++) {
+                Py_CLEAR(thr[j].row);
+                Py_CLEAR(thr[j].slept);
+            }
             PyMem_Free(thr);
             return PyErr_NoMemory();
         }
@@ -322,9 +342,11 @@ static PyObject *FastTick_drop(FastTick *self, PyObject *arg) {
 
 static PyObject *ll(long long v) { return PyLong_FromLongLong(v); }
 
-/* A thread row, as ProcBackend._thread_row builds it for a running thread. */
+/* A thread row, as ProcBackend._thread_row builds it: running, or (`like`:
+ * its last row asleep) back asleep where it slept last, whose state, wait,
+ * syscall, argument and wait channel it keeps. */
 static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, long long cpu_ns,
-                            long long delay_ns, long long vol, long long invol) {
+                            long long delay_ns, long long vol, long long invol, PyObject *like) {
     PyObject *comm;
     PyObject *old = PyTuple_GET_ITEM(t->row, 2);
     /* The name rarely changes: reuse the last string when the bytes match
@@ -338,10 +360,67 @@ static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, lon
         comm = PyUnicode_DecodeUTF8(st->comm, st->comm_len, "backslashreplace");
     }
     if (!comm) return NULL;
+    if (like)
+        return Py_BuildValue("(llNOOOOONNNNNNN)", p->pid, t->tid, comm, PyTuple_GET_ITEM(like, 3),
+                             PyTuple_GET_ITEM(like, 4), PyTuple_GET_ITEM(like, 5),
+                             PyTuple_GET_ITEM(like, 6), PyTuple_GET_ITEM(like, 7),
+                             ll(st->utime * self->tick_ns), ll(st->stime * self->tick_ns),
+                             ll(cpu_ns), ll(delay_ns), ll(vol), ll(invol), ll(st->processor));
     return Py_BuildValue("(llNOOiiONNNNNNN)", p->pid, t->tid, comm, self->state_r, self->running,
                          -1, 0, self->empty, ll(st->utime * self->tick_ns),
                          ll(st->stime * self->tick_ns), ll(cpu_ns), ll(delay_ns), ll(vol),
                          ll(invol), ll(st->processor));
+}
+
+/* /proc/TID/syscall: "nr arg0 ..." (arg0 in hex), as procfs.parse_syscall;
+ * -1 when running or outside a syscall (the Python path sorts those out). */
+static int parse_syscall(const char *buf, Py_ssize_t n, long long *nr, long long *arg0) {
+    Py_ssize_t i = 0;
+    long long v = 0;
+    if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;
+    for (; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) v = v * 10 + (buf[i] - '0');
+    if (i >= n || buf[i] != ' ' || i + 2 >= n || buf[i + 1] != '0' || buf[i + 2] != 'x') return -1;
+    unsigned long long a = 0;
+    int digits = 0;
+    for (i += 3; i < n && digits < 16; i++, digits++) {
+        char c = buf[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) break;
+        a = a << 4 | (unsigned)d;
+    }
+    if (!digits || (i < n && buf[i] != ' ' && buf[i] != '\n')) return -1;
+    *nr = v;
+    *arg0 = (long long)a; /* (two's complement, as parse_syscall keeps it in int64) */
+    return 0;
+}
+
+/* The last row asleep of a thread asleep now (state S...) in the syscall and
+ * on the argument of that row, or NULL: ProcBackend._thread_row's wait
+ * channel rule (_slept_as); its wait is that row's too (the fd kinds it may
+ * depend on only change in the Python path, which reclassifies `slept`
+ * before loading). */
+static PyObject *asleep_as_before(Thr *t, char state) {
+    Py_ssize_t k, nslept = t->slept ? PyTuple_GET_SIZE(t->slept) : 0;
+    if (!nslept || t->sys_fd < 0 || state == 'D' || state == 'R') return NULL;
+    char buf[256];
+    Py_ssize_t n = rd(t->sys_fd, buf, sizeof buf);
+    long long nr, arg0;
+    if (parse_syscall(buf, n, &nr, &arg0) < 0) return NULL;
+    for (k = 0; k < nslept; k++) {
+        PyObject *r = PyTuple_GET_ITEM(t->slept, k);
+        PyObject *s = PyTuple_GET_ITEM(r, 3);
+        if (!PyUnicode_Check(s) || PyUnicode_GET_LENGTH(s) != 1 ||
+            PyUnicode_READ_CHAR(s, 0) != (Py_UCS4)state)
+            continue;
+        long long was_nr = PyLong_AsLongLong(PyTuple_GET_ITEM(r, 5));
+        long long was_arg = PyLong_AsLongLong(PyTuple_GET_ITEM(r, 6));
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if (nr == was_nr && arg0 == was_arg) return r;
+    }
+    return NULL;
 }
 
 static void discard(Proc *p) {
@@ -388,10 +467,14 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
         if (t->nsched_len == t->sched_len && memcmp(t->nsched, t->sched, t->sched_len) == 0)
             continue;
         Py_ssize_t n = rd(t->stat_fd, buf, READ_MAX);
-        if (n < 0 || parse_stat(buf, n, &st) < 0 || st.state != 'R' ||
-            st.num_threads != p->nthr) {
+        PyObject *like = NULL;
+        if (n < 0 || parse_stat(buf, n, &st) < 0 || st.num_threads != p->nthr) {
             discard(p);
-            return FALLBACK; /* asleep (needs its syscall), a new thread, exiting, gone */
+            return FALLBACK; /* a new thread, exiting, gone */
+        }
+        if (st.state != 'R' && !(like = asleep_as_before(t, st.state))) {
+            discard(p);
+            return FALLBACK; /* asleep elsewhere: its wait channel and wait */
         }
         long long sched[3];
         if (parse_ints(t->nsched, t->nsched_len, sched, 3) < 0) {
@@ -417,7 +500,7 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
             t->npcount = sched[2];
             t->nstatus_ns = now;
         }
-        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol);
+        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like);
         if (!t->nrow) {
             discard(p);
             return ERROR;
@@ -810,7 +893,7 @@ PyMODINIT_FUNC PyInit__fasttick(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 2) < 0) {
+        PyModule_AddIntConstant(m, "API", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -127,7 +127,7 @@ class Backend(ABC):
 
 
 class _Thread:
-    __slots__ = ("fds", "pcount", "row", "sched", "sched_fd", "status_ns", "tid")
+    __slots__ = ("fds", "pcount", "row", "sched", "sched_fd", "slept", "status_ns", "tid")
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
@@ -137,6 +137,11 @@ class _Thread:
         self.pcount = -1
         self.status_ns = 0  # when the context-switch counts (status) were last read
         self.row: ThreadRow | None = None
+        # Its last rows asleep (not running, not in D), one per (state,
+        # syscall, first argument), the latest first: a thread back where it
+        # slept reuses that wait channel (a thread waiting for the GIL sleeps
+        # on one of two futexes in turn: glibc's condition variables).
+        self.slept: tuple[ThreadRow, ...] = ()
 
 
 class _Proc:
@@ -189,6 +194,16 @@ class _Proc:
         self.slow_ns = -SLOW_COUNTER_NS
         self.rss = 0
         self.io = procfs.IOCounters(0, 0, 0, 0)
+
+
+SLEPT_KEPT = 4  # rows in _Thread.slept
+
+
+def _slept_as(slept: tuple[ThreadRow, ...], state: str, nr: int, arg0: int) -> ThreadRow | None:
+    for row in slept:
+        if row[3] == state and row[5] == nr and row[6] == arg0:
+            return row
+    return None
 
 
 def _raise_fd_limit() -> bool:
@@ -504,17 +519,12 @@ class ProcBackend(Backend):
                         "/proc/TID/syscall is not readable (needs ptrace access): "
                         "wait reasons come from the wait channel only"
                     )
-            if (
-                row is not None
-                and nr >= 0
-                and state == row[3]
-                and nr == row[5]
-                and arg0 == row[6]
-                and state != "D"
-            ):
-                # Back in the same syscall on the same first argument (a loop
-                # sleeping, a worker waiting on its queue): the same wait channel.
-                wchan = row[7]
+            before = _slept_as(th.slept, state, nr, arg0) if nr >= 0 and state != "D" else None
+            if before is not None:
+                # Back in a syscall on a first argument where it slept before
+                # (a loop sleeping, a worker waiting on its queue, a thread
+                # waiting for the GIL again after its turn): the same wait channel.
+                wchan = before[7]
             else:
                 wchan = procfs.parse_wchan(self._tread(p, th, "wchan", 128))
         if row is not None and (
@@ -529,7 +539,7 @@ class ProcBackend(Backend):
             th.pcount = pcount
             th.status_ns = t_ns
         wait = self.classify(state, nr, arg0, wchan, fd_kinds.get(arg0))
-        return (
+        new = (
             p.pid,
             th.tid,
             t.comm,
@@ -546,6 +556,18 @@ class ProcBackend(Backend):
             invol,
             t.processor,
         )
+        if state not in ("R", "D"):
+            key = new[3], new[5], new[6]
+            th.slept = (new, *(r for r in th.slept if (r[3], r[5], r[6]) != key))[:SLEPT_KEPT]
+        return new
+
+    def reclassify_slept(self, p: _Proc, fd_kinds: dict[int, str]) -> None:
+        """The last asleep rows of threads blocked in read/write, after an fd
+        scan: the C tick reuses their wait when they block there again."""
+        fd_io = self.classify.fd_io
+        for th in p.order:
+            if any(r[5] in fd_io for r in th.slept):
+                th.slept = tuple(self._reclassify(r, fd_kinds) for r in th.slept)
 
     def _reclassify_rows(self, p: _Proc, fd_kinds: dict[int, str]) -> None:
         """Idle path: re-derive the waits of threads blocked in read/write."""

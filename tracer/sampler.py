@@ -83,7 +83,7 @@ def _fast_tick(backend: Backend) -> Any:
         from . import _fasttick  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if getattr(_fasttick, "API", 0) != 2:
+    if getattr(_fasttick, "API", 0) != 3:
         return None  # built from another version of the source
     return _fasttick.FastTick(
         backend.tick_ns,
@@ -234,14 +234,17 @@ class Sampler:
             # fd scan just done may have learnt: the Python tick would
             # reclassify them next time, the C tick never does.
             b._reclassify_rows(p, tr.kinds)
+        b.reclassify_slept(p, tr.kinds)
         threads = [
             (
                 th.tid,
                 th.sched_fd,
                 th.fds.get("stat", -1),
                 th.fds.get("status", -1),
+                th.fds.get("syscall", -1),
                 th.sched,
                 th.row,
+                th.slept,
                 th.pcount,
                 th.status_ns,
             )
@@ -289,6 +292,10 @@ class Sampler:
         p.scheds = [sched for sched, _, _ in threads]
         for th, row, (sched, pcount, status_ns) in zip(p.order, rows, threads, strict=True):
             th.row, th.sched, th.pcount, th.status_ns = row, sched, pcount, status_ns
+        # (The C tick emits rows asleep in read/write too: the idle path
+        # reclassifies those when an fd scan learns their fd's kind.)
+        fd_io = self.backend.classify.fd_io
+        p.io_idx = [i for i, row in enumerate(rows) if row[5] in fd_io]
         tr.next_fd_count = next_fd_count
 
     @property
