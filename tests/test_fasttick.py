@@ -210,7 +210,7 @@ def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, m
 
 
 # Two threads taking turns on the GIL: after its turn, each waits for the
-# GIL in a futex on the same address, again and again.
+# GIL in a futex (one of the same two or three, again and again).
 CONTENDED = """
 import threading
 def spin():
@@ -481,3 +481,28 @@ def test_pids_handed_out_to_other_processes_do_not_stop_the_c_loop(tmp_path, mon
     assert done >= 10
     assert after > before and not looks  # moved on in C, no Python look
     assert s.seen == {t.pid}
+
+
+def test_run_loop_never_asks_for_a_negative_wait():
+    # A burst that returns as its next deadline passes (the C loop stops
+    # before sleeping past `until`; Python resumes a moment later): the
+    # wait gets 0, not a negative timeout (time.sleep would raise).
+    from types import SimpleNamespace
+
+    from circuit.tracer.sampler import run_loop
+
+    class Late:
+        period_ns = 0
+        alive = True
+        can_burst = True
+        writer = SimpleNamespace(last_flush=time.monotonic(), flush=lambda: None)
+
+        def tick(self, t_ns):
+            pass
+
+        def burst(self, deadline, period, until, signals, watch_fd):
+            return 0, 0, time.monotonic_ns() - 1_000_000, 0, 0  # a deadline just gone
+
+    timeouts = []
+    run_loop(Late(), 100, lambda t: timeouts.append(t) or len(timeouts) >= 3)
+    assert timeouts == [0.0, 0.0, 0.0]

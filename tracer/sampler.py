@@ -629,8 +629,8 @@ def run_loop(
                 stats.last_ns = last
             if taken:
                 continue
-            now = time.monotonic_ns()
-        stop = wait((deadline - now) / 1e9)
+            now = time.monotonic_ns()  # (the deadline may have just passed: no wait then)
+        stop = wait(max(deadline - now, 0) / 1e9)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     stats.cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return stats
