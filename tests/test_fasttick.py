@@ -52,7 +52,7 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
     assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
-    assert _fasttick.API == 3
+    assert _fasttick.API == 4
 
 
 def _sampler(tmp_path, name: str, pid: int, python: bool, monkeypatch) -> Sampler:
@@ -506,3 +506,56 @@ def test_run_loop_never_asks_for_a_negative_wait():
     timeouts = []
     run_loop(Late(), 100, lambda t: timeouts.append(t) or len(timeouts) >= 3)
     assert timeouts == [0.0, 0.0, 0.0]
+
+
+# Nine threads: one spins until told, then all wait for good.
+BIG = """
+import sys, threading
+ev, stop = threading.Event(), threading.Event()
+for _ in range(7):
+    threading.Thread(target=ev.wait, daemon=True).start()
+def spin():
+    while not stop.is_set():
+        pass
+    ev.wait()
+threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.readline()
+stop.set()
+ev.wait()
+"""
+
+
+@needs_c
+def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
+    tmp_path, monkeypatch
+):
+    import subprocess
+
+    from circuit.tracer.sampler import TASKSTATS_IDLE_BACK
+
+    monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+    (tmp_path / "c").mkdir()
+    backend = ProcBackend(taskstats=True)
+    if backend._taskstats is None:
+        pytest.skip("taskstats needs root (CAP_NET_ADMIN)")
+    with Spawned(BIG, stdin=subprocess.PIPE) as t:
+        s = Sampler(backend, RunWriter(tmp_path / "c", {}), t.pid)
+        try:
+            for _ in range(10):
+                s.tick(time.monotonic_ns())
+                time.sleep(0.005)
+            running = t.pid in s._fast_pids
+            assert t.proc.stdin is not None
+            t.proc.stdin.write("idle\n")
+            t.proc.stdin.flush()
+            time.sleep(0.05)
+            for _ in range(TASKSTATS_IDLE_BACK + 5):
+                s.tick(time.monotonic_ns())
+                time.sleep(0.005)
+            idle = t.pid in s._fast_pids
+            fingerprint = s.traced[t.pid].handle.fp
+        finally:
+            s.close()
+    assert running and not idle
+    assert fingerprint is not None  # the Python path asks taskstats

@@ -63,6 +63,7 @@ typedef struct {
     PyObject *counts; /* tuple, owned */
     long long slow_ns, rss, io[4];
     long skips;
+    long idle_back, idle_run; /* hand back after idle_back samples in a row where none ran (0: never) */
     int dirty, counted;
     long long nfds, next_fd_count, next_fd_scan, last_fd_scan, maps_due;
 } Proc;
@@ -243,19 +244,19 @@ static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
 
 /* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows, counts,
  *      (slow_ns, rss, skips, dirty, counted, nfds, next_fd_count, next_fd_scan,
- *       last_fd_scan, maps_due), (rchar, wchar, read_bytes, write_bytes))
+ *       last_fd_scan, maps_due, idle_back), (rchar, wchar, read_bytes, write_bytes))
  * threads: [(tid, sched_fd, stat_fd, status_fd, schedstat bytes, row, pcount, status_ns)],
  * in the order of ``rows``. */
 static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     long pid;
     int fds[4];
     PyObject *threads, *prow, *rows, *counts;
-    long long v[10], io[4];
-    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLL)(LLLL)", &pid, &fds[0], &fds[1],
+    long long v[11], io[4];
+    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLLL)(LLLL)", &pid, &fds[0], &fds[1],
                           &fds[2], &fds[3], &PyList_Type, &threads, &PyTuple_Type, &prow,
                           &PyList_Type, &rows, &PyTuple_Type, &counts, &v[0], &v[1], &v[2], &v[3],
-                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &io[0], &io[1], &io[2],
-                          &io[3]))
+                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &io[0], &io[1],
+                          &io[2], &io[3]))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(threads);
     if (n != PyList_GET_SIZE(rows) || PyTuple_GET_SIZE(prow) != 10) {
@@ -329,6 +330,7 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     p->next_fd_scan = v[7];
     p->last_fd_scan = v[8];
     p->maps_due = v[9];
+    p->idle_back = (long)v[10];
     memcpy(p->io, io, sizeof io);
     Py_RETURN_NONE;
 }
@@ -440,7 +442,10 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
         t->nsched_len = n;
         if (n != t->sched_len || memcmp(t->nsched, t->sched, n) != 0) ran = 1;
     }
-    if (ran) p->dirty = 1;
+    if (ran) {
+        p->dirty = 1;
+        p->idle_run = 0;
+    }
     if (p->dirty) {
         /* Sampler._sample: an fd scan that is due, or an fd count that moved. */
         if (now >= p->next_fd_scan) return FALLBACK;
@@ -454,6 +459,8 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
         }
     }
     if (!ran) {
+        /* (a big process: taskstats checks it for less while it idles) */
+        if (p->idle_back && ++p->idle_run >= p->idle_back) return FALLBACK;
         if (p->skips >= self->idle_refresh) return FALLBACK; /* the process files, now and then */
         p->skips++;
         return DONE_IDLE;
@@ -893,7 +900,7 @@ PyMODINIT_FUNC PyInit__fasttick(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 3) < 0) {
+        PyModule_AddIntConstant(m, "API", 4) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -68,6 +68,10 @@ MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
 # the Python path for FAST_RETRY_NS before it is tried again.
 FAST_MAX_BACKS = 3
 FAST_RETRY_NS = 1_000_000_000
+# A process taskstats can check for less (root, TASKSTATS_MIN_THREADS or
+# more threads) goes to the C tick only while its threads run, and back to
+# the Python path after this many samples in a row where none ran.
+TASKSTATS_IDLE_BACK = 3
 # While the C tick holds every traced process, the loop sleeps and ticks in
 # C too (Sampler.burst), and Python runs at least this often: for the
 # observers (a py-spy dump due) and the session's own checks.
@@ -83,7 +87,7 @@ def _fast_tick(backend: Backend) -> Any:
         from . import _fasttick  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if getattr(_fasttick, "API", 0) != 3:
+    if getattr(_fasttick, "API", 0) != 4:
         return None  # built from another version of the source
     return _fasttick.FastTick(
         backend.tick_ns,
@@ -211,11 +215,13 @@ class Sampler:
         self.backend.close(tr.handle)
         del self.traced[tr.pid]
 
-    def _fast_load(self, tr: _Traced) -> None:
-        """Hand a process to the C tick after a Python sample, if it can take it."""
+    def _fast_load(self, tr: _Traced, ran: bool) -> None:
+        """Hand a process to the C tick after a Python sample (in which it
+        ``ran`` or not), if it can take it."""
         fast, p, pid = self._fast, tr.handle, tr.pid
         b = self.backend
         assert fast is not None and isinstance(b, ProcBackend)
+        big = b._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS
         if (
             tr.first
             or p.zombie
@@ -224,7 +230,7 @@ class Sampler:
             or p.prow is None
             or p.scheds is None
             or len(p.rows) != len(p.order)
-            or (b._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS)
+            or (big and not ran)
         ):
             fast.drop(pid)  # (taskstats checks a big idle process for less)
             self._fast_pids.discard(pid)
@@ -268,6 +274,7 @@ class Sampler:
                 tr.next_fd_scan,
                 tr.last_fd_scan,
                 tr.maps_due[0] if tr.maps_due else 0,
+                TASKSTATS_IDLE_BACK if big else 0,
             ),
             tuple(p.io),
         )
@@ -416,10 +423,10 @@ class Sampler:
         retry = self._fast_retry
         for pid in todo:
             tr = self.traced[pid]
-            if self._sample(tr, t_ns):
-                self._ran = True
+            ran = self._sample(tr, t_ns)
+            self._ran = self._ran or ran
             if pid in self.traced and t_ns >= retry.get(pid, 0):
-                self._fast_load(tr)
+                self._fast_load(tr, ran)
         self.samples += 1
 
     def _sample(self, tr: _Traced, t_ns: int) -> bool:
