@@ -177,15 +177,24 @@ def test_circuit_python_tick_turns_the_c_tick_off(tmp_path, monkeypatch):
     assert s._fast is None
 
 
-# Threads started and joined all the time: at every sample the threads the C
-# tick was given have gone, or others came.
-CHURN = """
-import threading
+# A thread that wakes every 2 ms and then blocks reading the next of 16
+# pipes: at each sample it sleeps on an fd it has not slept on lately (the C
+# tick keeps the last 4 places), which only the Python path can classify.
+ROUNDS = """
+import os, threading, time
+pipes = [os.pipe() for _ in range(16)]
+def reader():
+    i = 0
+    while True:
+        os.read(pipes[i % 16][0], 1)
+        i += 1
+threading.Thread(target=reader, daemon=True).start()
 print("ready", flush=True)
+i = 0
 while True:
-    t = threading.Thread(target=sum, args=(range(2000),))
-    t.start()
-    t.join()
+    time.sleep(0.002)
+    os.write(pipes[i % 16][1], b"x")
+    i += 1
 """
 
 
@@ -193,7 +202,7 @@ while True:
 def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, monkeypatch):
     from circuit.tracer import sampler
 
-    with Spawned(CHURN) as t:
+    with Spawned(ROUNDS) as t:
         s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
         try:
             for _ in range(40):

@@ -229,8 +229,9 @@ static PyObject *FastTick_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
 }
 
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"tick_ns",        "page",    "slow_ns",   "idle_refresh", "check_min_ns",
-                             "fd_scan_min_ns", "running", "probe_max", NULL};
+    static char *kwlist[] = {"tick_ns",      "page",           "slow_ns", "idle_refresh",
+                             "check_min_ns", "fd_scan_min_ns", "running", "probe_max",
+                             NULL};
     PyObject *running;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLUL", kwlist, &self->tick_ns, &self->page,
                                      &self->slow_ns, &self->idle_refresh, &self->check_min_ns,
@@ -245,8 +246,8 @@ static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
 /* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows, counts,
  *      (slow_ns, rss, skips, dirty, counted, nfds, next_fd_count, next_fd_scan,
  *       last_fd_scan, maps_due, idle_back), (rchar, wchar, read_bytes, write_bytes))
- * threads: [(tid, sched_fd, stat_fd, status_fd, schedstat bytes, row, pcount, status_ns)],
- * in the order of ``rows``. */
+ * threads: [(tid, sched_fd, stat_fd, status_fd, syscall_fd, schedstat bytes, row, slept rows,
+ *            pcount, status_ns)], in the order of ``rows``. */
 static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     long pid;
     int fds[4];
