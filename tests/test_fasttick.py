@@ -55,13 +55,15 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     assert _fasttick.API == 4
 
 
-def _sampler(tmp_path, name: str, pid: int, python: bool, monkeypatch) -> Sampler:
+def _sampler(
+    tmp_path, name: str, pid: int, python: bool, monkeypatch, taskstats: bool = False
+) -> Sampler:
     if python:
         monkeypatch.setenv("CIRCUIT_PYTHON_TICK", "1")
     else:
         monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
     (tmp_path / name).mkdir()
-    s = Sampler(ProcBackend(taskstats=False), RunWriter(tmp_path / name, {}), pid)
+    s = Sampler(ProcBackend(taskstats=taskstats), RunWriter(tmp_path / name, {}), pid)
     assert (s._fast is None) == python
     return s
 
@@ -543,13 +545,11 @@ def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
 
     from circuit.tracer.sampler import TASKSTATS_IDLE_BACK
 
-    monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
-    (tmp_path / "c").mkdir()
-    backend = ProcBackend(taskstats=True)
-    if backend._taskstats is None:
-        pytest.skip("taskstats needs root (CAP_NET_ADMIN)")
     with Spawned(BIG, stdin=subprocess.PIPE) as t:
-        s = Sampler(backend, RunWriter(tmp_path / "c", {}), t.pid)
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch, taskstats=True)
+        if s.backend._taskstats is None:
+            s.close()
+            pytest.skip("taskstats needs root (CAP_NET_ADMIN)")
         try:
             for _ in range(10):
                 s.tick(time.monotonic_ns())

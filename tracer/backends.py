@@ -333,7 +333,7 @@ class ProcBackend(Backend):
         fp = p.fp
         idle = False
         if p.scheds is not None and not p.relist and p.rows is not None:
-            if self._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS:
+            if self._taskstats is not None and self.taskstats_checks(p):
                 # Taken before any read: a thread running after it shows next time.
                 fp = self._taskstats.tgid(p.pid)
                 idle = fp is not None and fp == p.fp
@@ -561,9 +561,19 @@ class ProcBackend(Backend):
             th.slept = (new, *(r for r in th.slept if (r[3], r[5], r[6]) != key))[:SLEPT_KEPT]
         return new
 
-    def reclassify_slept(self, p: _Proc, fd_kinds: dict[int, str]) -> None:
-        """The last asleep rows of threads blocked in read/write, after an fd
-        scan: the C tick reuses their wait when they block there again."""
+    def taskstats_checks(self, p: _Proc) -> bool:
+        """Whether one taskstats request tells for less than the threads'
+        schedstat reads if any of ``p``'s threads ran (root, and a process
+        of TASKSTATS_MIN_THREADS or more)."""
+        return self._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS
+
+    def reclassify(self, p: _Proc, fd_kinds: dict[int, str]) -> None:
+        """Before the C tick takes ``p``: the waits named after an fd's kind
+        (read/write), which an fd scan may just have learnt, re-derived in
+        its rows and in its threads' last asleep rows (the C tick never
+        classifies; it reuses those)."""
+        if p.io_idx:
+            self._reclassify_rows(p, fd_kinds)
         fd_io = self.classify.fd_io
         for th in p.order:
             if any(r[5] in fd_io for r in th.slept):

@@ -20,7 +20,6 @@ from .backends import (
     IDLE_REFRESH,
     PID_PROBE_MAX,
     SLOW_COUNTER_NS,
-    TASKSTATS_MIN_THREADS,
     Backend,
     ProcBackend,
     ProcessGone,
@@ -221,7 +220,7 @@ class Sampler:
         fast, p, pid = self._fast, tr.handle, tr.pid
         b = self.backend
         assert fast is not None and isinstance(b, ProcBackend)
-        big = b._taskstats is not None and len(p.order) >= TASKSTATS_MIN_THREADS
+        big = b.taskstats_checks(p)
         if (
             tr.first
             or p.zombie
@@ -235,12 +234,7 @@ class Sampler:
             fast.drop(pid)  # (taskstats checks a big idle process for less)
             self._fast_pids.discard(pid)
             return
-        if p.io_idx:
-            # Waits on read/write are named after the fd's kind, which the
-            # fd scan just done may have learnt: the Python tick would
-            # reclassify them next time, the C tick never does.
-            b._reclassify_rows(p, tr.kinds)
-        b.reclassify_slept(p, tr.kinds)
+        b.reclassify(p, tr.kinds)
         threads = [
             (
                 th.tid,
