@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import Spawned
+from helpers import Spawned, wait_for
 
 from circuit.tracer import backends
 from circuit.tracer.backends import ProcBackend
@@ -23,7 +23,8 @@ from circuit.tracer.taskstats import TaskStats
 pytestmark = pytest.mark.integration
 
 # 12 threads, each blocked on its own Event; a line "k" on stdin makes thread
-# k spin for 30 ms and block again.  Prints the threads' native ids.
+# k spin for 30 ms of CPU time, say "done", and block again.  Prints the
+# threads' native ids.
 TARGET = """
 import sys, threading, time
 evs = [threading.Event() for _ in range(12)]
@@ -33,9 +34,10 @@ def work(k):
     while True:
         evs[k].wait()
         evs[k].clear()
-        end = time.perf_counter() + 0.03
-        while time.perf_counter() < end:
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:
             pass
+        print("done", flush=True)
 ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(12)]
 [t.start() for t in ts]
 while None in ids:
@@ -70,9 +72,12 @@ class Target(Spawned):
         time.sleep(0.2)  # the main thread into its read()
 
     def wake(self, k: int) -> None:
+        """Thread k spins for 30 ms of CPU; back when it is blocked again
+        (however long a busy machine makes that take)."""
         self.proc.stdin.write(f"{k}\n")
         self.proc.stdin.flush()
-        time.sleep(0.15)  # 30 ms of spinning, with room for a busy machine
+        assert self.proc.stdout.readline().strip() == "done"
+        assert wait_for(lambda: _state(self.pid, self.tids[k]) == "S", interval=0.005)
 
 
 @contextlib.contextmanager
@@ -266,7 +271,9 @@ if pid == 0:
     with open({str(out)!r}, "w") as f:
         f.write(repr(time.process_time()))
     os._exit(0)
-time.sleep(0.8)
+# Its exit waited for but not reaped (WNOWAIT): sampled as a zombie a while.
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+time.sleep(0.3)
 os.waitpid(pid, 0)
 """,
     )
@@ -380,10 +387,12 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
     assert prow[2] == 2 and len(rows) == 2
 
 
-def _state(pid: int) -> str:
+def _state(pid: int, tid: int | None = None) -> str:
+    """The kernel state of a process, or of one of its threads."""
     from pathlib import Path
 
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    return Path(path).read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_an_exited_process_reports_its_final_io_totals_however_recent_the_last_read(tmp_path):
