@@ -7,19 +7,26 @@ whole batch before it.  Runs killed under the previous writer have one
 Parquet file per flush instead (``<table>.parts/NNNNNN.parquet``): they are
 read too.
 
-Used by the writer (the final merge) and by the analysis (loading a run that
-was killed or is still being written); kept free of imports, pyarrow is
-passed in.
+Written by the writer (:class:`Segment`, also for the final merge's spill
+files), read by the final merge and by the analysis (loading a run that was
+killed or is still being written); kept free of imports, pyarrow is passed
+in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 STREAM_SUFFIX = ".arrows"
 LEGACY_SUFFIX = ".parquet"
+
+# Run folders reveal command lines, paths and addresses: owner only.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 # The string columns a part stores dictionary-encoded (int32 indices), per
 # table: the repetitive ones of the threads table.  A string column's offsets
@@ -47,34 +54,130 @@ def part_files(parts_dir: Path) -> list[Path]:
     return sorted((f for f in files if not f.name.startswith(".")), key=lambda f: f.name)
 
 
-def read_stream(pa: Any, path: Path) -> tuple[Any | None, list[Any], str | None]:
-    """Read one IPC stream part: ``(its schema, its whole batches, why it stopped early)``.
+class Segment:
+    """One table's current part: an Arrow IPC stream, and its length after its
+    last whole batch.
 
-    * a clean stream (with or without its end-of-stream marker): (schema, batches, None);
-    * a batch cut short (a kill, or a write still going on): (schema, the whole
-      batches before it, why);
-    * nothing written yet, or the header cut short: (None, [], None);
-    * anything else that is not a stream: (None, [], why).
+    A ``pa.ipc.new_stream`` writer encodes each batch into memory (the stream
+    header comes with the first); one os.write loop appends that to the file,
+    which is open only while a flush appends to it: a file held open for
+    writing would make ``mount -o remount,ro`` of the output disk fail with
+    EBUSY.  The stream is never closed: readers take the end of the file as
+    its end.
+    """
+
+    def __init__(self, pa: Any, path: Path, schema: Any, options: Any) -> None:
+        self.path = path
+        self.encoded = Encoded()
+        self.stream = pa.ipc.new_stream(self.encoded, schema, options=options)
+        self.whole = 0  # 0: nothing written yet, not even the header
+
+    def append(self, batch: Any) -> None:
+        self.stream.write_batch(batch)
+        data = self.encoded.take()
+        if self.whole:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        else:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            write_all(fd, data)  # no fsync: with the OS, a killed tracer loses nothing
+        except BaseException:
+            self._cut(fd)
+            raise
+        finally:
+            os.close(fd)
+        self.whole += len(data)
+
+    def _cut(self, fd: int) -> None:
+        """After a failed write: cut the file back to its last whole batch (or
+        remove it if it has none), so it stays a readable stream."""
+        with contextlib.suppress(OSError):
+            if self.whole:
+                os.ftruncate(fd, self.whole)
+            else:
+                self.path.unlink()
+
+
+class Encoded:
+    """The in-memory sink of a part's stream writer: what it wrote since the last take()."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def write(self, data: Any) -> None:
+        self.buf += data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytearray:
+        data, self.buf = self.buf, bytearray()
+        return data
+
+
+def write_all(fd: int, data: Any) -> None:
+    """os.write until every byte is down: a nearly full disk can write short."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class StreamPart:
+    """One IPC stream part, read batch by batch (iterate it once).
+
+    After iterating, ``schema`` is the stream's schema (None: nothing written
+    yet, or the header cut short, or not a stream) and ``why`` says why it
+    stopped early (None: a clean end, or nothing in it yet).  A batch cut short
+    (a kill, or a write still going on) ends the iteration: the whole batches
+    before it were yielded.
 
     Reads into memory (not a memory map: a writer truncating the file after a
     failed write must not take the reader down with a SIGBUS).  OSError from
     opening the file propagates.
     """
-    with pa.OSFile(str(path)) as f:
-        try:
-            reader = pa.ipc.open_stream(f)
-        except (OSError, pa.ArrowInvalid) as e:
-            if _is_torn_header(path):
-                return None, [], None
-            return None, [], _one_line(e)
-        batches = []
-        while True:
+
+    def __init__(self, pa: Any, path: Path) -> None:
+        self.pa, self.path = pa, path
+        self.schema: Any = None
+        self.why: str | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        pa = self.pa
+        with pa.OSFile(str(self.path)) as f:
             try:
-                batches.append(reader.read_next_batch())
-            except StopIteration:
-                return reader.schema, batches, None
+                reader = pa.ipc.open_stream(f)
             except (OSError, pa.ArrowInvalid) as e:
-                return reader.schema, batches, _one_line(e)
+                if not _is_torn_header(self.path):
+                    self.why = _one_line(e)
+                return
+            self.schema = reader.schema
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (OSError, pa.ArrowInvalid) as e:
+                    self.why = _one_line(e)
+                    return
+                yield batch
+
+
+def read_stream(pa: Any, path: Path) -> tuple[Any | None, list[Any], str | None]:
+    """Read one IPC stream part whole: ``(its schema, its whole batches, why it stopped early)``.
+
+    * a clean stream (with or without its end-of-stream marker): (schema, batches, None);
+    * a batch cut short: (schema, the whole batches before it, why);
+    * nothing written yet, or the header cut short: (None, [], None);
+    * anything else that is not a stream: (None, [], why).
+    """
+    part = StreamPart(pa, path)
+    batches = list(part)
+    return part.schema, batches, part.why
 
 
 _CONTINUATION = b"\xff\xff\xff\xff"

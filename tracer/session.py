@@ -29,6 +29,7 @@ from typing import Any
 from circuit.errors import CircuitError
 from circuit.marks import ENV_RUN_DIR
 
+from . import merge
 from .backends import make_backend
 from .observers import Observer
 from .redact import redact_argv, redact_env
@@ -188,6 +189,9 @@ def _finish(
         "warnings": warnings,
         **extra,
     }
+    if sampler.thread_samples > merge.MERGE_ROWS:
+        # ~1 s per million rows, read twice and sorted in buckets (tracer/merge.py)
+        _say(opts, f"sorting {sampler.thread_samples:,} thread-samples into {writer.path}")
     try:
         writer.finalize(updates)
     except OSError as e:

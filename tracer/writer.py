@@ -13,7 +13,6 @@ rename); ``meta.json`` says ``"finalized": false`` until the end.
 from __future__ import annotations
 
 import array
-import contextlib
 import itertools
 import json
 import operator
@@ -23,13 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .parts import STREAM_SUFFIX, part_files, part_schema, read_stream
+from .merge import merge_parts
+from .parts import DIR_MODE, FILE_MODE, STREAM_SUFFIX, Encoded, Segment, part_files, part_schema
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
-
-# Run folders reveal command lines, paths and addresses: owner only.
-DIR_MODE = 0o700
-FILE_MODE = 0o600
-
 
 # Arrow type name -> array.array typecode for the integer columns of the schema.
 _INT_CODES = {
@@ -301,79 +296,6 @@ def _clear_run_dir(path: Path) -> None:
             child.unlink()
 
 
-class _Segment:
-    """One table's current part: an Arrow IPC stream, and its length after its
-    last whole batch.
-
-    A ``pa.ipc.new_stream`` writer encodes each batch into memory (the stream
-    header comes with the first); one os.write loop appends that to the file,
-    which is open only while a flush appends to it: a file held open for
-    writing would make ``mount -o remount,ro`` of the output disk fail with
-    EBUSY.  The stream is never closed: readers take the end of the file as
-    its end.
-    """
-
-    def __init__(self, pa: Any, path: Path, schema: Any, options: Any) -> None:
-        self.path = path
-        self.encoded = _Encoded()
-        self.stream = pa.ipc.new_stream(self.encoded, schema, options=options)
-        self.whole = 0  # 0: nothing written yet, not even the header
-
-    def append(self, batch: Any) -> None:
-        self.stream.write_batch(batch)
-        data = self.encoded.take()
-        if self.whole:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        else:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            _write_all(fd, data)  # no fsync: with the OS, a killed tracer loses nothing
-        except BaseException:
-            self._cut(fd)
-            raise
-        finally:
-            os.close(fd)
-        self.whole += len(data)
-
-    def _cut(self, fd: int) -> None:
-        """After a failed write: cut the file back to its last whole batch (or
-        remove it if it has none), so it stays a readable stream."""
-        with contextlib.suppress(OSError):
-            if self.whole:
-                os.ftruncate(fd, self.whole)
-            else:
-                self.path.unlink()
-
-
-class _Encoded:
-    """The in-memory sink of a part's stream writer: what it wrote since the last take()."""
-
-    closed = False
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def write(self, data: Any) -> None:
-        self.buf += data
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def take(self) -> bytearray:
-        data, self.buf = self.buf, bytearray()
-        return data
-
-
-def _write_all(fd: int, data: Any) -> None:
-    """os.write until every byte is down: a nearly full disk can write short."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class RunWriter:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         import pyarrow as pa  # imported before the target starts, never on the hot path
@@ -390,7 +312,7 @@ class RunWriter:
         # timestamp is added column-wise at flush, not tuple-wise per row.
         self.thread_batches: list[tuple[int, list[tuple]]] = []
         # Each table's current part, and the number of its next one.
-        self.segments: dict[str, _Segment] = {}
+        self.segments: dict[str, Segment] = {}
         # LZ4 on the batches' buffers: idle threads' rows repeat, ~7x smaller
         # parts for less CPU than writing them uncompressed (zstd: ~6x the
         # CPU for ~20% less).  On this thread, not pyarrow's thread pool.
@@ -414,13 +336,13 @@ class RunWriter:
         arrays = [_column(pa, ["" if f.type == pa.string() else 0], f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
         self.pq.write_table(table, io.BytesIO(), compression="zstd")
-        stream = pa.ipc.new_stream(_Encoded(), schema, options=self.ipc_options)
+        stream = pa.ipc.new_stream(Encoded(), schema, options=self.ipc_options)
         stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
         threads = self.part_schemas["threads"]
         row = tuple("" if "string" in str(f.type) else 0 for f in list(threads)[1:])
         for batches in ([(0, [row])], [(0, [row])] * 2):  # the plain and the numpy path
             arrays = _thread_arrays(pa, batches, threads)
-            stream = pa.ipc.new_stream(_Encoded(), threads, options=self.ipc_options)
+            stream = pa.ipc.new_stream(Encoded(), threads, options=self.ipc_options)
             stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=threads))
 
     # -- appending -----------------------------------------------------------
@@ -464,7 +386,7 @@ class RunWriter:
             parts.mkdir(mode=DIR_MODE, exist_ok=True)
             n = self.next_segment[name]
             self.next_segment[name] = n + 1
-            seg = self.segments[name] = _Segment(
+            seg = self.segments[name] = Segment(
                 self.pa,
                 parts / f"{n:06d}{STREAM_SUFFIX}",
                 self.part_schemas[name],
@@ -493,34 +415,21 @@ class RunWriter:
         write_json_atomic(self.path / META_FILE, self.meta)
 
     def _compact(self, name: str) -> None:
-        pa, pq = self.pa, self.pq
         parts_dir = self.path / f"{name}.parts"
-        files = part_files(parts_dir)
-        schema = self.schemas[name]
-        tables = []
-        for f in files:
-            if f.suffix == STREAM_SUFFIX:
-                # Whole batches only: a part cut back after a failed write has
-                # no torn tail, and from a torn one (a failed truncate) this
-                # keeps the batches a reader would keep.
-                have, batches, _ = read_stream(pa, f)
-                if batches:
-                    tables.append(pa.Table.from_batches(batches, schema=have))
-            else:
-                # ParquetFile, not read_table: read_table goes through
-                # pyarrow.dataset, which imports pandas into the sampler process.
-                tables.append(pq.ParquetFile(f).read())
-        # (cast: also decodes the parts' dictionary columns to plain strings)
-        tables = [t if t.schema.equals(schema) else t.cast(schema) for t in tables]
-        # (from_batches, not schema.empty_table(): that imports pandas)
-        table = pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=schema)
-        table = table.sort_by([(k, "ascending") for k in SORT_KEYS[name]])
         final = self.path / f"{name}.parquet"
         tmp = self.path / f".{name}.parquet.tmp"
-        # Large row groups and zstd: thread samples compress to a few bytes each.
         try:
             _create_private(tmp)
-            pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+            merge_parts(
+                self.pa,
+                self.pq,
+                part_files(parts_dir),
+                self.schemas[name],
+                SORT_KEYS[name],
+                tmp,
+                self.path / f".{name}.merge",
+                self.ipc_options,
+            )
             os.replace(tmp, final)
         except BaseException:
             _discard(tmp)  # the parts stay, so the table stays readable
