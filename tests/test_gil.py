@@ -175,6 +175,21 @@ def test_classify_gil_by_address_pid_and_snapshot() -> None:
     assert list(th["wait"].astype(str)).count("gil") == 0  # input untouched
 
 
+def test_classify_gil_on_plain_strings_and_on_frames_without_lock_waits() -> None:
+    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
+    th = _threads([(10, 1, 11, "lock", 1500, 0), (10, 1, 12, "poll", 1500, 0)])
+    plain = th.assign(wait=th["wait"].astype(str).astype(object))  # a frame built by hand
+    out = classify_gil(plain, maps)
+    assert list(out["wait"].astype(str)) == ["gil", "poll"]
+    assert list(out["wait"].cat.categories) == ["lock", "poll", "gil"]
+    assert list(plain["wait"]) == ["lock", "poll"]
+    # No futex wait at all: nothing to classify, no `gil` category appears.
+    idle = th[th["wait"] == "poll"].reset_index(drop=True)
+    out = classify_gil(idle, maps)
+    pd.testing.assert_frame_equal(out, idle)
+    assert "gil" not in out["wait"].cat.categories
+
+
 def test_count_switches_is_a_lower_bound_per_interval() -> None:
     seq = [(1,), (1,), (2,), (2, 1), (1,), (), (1,), (3, 2, 1)]
     per = count_switches(seq)
