@@ -295,6 +295,20 @@ def test_the_run_says_which_tick_sampled_it(tmp_path, monkeypatch, python):
         assert run.meta["samples_in_c_loop"] == 0
 
 
+@needs_c
+def test_without_fd_scans_a_busy_process_is_sampled_in_c_too(tmp_path, monkeypatch):
+    """--no-fds once kept every process on the Python path (its first fd scan,
+    which never came, was what let the C tick take it)."""
+    from helpers import trace
+
+    monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    status, run = trace(tmp_path, spin, fds=False)
+    assert status == 0 and run.meta["tick"] == "c"
+    assert run.meta["samples_in_c_loop"] >= run.meta["samples"] / 4, run.meta
+    assert run.fds.empty and (run.processes["fds"] == 0).all()
+
+
 # Runs, then sleeps, then runs: samples land on either, so the C tick and the
 # Python path take turns on the same process.  Each carries some counters
 # between reads (context switches, I/O, CPU totals): the data must still

@@ -168,7 +168,9 @@ for _ in range(3):
     assert kids.pid.nunique() == 3
 
 
-def test_exec_records_new_command_line(tmp_path):
+@pytest.mark.parametrize("fds", [True, False])
+def test_exec_records_new_command_line(tmp_path, fds):
+    # Without fd scans (--no-fds) the fd count still says when to look.
     _, run = trace(
         tmp_path,
         """
@@ -176,6 +178,7 @@ import os, sys, time
 time.sleep(0.3)
 os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(0.3)", "after-exec"])
 """,
+        fds=fds,
     )
     rows = run.procs[run.procs.pid == run.meta["root_pid"]]
     assert len(rows) == 2

@@ -117,6 +117,7 @@ class _Traced:
     backoff_ns: int = 0  # grows while scans find no change
     last_fd_scan: int = 0
     counted: bool = False  # the backend can count this process's fds cheaply
+    nfds: int = 0  # how many fds the last scan (or, with --no-fds, count) saw
     next_fd_count: int = 0
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
@@ -263,7 +264,7 @@ class Sampler:
                 p.skips,
                 tr.dirty,
                 tr.counted,
-                len(tr.fds),
+                tr.nfds,
                 tr.next_fd_count,
                 tr.next_fd_scan,
                 tr.last_fd_scan,
@@ -431,6 +432,12 @@ class Sampler:
             if self.scan_fds:
                 # Before the first sample, so read/write waits can name their fd's kind.
                 self._scan_fds(tr, t_ns, full=True)
+            else:
+                # No scans: the fd count only says when to look for an exec
+                # (which closes and opens files), as it says when to scan.
+                n = self.backend.fd_count(tr.handle)
+                tr.counted, tr.nfds = n is not None, n or 0
+                tr.first = False  # (no first scan to do it; the C tick waits for it)
         try:
             prow, rows, ran = self.backend.sample(tr.handle, tr.kinds, t_ns)
         except ProcessGone:
@@ -447,20 +454,28 @@ class Sampler:
         ):
             tr.next_fd_count = t_ns + CHECK_MIN_NS
             n = self.backend.fd_count(tr.handle)
-            if n is not None and n != len(tr.fds):
+            if n is not None and n != tr.nfds:
                 tr.next_fd_scan = t_ns  # opened or closed something: now
         if tr.dirty and t_ns >= tr.next_fd_scan:
             full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
             command = self.backend.command(tr.handle)
-            if command != tr.command and command:
+            execd = bool(command) and command != tr.command
+            if execd:
                 tr.command = command
                 full = True
                 self._record_info(tr.pid, prow[1], t_ns, tr.pid == self.root_pid)
             if self.scan_fds:
                 self._scan_fds(tr, t_ns, full)
             else:
+                # Only the look for an exec, which backs off as a quiet fd
+                # table's rescan does (each takes a sample on the Python path).
                 tr.dirty = False
-                tr.next_fd_scan = t_ns + self.period_ns
+                tr.last_fd_scan = t_ns
+                if tr.counted:
+                    tr.nfds = self.backend.fd_count(tr.handle) or tr.nfds
+                most = FD_SCAN_MAX_BACKOFF_COUNTED_NS
+                tr.backoff_ns = 0 if execd else min(max(2 * tr.backoff_ns, self.period_ns), most)
+                tr.next_fd_scan = t_ns + max(self.period_ns, tr.backoff_ns)
         if tr.maps_due and t_ns >= tr.maps_due[0]:
             tr.maps_due.pop(0)
             self._record_maps(tr, t_ns)
@@ -524,6 +539,7 @@ class Sampler:
         if tr.first:
             tr.counted = self.backend.fd_count(tr.handle) is not None
         tr.fds = new
+        tr.nfds = len(new)
         tr.last_fd_scan = t_ns
         tr.first = tr.dirty = False
         if opened or closed:
