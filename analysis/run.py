@@ -220,11 +220,30 @@ class Run:
     def threads(self) -> pd.DataFrame:
         """Thread samples; futex waits on the GIL say ``gil`` (docs/pyspy.md)."""
         df = _read_table(self.path, "threads", self.load_warnings, self.finalized)
+        if not self.finalized and len(df):
+            df = self._up_to_the_last_process_sample(df)
         if len(df) and len(self.maps):
             from .gil import classify_gil
 
             df = classify_gil(df, self.maps)
         return df
+
+    def _up_to_the_last_process_sample(self, threads: pd.DataFrame) -> pd.DataFrame:
+        """A flush appends the thread rows, then the process rows: a tracer
+        killed (or a disk full) between the two leaves thread rows whose
+        process rows are not there.  Those go, so that every thread sample
+        has its process sample, as in a finalised run."""
+        procs = self.processes
+        last = int(procs["t_ns"].max()) if len(procs) else None
+        late = threads["t_ns"] > last if last is not None else threads["t_ns"].notna()
+        n = int(late.sum())
+        if not n:
+            return threads
+        self.load_warnings.append(
+            f"left out {n} thread samples taken after the last process sample "
+            "(the tracer stopped between writing the two tables)"
+        )
+        return threads[~late].reset_index(drop=True)
 
     @cached_property
     def processes(self) -> pd.DataFrame:

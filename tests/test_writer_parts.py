@@ -160,6 +160,23 @@ def test_kill_between_flushes_loads_silently(written, run_copy):
     assert len(run.load_warnings) == 1  # "not finalized" only
 
 
+def test_kill_between_the_thread_rows_and_the_process_rows_of_a_flush(written, run_copy):
+    # A flush appends the threads batch, then the processes batch: killed in
+    # between, the last flush's thread rows have no process rows.  They are
+    # left out (with a warning), as the finalised run has none of that kind.
+    full = circuit.load(written[0])
+    path, ends = run_copy
+    os.truncate(path / "processes.parts" / "000000.arrows", ends["processes"][-2])
+    run = circuit.load(path)
+    pd.testing.assert_frame_equal(run.processes, _first_flushes(full.processes, FLUSHES - 1))
+    pd.testing.assert_frame_equal(run.threads, _first_flushes(full.threads, FLUSHES - 1))
+    late = [w for w in run.load_warnings if "after the last process sample" in w]
+    assert late == [
+        f"left out {SAMPLES * THREADS} thread samples taken after the last process sample "
+        "(the tracer stopped between writing the two tables)"
+    ]
+
+
 @pytest.mark.parametrize("cut", [0, 1, 4, 8, 100, -1])
 def test_kill_in_the_first_flush_header(run_copy, cut):
     # Killed while the stream's header (written with the first batch) went
