@@ -79,6 +79,9 @@ class Backend(ABC):
     @abstractmethod
     def close(self, handle: Any) -> None: ...
 
+    def shutdown(self) -> None:  # noqa: B027 (most backends hold nothing more)
+        """Release what the backend holds beyond its processes (sockets...)."""
+
     @abstractmethod
     def sample(
         self, handle: Any, fd_kinds: dict[int, str], t_ns: int = 0
@@ -560,6 +563,11 @@ class ProcBackend(Backend):
             key = new[3], new[5], new[6]
             th.slept = (new, *(r for r in th.slept if (r[3], r[5], r[6]) != key))[:SLEPT_KEPT]
         return new
+
+    def shutdown(self) -> None:
+        if self._taskstats is not None:
+            self._taskstats.close()
+            self._taskstats = None
 
     def taskstats_checks(self, p: _Proc) -> bool:
         """Whether one taskstats request tells for less than the threads'

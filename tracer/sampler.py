@@ -565,6 +565,7 @@ class Sampler:
     def close(self) -> None:
         for tr in list(self.traced.values()):
             self._drop(tr)
+        self.backend.shutdown()
 
 
 @dataclass

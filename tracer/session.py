@@ -362,7 +362,7 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
                     break
             try:
                 _, raw = os.waitpid(proc.pid, 0)
-                status = os.waitstatus_to_exitcode(raw)
+                status = proc.returncode = os.waitstatus_to_exitcode(raw)  # reaped: Popen knows
             except ChildProcessError:
                 status = proc.returncode
         code = status if status is not None else 1
