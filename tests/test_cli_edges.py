@@ -281,3 +281,33 @@ def test_no_resource_left_unclosed_under_dev_mode(tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "ResourceWarning" not in p.stderr, p.stderr
+
+
+def test_attach_takes_sigusr1_and_sigterm_itself(tmp_path):
+    # pyarrow starts native threads (OpenBLAS, through numpy): blocked before
+    # they start, they inherit the mask.  Otherwise a kill aimed at circuit
+    # is delivered to one of them: SIGUSR1 and SIGTERM killed circuit outright.
+    out = tmp_path / "a"
+    with Spawned('import time\nprint("ready", flush=True)\ntime.sleep(30)\n') as child:
+        p = subprocess.Popen(
+            [*CIRCUIT, "attach", str(child.pid), "-q", "-o", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_for(lambda: (out / "threads.parts").exists())  # sampling
+            p.send_signal(signal.SIGUSR1)  # an on-demand dump
+            assert wait_for(lambda: "demand" in _dump_triggers(out))
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=30)
+        finally:
+            kill_quietly(p.pid)
+    assert p.returncode == 0, err
+    meta = circuit.load(out).meta
+    assert meta["finalized"] and meta["stop_reason"] == "stopped by SIGTERM"
+
+
+def _dump_triggers(run: Path) -> str:
+    f = run / "pyspy" / "dumps.jsonl"
+    return f.read_text() if f.exists() else ""

@@ -218,7 +218,11 @@ class _SignalWait:
             timeout = 0.0  # drain what is pending, then go back to sampling
 
 
-def _block_signals() -> set[int]:
+def _block_signals_early() -> set[int]:
+    """Block SIGNALS, before the run's writer loads pyarrow: the threads it
+    starts (OpenBLAS, through numpy) inherit the mask.  A thread that does not
+    block them would take a signal sent to circuit: SIGUSR1 or SIGTERM would
+    kill circuit there, SIGINT raise KeyboardInterrupt mid-sample."""
     return signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 
 
@@ -248,15 +252,15 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
             raise SessionError(f"permission denied: {cmd[0]} is not executable")
         raise SessionError(f"command not found: {cmd[0]}")
     backend = make_backend(opts.backend)
-    writer, meta = _open_run(opts, "run")
-    meta.update(command=redact_argv(cmd) if opts.redact else cmd, backend=backend.name)
-    env = dict(os.environ)
-    env[ENV_RUN_DIR] = str(writer.path.resolve())
-    if opts.record_env:
-        meta["environment"] = redact_env(env)
-    writer.write_meta()
-    old_mask = _block_signals()
+    old_mask = _block_signals_early()
     try:
+        writer, meta = _open_run(opts, "run")
+        meta.update(command=redact_argv(cmd) if opts.redact else cmd, backend=backend.name)
+        env = dict(os.environ)
+        env[ENV_RUN_DIR] = str(writer.path.resolve())
+        if opts.record_env:
+            meta["environment"] = redact_env(env)
+        writer.write_meta()
         proc = subprocess.Popen(
             cmd,
             env=env,
@@ -266,6 +270,9 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     except OSError as e:
         _restore_signals(old_mask)
         raise SessionError(f"cannot start {cmd[0]}: {e.strerror}") from None
+    except BaseException:
+        _restore_signals(old_mask)
+        raise
     meta.update(root_pid=proc.pid, start_ns=time.monotonic_ns(), start_time=_now_iso())
 
     sampler = Sampler(
@@ -467,27 +474,35 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
     _check_rate(opts.rate)
     check_attachable(pid)
     backend = make_backend(opts.backend)
-    writer, meta = _open_run(opts, "attach" if stop_fd is None else "trace")
-    command = backend.info(pid)["cmdline"]
-    meta.update(
-        root_pid=pid, backend=backend.name, command=redact_argv(command) if opts.redact else command
-    )
-    if opts.record_env:
-        env = _read_environ(pid)
-        if env is None:
-            meta["warnings"].append(f"the environment of PID {pid} is not readable: not recorded")
-        else:
-            meta["environment"] = redact_env(env)
-    writer.write_meta()
-    old_mask = _block_signals()
-    sampler = Sampler(
-        backend,
-        writer,
-        pid,
-        exclude={os.getpid()},
-        fds=opts.fds,
-        redact=redact_argv if opts.redact else None,
-    )
+    old_mask = _block_signals_early()
+    try:
+        writer, meta = _open_run(opts, "attach" if stop_fd is None else "trace")
+        command = backend.info(pid)["cmdline"]
+        meta.update(
+            root_pid=pid,
+            backend=backend.name,
+            command=redact_argv(command) if opts.redact else command,
+        )
+        if opts.record_env:
+            env = _read_environ(pid)
+            if env is None:
+                meta["warnings"].append(
+                    f"the environment of PID {pid} is not readable: not recorded"
+                )
+            else:
+                meta["environment"] = redact_env(env)
+        writer.write_meta()
+        sampler = Sampler(
+            backend,
+            writer,
+            pid,
+            exclude={os.getpid()},
+            fds=opts.fds,
+            redact=redact_argv if opts.redact else None,
+        )
+    except BaseException:
+        _restore_signals(old_mask)
+        raise
     end = time.monotonic() + opts.duration if opts.duration else None
     reason = "target exited"
 
