@@ -109,12 +109,15 @@ def join_stacks(threads: pd.DataFrame, stacks: pd.DataFrame) -> pd.DataFrame:
 
 
 def thread_names(stacks: pd.DataFrame) -> dict[tuple[int, int], str]:
-    """(pid, tid) -> the Python thread name in the last dump that saw it."""
+    """(pid, tid) -> the Python thread name in the last dump that named it.
+
+    (A dump taken as the interpreter shuts down can see a thread whose name
+    is gone already: an earlier name stands.)"""
     if stacks.empty:
         return {}
-    last = stacks.sort_values("t_ns").drop_duplicates(["pid", "tid"], keep="last")
+    named = stacks[stacks["thread_name"].fillna("").astype(str) != ""]
+    last = named.sort_values("t_ns").drop_duplicates(["pid", "tid"], keep="last")
     return {
         (int(p), int(t)): str(n)
         for p, t, n in zip(last["pid"], last["tid"], last["thread_name"], strict=True)
-        if n
     }

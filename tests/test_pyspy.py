@@ -87,6 +87,17 @@ def test_stacks_table_from_dump_records() -> None:
     assert list(st["trigger"]) == ["periodic", "periodic", "demand"]
     assert thread_names(st) == {(1, 11): "worker", (1, 1): "MainThread"}
     assert stacks_from_records([]).empty
+    # A dump as the interpreter shuts down sees the main thread, nameless:
+    # the name an earlier dump gave it stands.
+    final = {
+        "t_ns": 400,
+        "end_ns": 410,
+        "pid": 1,
+        "trigger": "final",
+        "threads": [{"tid": 1, "name": None, "owns_gil": False, "active": False, "frames": []}],
+    }
+    st = stacks_from_records([*RECORDS, final])
+    assert thread_names(st) == {(1, 11): "worker", (1, 1): "MainThread"}
 
 
 def test_join_stacks_takes_the_latest_dump_of_the_same_thread() -> None:
