@@ -3,6 +3,7 @@
 The helper (``python -m circuit.tracer.agent``) attaches to our PID and samples
 from outside; it stops when the pipe we hold on its stdin closes, which also
 happens if this process dies, so a crashed script still leaves a finished run.
+Like ``circuit attach`` it takes py-spy dumps of us (``pyspy=False``: none).
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ class Trace:
         rate: float = 100.0,
         backend: str = "auto",
         force: bool = False,
+        pyspy: bool = True,
+        dump_interval: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.rate = rate
         self.backend = backend
         self.force = force
+        self.pyspy = pyspy
+        self.dump_interval = dump_interval  # None: auto, as `circuit run --dump-interval`
         self.meta: dict[str, Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._old_env: str | None = None
@@ -50,9 +55,15 @@ class Trace:
         ]
         if self.force:
             cmd.append("--force")
+        if not self.pyspy:
+            cmd.append("--no-pyspy")
+        elif self.dump_interval is not None:
+            cmd += ["--dump-interval", f"{self.dump_interval:g}"]
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        if self.pyspy:
+            _set_ptracer(self._proc.pid)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()  # handshake: the first sample is taken
         if line.strip() != b"ready":
@@ -74,6 +85,8 @@ class Trace:
             os.environ[ENV_RUN_DIR] = self._old_env
         assert self._proc is not None
         _, err = self._proc.communicate()  # closes stdin: the helper finalises
+        if self.pyspy:
+            _set_ptracer(0)
         if self._proc.returncode != 0:
             msg = err.decode(errors="replace").strip()
             raise CircuitError(msg.splitlines()[-1] if msg else "the tracing helper failed")
@@ -85,3 +98,22 @@ class Trace:
         from circuit import load
 
         return load(self.path)
+
+
+def _set_ptracer(pid: int) -> None:
+    """Let ``pid`` (the helper) and its children (py-spy) read this process
+    where Yama allows ptrace of descendants only (``ptrace_scope`` 1, the
+    default of Ubuntu and others): the helper is our child, not our parent.
+    0 takes that back.  Elsewhere, or without Yama, prctl fails: no matter."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_PTRACER = 0x59616D61  # linux/prctl.h ("Yama")

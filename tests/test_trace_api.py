@@ -63,3 +63,44 @@ def test_marks_from_threads_and_children_under_circuit_run(tmp_path):
     assert sorted(run.marks.name) == ["child", "t0", "t1", "t2", "t3"]
     assert run.marks.pid.nunique() == 2
     assert run.marks.tid.nunique() == 5
+
+
+def test_trace_takes_pyspy_dumps_of_the_process_periodic_and_on_demand(tmp_path):
+    out = tmp_path / "t"
+    script = code(
+        f"""
+        import os, threading, time
+        import circuit
+        with circuit.trace({str(out)!r}, dump_interval=0.2):
+            t = threading.Thread(target=time.sleep, args=(1.0,), name="napper"); t.start()
+            time.sleep(0.3)
+            circuit.dump()  # on demand, from the traced script itself
+            t.join()
+        print(os.getpid(), flush=True)
+        """
+    )
+    p = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    run = circuit.load(out)
+    st = run.stacks
+    assert set(st.pid) == {int(p.stdout)}, st
+    assert {"periodic", "demand"} <= set(st.trigger), st.trigger.value_counts()
+    assert "napper" in set(st.thread_name)
+    assert run.meta["pyspy"]["failures"] == []
+
+
+def test_trace_without_pyspy(tmp_path):
+    out = tmp_path / "t"
+    script = code(
+        f"""
+        import time
+        import circuit
+        with circuit.trace({str(out)!r}, pyspy=False):
+            time.sleep(0.3)
+        """
+    )
+    p = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    run = circuit.load(out)
+    assert run.stacks.empty and "pyspy" not in run.meta
+    assert not (out / "pyspy").exists()

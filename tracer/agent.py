@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from circuit.commands import add_pyspy_options, pyspy_observers
+from circuit.errors import CircuitError
+
 from .session import Options, SessionError, attach
 
 
@@ -16,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--force", action="store_true")
+    add_pyspy_options(ap)
     a = ap.parse_args(argv)
+    a.quiet = True  # our stderr is read only if we fail: py-spy's troubles go to meta.json
     first = True
 
     def ready(_t: int) -> None:
@@ -26,10 +31,18 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("ready\n")
             sys.stdout.flush()
 
-    opts = Options(out=a.out, rate=a.rate, backend=a.backend, force=a.force, on_tick=ready)
     try:
+        opts = Options(
+            out=a.out,
+            rate=a.rate,
+            backend=a.backend,
+            force=a.force,
+            quiet=True,
+            observers=pyspy_observers(a),
+            on_tick=ready,
+        )
         attach(a.pid, opts, stop_fd=sys.stdin.fileno())
-    except SessionError as e:
+    except (SessionError, CircuitError) as e:
         print(f"circuit: error: {e}", file=sys.stderr)
         return 2
     return 0
