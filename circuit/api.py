@@ -60,7 +60,13 @@ class Trace:
         elif self.dump_interval is not None:
             cmd += ["--dump-interval", f"{self.dump_interval:g}"]
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Its own session: a Ctrl-C at the terminal is for this script
+            # (which may catch it and go on); the helper stops on our pipe.
+            start_new_session=True,
         )
         if self.pyspy:
             _set_ptracer(self._proc.pid)
@@ -89,7 +95,12 @@ class Trace:
             _set_ptracer(0)
         if self._proc.returncode != 0:
             msg = err.decode(errors="replace").strip()
-            raise CircuitError(msg.splitlines()[-1] if msg else "the tracing helper failed")
+            msg = msg.splitlines()[-1] if msg else "the tracing helper failed"
+            if exc_type is not None:
+                # Never mask what the block raised (a KeyboardInterrupt, say).
+                print(f"circuit: {msg}", file=sys.stderr)
+                return
+            raise CircuitError(msg)
         import json
 
         self.meta = json.loads((self.path / "meta.json").read_text())

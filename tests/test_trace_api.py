@@ -104,3 +104,41 @@ def test_trace_without_pyspy(tmp_path):
     run = circuit.load(out)
     assert run.stacks.empty and "pyspy" not in run.meta
     assert not (out / "pyspy").exists()
+
+
+def test_a_terminal_ctrl_c_is_for_the_script_not_for_the_helper(tmp_path):
+    # A terminal sends SIGINT to its whole foreground process group.  The
+    # script catches it and carries on; the trace must carry on too, and a
+    # KeyboardInterrupt that leaves the block must not be turned into another
+    # exception.
+    out = tmp_path / "t"
+    script = code(
+        f"""
+        import os, signal, time
+        import circuit
+        try:
+            with circuit.trace({str(out)!r}, pyspy=False):
+                try:
+                    os.killpg(0, signal.SIGINT)  # as a terminal's Ctrl-C
+                    time.sleep(5)
+                except KeyboardInterrupt:
+                    print("caught", flush=True)
+                t = time.monotonic()
+                while time.monotonic() - t < 0.3:
+                    pass
+                circuit.mark("after")
+                os.killpg(0, signal.SIGINT)
+                time.sleep(5)
+        except KeyboardInterrupt:
+            print("left the block", flush=True)
+        """
+    )
+    p = subprocess.run(
+        [PY, "-c", script], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["caught", "left", "the", "block"], p.stdout
+    run = circuit.load(out)
+    assert run.meta["finalized"] and run.meta["stop_reason"] == "trace() block ended"
+    assert list(run.marks.name) == ["after"]
+    assert (run.threads.t_ns > run.marks.t_ns.iloc[0]).any()
