@@ -11,7 +11,14 @@ import pandas as pd
 
 from circuit.errors import CircuitError
 from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
-from circuit.tracer.schema import MARKS_FILE, META_FILE, SUPPORTED_VERSIONS, TABLES, arrow_schema
+from circuit.tracer.schema import (
+    ADDED_TABLES,
+    MARKS_FILE,
+    META_FILE,
+    SUPPORTED_VERSIONS,
+    TABLES,
+    arrow_schema,
+)
 
 _CATEGORIES = {
     "threads": ["name", "state", "wait", "wchan"],
@@ -100,6 +107,8 @@ def _check_tables(path: Path) -> None:
     for name in TABLES:
         f = path / f"{name}.parquet"
         if not f.exists():
+            if name in ADDED_TABLES:
+                continue  # a run from before the table existed
             raise RunFormatError(f"{f} is missing from a finalized run")
         try:
             _check_columns(f, arrow_schema(name))
@@ -115,7 +124,7 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
     schema = arrow_schema(name)
     single = path / f"{name}.parquet"
     files = [single] if single.exists() else part_files(path / f"{name}.parts")
-    if not files and finalized:
+    if not files and finalized and name not in ADDED_TABLES:
         raise RunFormatError(f"{single} is missing from a finalized run")
     cats = _CATEGORIES.get(name, [])
     tables = []

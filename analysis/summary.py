@@ -67,6 +67,17 @@ def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -
     return last - first.reindex(last.index)
 
 
+def _rate_hz(meta: dict[str, Any], processes: pd.DataFrame) -> float:
+    """The achieved rate; for a run that was not finalised, from its samples."""
+    rate = meta.get("rate_hz_achieved")
+    if rate is not None:
+        return float(rate)
+    t = processes["t_ns"].unique() if len(processes) else []
+    if len(t) < 2:
+        return 0.0
+    return round((len(t) - 1) / ((int(t.max()) - int(t.min())) / 1e9), 3)
+
+
 def period_ns(meta: dict[str, Any]) -> int:
     rate = meta.get("rate_hz_achieved") or meta.get("rate_hz_requested") or 100.0
     return round(1e9 / float(rate))
@@ -186,7 +197,7 @@ def summarize_frames(
         "parallelism": round(cpu / wall, 4) if wall else 0.0,
         "samples": int(samples),
         "thread_samples": len(threads),
-        "rate_hz": float(meta.get("rate_hz_achieved") or 0.0),
+        "rate_hz": _rate_hz(meta, processes),
         "rate_hz_requested": meta.get("rate_hz_requested"),
         "missed_deadlines": meta.get("missed_deadlines"),
         "sampler_cpu_s": meta.get("sampler_cpu_s"),

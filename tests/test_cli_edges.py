@@ -209,6 +209,11 @@ def test_errors_are_one_line(tmp_path):
     assert "--rate" in _one_line_error(
         cli("run", "--rate", "0", "-o", str(tmp_path / "z"), "--", PY, "-c", "1")
     )
+    for bad in ("0", "nan", "inf"):  # nan and inf once failed deep in the loop
+        out = tmp_path / f"d{bad}"
+        err = _one_line_error(cli("attach", "--duration", bad, "-o", str(out), str(os.getpid())))
+        assert "--duration must be a positive number of seconds" in err
+        assert not out.exists()  # refused before the run folder was made
 
 
 def test_unwritable_output_is_refused_before_the_target_starts(tmp_path):
@@ -311,3 +316,17 @@ def test_attach_takes_sigusr1_and_sigterm_itself(tmp_path):
 def _dump_triggers(run: Path) -> str:
     f = run / "pyspy" / "dumps.jsonl"
     return f.read_text() if f.exists() else ""
+
+
+def test_a_run_says_when_the_sampler_fell_behind():
+    from circuit.tracer.sampler import LoopStats
+    from circuit.tracer.session import _behind
+
+    def stats(samples: int, seconds: float, missed: int = 0) -> LoopStats:
+        return LoopStats(samples=samples, missed=missed, first_ns=0, last_ns=round(seconds * 1e9))
+
+    assert _behind(stats(101, 1.0), 100) is None  # held
+    assert _behind(stats(92, 1.0), 100) is None  # within 10%
+    note = _behind(stats(51, 1.0, missed=49), 100)
+    assert note is not None and "kept 50.0 of the 100 Hz asked (49 deadlines missed)" in note
+    assert _behind(stats(10, 1.0), 100) is None  # too few samples to tell

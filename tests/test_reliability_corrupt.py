@@ -145,6 +145,15 @@ def test_missing_table_of_a_finalized_run(run_copy, table):
     assert "missing" in msg
 
 
+def test_a_finalized_run_from_before_the_maps_table_loads(run_copy):
+    # maps.parquet came with the py-spy work, without a new format version:
+    # runs finalised before it have no such file, and must load.
+    (run_copy / "maps.parquet").unlink()
+    run = circuit.load(run_copy)
+    assert run.maps.empty and len(run.threads) and run.load_warnings == []
+    assert run.summary()["samples"] > 0
+
+
 def test_not_a_folder(tmp_path):
     f = tmp_path / "file"
     f.write_text("hello")

@@ -99,6 +99,10 @@ def _check_run(out, killed_ns: int, start_ns: int) -> None:
         # the last kept sample is at most one flush interval (plus a flush) old
         lag = (killed_ns - t[-1]) / 1e9
         assert lag < FLUSH_INTERVAL_S + 1.0, lag
+        # the summary's rate comes from the samples (meta.json has none yet)
+        if len(t) > 1:
+            want = (len(t) - 1) / ((t[-1] - t[0]) / 1e9)
+            assert run.summary()["rate_hz"] == pytest.approx(want, rel=1e-3)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

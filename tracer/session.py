@@ -115,7 +115,7 @@ def _user() -> str:
 
 def _check_rate(rate: float) -> None:
     if not (0 < rate <= 10_000):
-        raise SessionError(f"--rate must be between 0 and 10000 Hz, got {rate:g}")
+        raise SessionError(f"--rate must be more than 0 and at most 10000 Hz, got {rate:g}")
 
 
 def _open_run(opts: Options, mode: str) -> tuple[RunWriter, dict[str, Any]]:
@@ -159,6 +159,22 @@ def _stop_observers(opts: Options, reason: str) -> tuple[dict[str, Any], list[st
     return updates, warnings
 
 
+# Below this share of the requested rate, a run says the sampler fell behind.
+BEHIND_SHARE = 0.9
+
+
+def _behind(stats: LoopStats, rate: float) -> str | None:
+    """A warning if the loop held much less than the requested rate (over
+    enough samples to tell): time per state is then coarser than asked."""
+    if stats.samples < 20 or stats.achieved_hz >= BEHIND_SHARE * rate:
+        return None
+    return (
+        f"the sampler kept {stats.achieved_hz:.1f} of the {rate:g} Hz asked "
+        f"({stats.missed} deadlines missed): the machine was busy, or the target "
+        "has too many threads for this rate (docs/performance.md)"
+    )
+
+
 def _finish(
     writer: RunWriter,
     sampler: Sampler,
@@ -172,6 +188,10 @@ def _finish(
     obs_updates, obs_warnings = _stop_observers(opts, reason)
     extra = {**obs_updates, **extra}
     warnings = list(meta.get("warnings", [])) + sampler.backend.warnings + obs_warnings
+    behind = _behind(stats, opts.rate)
+    if behind:
+        warnings.append(behind)
+        _say(opts, f"warning: {behind}")
     wall = (stats.last_ns - meta["start_ns"]) / 1e9
     updates = {
         "end_time": _now_iso(),

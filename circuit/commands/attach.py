@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from circuit.commands import (
@@ -33,8 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from circuit.tracer.session import SessionError, attach, check_attachable, describe
 
-    if args.duration is not None and args.duration <= 0:
-        raise SessionError(f"--duration must be positive, got {args.duration:g}")
+    if args.duration is not None and not (0 < args.duration < math.inf):
+        raise SessionError(
+            f"--duration must be a positive number of seconds, got {args.duration:g}"
+        )
     check_attachable(args.pid)  # before saying "tracing": no progress line ahead of the error
     out = args.output or default_run_dir(f"pid{args.pid}")
     opts = sampling_options(args, out, duration=args.duration)
