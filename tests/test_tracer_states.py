@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from helpers import share, thread_summary, trace
+from helpers import PY, cli, code, share, thread_summary, trace
+
+import circuit
 
 pytestmark = pytest.mark.integration
 
@@ -183,6 +187,46 @@ os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(0.3)", 
     rows = run.procs[run.procs.pid == run.meta["root_pid"]]
     assert len(rows) == 2
     assert "after-exec" in rows.cmdline.iloc[-1]
+
+
+ORPHAN = """
+import subprocess, sys, time
+# sh starts the spinner in the background and exits at once: the spinner is
+# orphaned before any sample can see it as sh's child.
+spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.5: pass"
+subprocess.run(["sh", "-c", f"exec {sys.executable} -c '{spin}' orphan-marker &"])
+time.sleep(1.2)
+"""
+
+
+def test_orphans_of_the_traced_tree_are_adopted_traced_and_reaped(tmp_path):
+    import ctypes
+
+    from circuit.tracer.session import PR_SET_CHILD_SUBREAPER
+
+    _, run = trace(tmp_path, ORPHAN)
+    procs = run.procs[run.procs.cmdline.str.endswith("orphan-marker")]
+    assert len(procs) == 1, run.procs
+    pid = int(procs.pid.iloc[0])
+    assert int(procs.ppid.iloc[0]) == os.getpid()  # reparented to circuit (this process)
+    cpu = run.summary()["processes"]
+    assert next(p["cpu_s"] for p in cpu if p["pid"] == pid) > 0.3
+    assert not os.path.exists(f"/proc/{pid}")  # exited, and reaped by circuit
+    got = ctypes.c_int(-1)
+    libc = ctypes.CDLL(None)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER + 1, ctypes.byref(got), 0, 0, 0) == 0
+    assert got.value == 0  # no longer a subreaper once the run is over
+
+
+def test_circuits_own_children_are_not_adopted(tmp_path):
+    # py-spy dumps are circuit's children too: never traced as orphans.
+    out = tmp_path / "r"
+    p = cli("run", "-q", "-o", str(out), "--dump-interval", "0.1", "--", PY, "-c", code(ORPHAN))
+    assert p.returncode == 0, p.stderr
+    run = circuit.load(out)
+    assert run.meta["pyspy"]["dumps"].get("periodic", 0) >= 3
+    assert not run.procs.cmdline.str.contains("py-spy").any(), run.procs.cmdline
+    assert run.procs.cmdline.str.endswith("orphan-marker").sum() == 1
 
 
 def test_socket_addresses_are_recorded(tmp_path):

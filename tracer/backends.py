@@ -18,6 +18,7 @@ import errno
 import operator
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from itertools import repeat
 from typing import Any
 
@@ -118,8 +119,16 @@ class Backend(ABC):
         """socket inode -> (protocol, local address, remote address)."""
 
     @abstractmethod
-    def new_children(self, traced: set[int], exclude: set[int]) -> list[tuple[int, int]]:
-        """(pid, ppid) of processes whose parent is traced and that are not yet traced."""
+    def new_children(
+        self,
+        traced: set[int],
+        exclude: set[int],
+        adopter: int | None = None,
+        own: Collection[int] = (),
+    ) -> list[tuple[int, int]]:
+        """(pid, ppid) of processes whose parent is traced and that are not yet
+        traced; with ``adopter`` (circuit, made a child subreaper), also its
+        children but ``own``: orphans of the traced tree, reparented to it."""
 
     @abstractmethod
     def info(self, pid: int) -> dict[str, Any]:
@@ -688,7 +697,13 @@ class ProcBackend(Backend):
     def forks_seen(self, last_pid: int) -> None:
         self._last_pid = last_pid
 
-    def new_children(self, traced: set[int], exclude: set[int]) -> list[tuple[int, int]]:
+    def new_children(
+        self,
+        traced: set[int],
+        exclude: set[int],
+        adopter: int | None = None,
+        own: Collection[int] = (),
+    ) -> list[tuple[int, int]]:
         # /proc/loadavg names the last pid (or tid) the kernel handed out: if it
         # has not moved, nothing was forked anywhere and the /proc scan is skipped.
         last = procfs.parse_loadavg_last_pid(os.pread(self._loadavg, 128, 0))
@@ -725,6 +740,12 @@ class ProcBackend(Backend):
             parents[pid] = ppid
         found: list[tuple[int, int]] = []
         known = set(traced)
+        if adopter is not None:
+            for pid, ppid in list(parents.items()):
+                if ppid == adopter and pid not in own:  # an orphan of the traced tree
+                    found.append((pid, ppid))
+                    known.add(pid)
+                    del parents[pid]
         # Grandchildren forked between two samples: iterate to a fixed point.
         changed = True
         while changed:
@@ -890,17 +911,24 @@ class PsutilBackend(Backend):
     def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
         return {}
 
-    def new_children(self, traced: set[int], exclude: set[int]) -> list[tuple[int, int]]:
+    def new_children(
+        self,
+        traced: set[int],
+        exclude: set[int],
+        adopter: int | None = None,
+        own: Collection[int] = (),
+    ) -> list[tuple[int, int]]:
         ps = self.psutil
         found: list[tuple[int, int]] = []
-        for pid in list(traced):
+        for pid in [*traced, *([adopter] if adopter is not None else [])]:
             try:
                 kids = ps.Process(pid).children()
             except ps.Error:
                 continue
             for k in kids:
-                if k.pid not in traced and k.pid not in exclude:
-                    found.append((k.pid, pid))
+                if k.pid in traced or k.pid in exclude or (pid == adopter and k.pid in own):
+                    continue
+                found.append((k.pid, pid))
         return found
 
     def info(self, pid: int) -> dict[str, Any]:

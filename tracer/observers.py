@@ -27,6 +27,11 @@ class Observer:
     def on_interrupt(self) -> None:
         """circuit got SIGINT/SIGTERM/...: the target may still be hung, act now."""
 
+    def children(self) -> Iterable[int]:
+        """The processes it started that may still run (py-spy...): circuit
+        adopts the orphans of the traced tree, and these are not orphans."""
+        return ()
+
     def stop(self, reason: str) -> dict[str, Any]:
         """The run is ending (``reason``: target exited, interrupted, duration...).
 

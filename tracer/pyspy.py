@@ -293,6 +293,9 @@ class PySpyObserver(Observer):
             self._python[pid] = known
         return known[1]
 
+    def children(self) -> list[int]:
+        return [d.proc.pid for d in self._inflight.values()] + [p.pid for p in self._records]
+
     def _start_dump(self, pid: int, trigger: str) -> None:
         self._seq += 1
         if self._tmp is None:

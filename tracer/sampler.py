@@ -12,7 +12,7 @@ import os
 import resource
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,13 @@ class Sampler:
         # exited (zombie) root ends the run.
         self.keep_zombie_root = False
         self.redact = redact  # --redact: applied to every command line recorded
+        # `circuit run` makes itself a child subreaper: orphans of the traced
+        # tree (`sh -c "job &"`, daemons) are reparented to it instead of init,
+        # and traced.  ``own_children`` says which of its children are its own
+        # (py-spy); the orphans it adopted it reaps once they have exited.
+        self.adopter: int | None = None
+        self.own_children: Callable[[], Collection[int]] = tuple
+        self.adopted: set[int] = set()
         self.traced: dict[int, _Traced] = {}
         self.seen: set[int] = set()
         self.samples = 0
@@ -214,6 +221,19 @@ class Sampler:
             self._fast_retry.pop(tr.pid, None)
         self.backend.close(tr.handle)
         del self.traced[tr.pid]
+        if tr.pid in self.adopted:
+            self.reap_adopted()
+
+    def reap_adopted(self) -> None:
+        """Reap the adopted orphans that have exited and were sampled (their
+        last sample read their final totals; who else would reap them)."""
+        for pid in [p for p in self.adopted if p not in self.traced]:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # reaped already, or never ours
+            if done:
+                self.adopted.discard(pid)
 
     def _fast_load(self, tr: _Traced, ran: bool) -> None:
         """Hand a process to the C tick after a Python sample (in which it
@@ -317,8 +337,12 @@ class Sampler:
         if self._ran and self.traced and t_ns >= self._next_child_scan:
             self._ran = False
             self._next_child_scan = t_ns + CHECK_MIN_NS
-            for pid, ppid in self.backend.new_children(set(self.traced), self.exclude):
+            own = self.own_children() if self.adopter is not None else ()
+            found = self.backend.new_children(set(self.traced), self.exclude, self.adopter, own)
+            for pid, ppid in found:
                 self._add(pid, ppid, t_ns)
+                if ppid == self.adopter:
+                    self.adopted.add(pid)
         fast = self._fast
         if fast is None:
             for tr in list(self.traced.values()):

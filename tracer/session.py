@@ -281,6 +281,7 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         if opts.record_env:
             meta["environment"] = redact_env(env)
         writer.write_meta()
+        adopting = _child_subreaper(True)
         proc = subprocess.Popen(
             cmd,
             env=env,
@@ -288,9 +289,11 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
         )
     except OSError as e:
+        _child_subreaper(False)
         _restore_signals(old_mask)
         raise SessionError(f"cannot start {cmd[0]}: {e.strerror}") from None
     except BaseException:
+        _child_subreaper(False)
         _restore_signals(old_mask)
         raise
     meta.update(root_pid=proc.pid, start_ns=time.monotonic_ns(), start_time=_now_iso())
@@ -304,6 +307,9 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         redact=redact_argv if opts.redact else None,
     )
     sampler.keep_zombie_root = True
+    if adopting:
+        sampler.adopter = os.getpid()
+        sampler.own_children = lambda: {pid for o in opts.observers for pid in o.children()}
     interrupts = 0
 
     def exited() -> bool:
@@ -418,8 +424,28 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
             reason,
         )
     finally:
+        sampler.reap_adopted()
+        _child_subreaper(False)
         _restore_signals(old_mask)
     return shell_code, meta
+
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def _child_subreaper(on: bool) -> bool:
+    """Make circuit a child subreaper (or stop): orphans of the target's tree
+    are reparented to circuit instead of init, so the sampler can follow them.
+    False where prctl cannot (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _write_failure(writer: RunWriter, e: OSError) -> str:
