@@ -215,9 +215,33 @@ def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, m
             retry, loaded, backs = dict(s._fast_retry), set(s._fast_pids), dict(s._fast_backs)
         finally:
             s.close()
-    # Set aside for FAST_RETRY_NS after FAST_MAX_BACKS hand-backs in a row.
+    # Set aside after FAST_MAX_BACKS hand-backs in a row.
     assert t.pid in retry and t.pid not in loaded
     assert backs[t.pid][1] == sampler.FAST_MAX_BACKS
+
+
+@needs_c
+def test_the_time_set_aside_doubles_while_hand_backs_go_on(tmp_path, monkeypatch):
+    # From FAST_RETRY_MIN_NS (a flat second kept a starting interpreter, whose
+    # fd table changes while it imports, out of C for a whole short job).
+    from circuit.tracer import sampler
+
+    waits = []
+    with Spawned(ROUNDS) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        try:
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                time.sleep(0.01)
+                s.tick(time.monotonic_ns())
+                w = s._fast_wait.get(t.pid, (0, 0))[0]
+                if w and (not waits or waits[-1] != w):
+                    waits.append(w)
+        finally:
+            s.close()
+    lo = sampler.FAST_RETRY_MIN_NS
+    assert waits[:3] == [lo, 2 * lo, 4 * lo], waits
+    assert max(waits) <= sampler.FAST_RETRY_NS
 
 
 # Two threads taking turns on the GIL: after its turn, each waits for the

@@ -64,8 +64,12 @@ SOCKET_RETRIES = 20
 # multiprocessing "spawn" child exec's python again without changing its name.
 MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
 # A process the C tick hands back this many samples in a row goes back to
-# the Python path for FAST_RETRY_NS before it is tried again.
+# the Python path for a while before it is tried again: FAST_RETRY_MIN_NS,
+# doubled each time it happens again within FAST_RETRY_NS, up to that.  (A
+# flat second kept short jobs out of C for good: a starting interpreter's fd
+# table changes at every sample while it imports, three hand-backs in a row.)
 FAST_MAX_BACKS = 3
+FAST_RETRY_MIN_NS = 40_000_000
 FAST_RETRY_NS = 1_000_000_000
 # A process taskstats can check for less (root, TASKSTATS_MIN_THREADS or
 # more threads) goes to the C tick only while its threads run, and back to
@@ -165,6 +169,7 @@ class Sampler:
         # pid -> when to try the C tick again.
         self._fast_backs: dict[int, tuple[int, int]] = {}
         self._fast_retry: dict[int, int] = {}
+        self._fast_wait: dict[int, tuple[int, int]] = {}  # pid -> (last wait, when)
         self.c_samples = 0  # samples taken by the C loop (burst)
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
@@ -219,6 +224,7 @@ class Sampler:
             self._fast_pids.discard(tr.pid)
             self._fast_backs.pop(tr.pid, None)
             self._fast_retry.pop(tr.pid, None)
+            self._fast_wait.pop(tr.pid, None)
         self.backend.close(tr.handle)
         del self.traced[tr.pid]
         if tr.pid in self.adopted:
@@ -434,7 +440,11 @@ class Sampler:
             streak = streak + 1 if last == self.samples - 1 else 1
             self._fast_backs[pid] = (self.samples, streak)
             if streak >= FAST_MAX_BACKS:
-                self._fast_retry[pid] = t_ns + FAST_RETRY_NS
+                wait, when = self._fast_wait.get(pid, (0, 0))
+                recent = t_ns - when < FAST_RETRY_NS + wait
+                wait = min(2 * wait, FAST_RETRY_NS) if recent and wait else FAST_RETRY_MIN_NS
+                self._fast_wait[pid] = (wait, t_ns)
+                self._fast_retry[pid] = t_ns + wait
                 fast.drop(pid)
                 loaded.discard(pid)
         for pid in back:
