@@ -206,6 +206,9 @@ def test_errors_are_one_line(tmp_path):
     assert "is not a circuit run folder" in _one_line_error(cli("summary", str(tmp_path)))
     assert "no such file" in _one_line_error(cli("summary", str(tmp_path / "nope")))
     assert "no command given" in _one_line_error(cli("run", "-o", str(tmp_path / "y")))
+    assert "it is a directory" in _one_line_error(
+        cli("run", "-o", str(tmp_path / "w"), "--", "/tmp")
+    )
     assert "--rate" in _one_line_error(
         cli("run", "--rate", "0", "-o", str(tmp_path / "z"), "--", PY, "-c", "1")
     )

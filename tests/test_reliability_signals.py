@@ -151,6 +151,18 @@ def test_sigterm_to_circuit_is_forwarded(circuit_run):
     _check_finalized(c, 128 + signal.SIGTERM)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGALRM])
+def test_other_signals_aimed_at_circuit_are_passed_on(circuit_run, sig):
+    # They would kill circuit by default (an unfinalised run, an orphaned
+    # target): `run` passes them on and carries on tracing.
+    c = circuit_run(COUNTING.replace("signal.SIGINT", f"signal.{sig.name}"))
+    os.kill(c.proc.pid, sig)
+    status, err = c.wait()
+    assert status == 11, err  # the target got it once, and exited on its own
+    meta = c.meta()
+    assert meta["finalized"] is True and meta["stop_reason"] == "target exited"
+
+
 def test_sigint_to_the_process_group(circuit_run):
     # What `kill -INT -PGID` does: every member gets SIGINT (si_code SI_USER).
     c = circuit_run(COUNTING, start_new_session=True)

@@ -41,6 +41,10 @@ from .writer import RunWriter, prepare_run_dir
 # (it normally learns it from SIGCHLD at once).
 EXIT_CHECK_NS = 100_000_000
 
+# Signals that would kill circuit by default and mean nothing to it: `run`
+# passes them on to the target (as `timeout` or an init would); `attach`
+# ignores them (the target is not circuit's to signal).
+PASSED_ON = {signal.SIGUSR2, signal.SIGALRM}
 SIGNALS = {
     signal.SIGINT,
     signal.SIGTERM,
@@ -48,6 +52,7 @@ SIGNALS = {
     signal.SIGQUIT,
     signal.SIGUSR1,
     signal.SIGCHLD,
+    *PASSED_ON,
 }
 SI_KERNEL = 0x80
 
@@ -268,6 +273,8 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         raise SessionError("no command given: circuit run [options] -- CMD ARGS...")
     exe = shutil.which(cmd[0])
     if exe is None:
+        if os.path.sep in cmd[0] and os.path.isdir(cmd[0]):
+            raise SessionError(f"cannot run {cmd[0]}: it is a directory")
         if os.path.sep in cmd[0] and os.path.exists(cmd[0]):
             raise SessionError(f"permission denied: {cmd[0]} is not executable")
         raise SessionError(f"command not found: {cmd[0]}")
@@ -326,6 +333,10 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
         if sig == signal.SIGUSR1:
             for o in opts.observers:
                 o.on_demand()
+            return False
+        if sig in PASSED_ON:
+            if info.si_code != SI_KERNEL:  # (from a terminal: the target got it too)
+                _send(proc, sig)
             return False
         if sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             interrupts += 1
