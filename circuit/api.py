@@ -74,7 +74,9 @@ class Trace:
         line = self._proc.stdout.readline()  # handshake: the first sample is taken
         if line.strip() != b"ready":
             err = self._proc.communicate()[1].decode(errors="replace").strip()
-            raise CircuitError(err.splitlines()[-1] if err else "the tracing helper failed")
+            msg = err.splitlines()[-1] if err else "the tracing helper failed"
+            msg = msg.removeprefix("circuit: error: ").replace("use --force", "use force=True")
+            raise CircuitError(msg)
         self._old_env = os.environ.get(ENV_RUN_DIR)
         os.environ[ENV_RUN_DIR] = str(self.path.resolve())
         return self

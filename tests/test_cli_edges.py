@@ -333,3 +333,36 @@ def test_a_run_says_when_the_sampler_fell_behind():
     note = _behind(stats(51, 1.0, missed=49), 100)
     assert note is not None and "kept 50.0 of the 100 Hz asked (49 deadlines missed)" in note
     assert _behind(stats(10, 1.0), 100) is None  # too few samples to tell
+
+
+def test_attach_refuses_what_has_nothing_to_trace(tmp_path):
+    from circuit.tracer.session import SessionError, check_attachable
+
+    with pytest.raises(SessionError, match="is circuit itself"):
+        check_attachable(os.getpid())
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        stat = Path(f"/proc/{pid}/stat")
+        assert wait_for(lambda: stat.read_text().rsplit(") ", 1)[1][0] == "Z")
+        err = _one_line_error(cli("attach", str(pid), "-o", str(tmp_path / "z")))
+        assert f"PID {pid} has exited" in err
+    finally:
+        os.waitpid(pid, 0)
+    kthreads = [
+        int(d)
+        for d in os.listdir("/proc")
+        if d.isdigit() and _stat_flags(int(d)) & 0x00200000  # PF_KTHREAD
+    ]
+    if kthreads:  # (none visible in some containers)
+        err = _one_line_error(cli("attach", str(kthreads[0]), "-o", str(tmp_path / "k")))
+        assert "is a kernel thread" in err
+
+
+def _stat_flags(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b") ", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
+        return 0

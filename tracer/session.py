@@ -510,6 +510,29 @@ def check_attachable(pid: int) -> None:
             ) from None
         except FileNotFoundError:
             raise SessionError(f"no process with PID {pid}") from None
+        why = _not_traceable(pid)
+        if why:
+            raise SessionError(f"PID {pid} {why}: nothing to trace")
+
+
+PF_KTHREAD = 0x00200000  # linux/sched.h: the task is a kernel thread
+
+
+def _not_traceable(pid: int) -> str | None:
+    """Why ``pid`` cannot be traced (itself, a zombie, a kernel thread), or None."""
+    if pid == os.getpid():
+        return "is circuit itself"
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None  # (gone meanwhile: the session says so)
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return "has exited (a zombie its parent has not reaped)"
+    if int(fields[6]) & PF_KTHREAD:
+        return "is a kernel thread"
+    return None
 
 
 def _owner(pid: int) -> str:
