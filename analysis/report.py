@@ -1032,6 +1032,8 @@ def write_report(target: str | Path, out: str | Path | None = None) -> tuple[Pat
 
         doc = run_document(load(target))
     html_path = Path(out) if out else target.with_name(target.name + "-report.html")
+    if html_path.is_dir():  # -o a folder: the report goes in it
+        html_path = html_path / f"{target.resolve().name}-report.html"
     if html_path.suffix.lower() not in (".html", ".htm"):
         html_path = html_path.with_name(html_path.name + ".html")
     md_path = html_path.with_suffix(".md")

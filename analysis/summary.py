@@ -202,6 +202,7 @@ def summarize_frames(
         "missed_deadlines": meta.get("missed_deadlines"),
         "sampler_cpu_s": meta.get("sampler_cpu_s"),
         "exit_code": meta.get("exit_code"),
+        "stop_reason": meta.get("stop_reason"),
         "processes": proc_list,
         "threads": thread_list,
         "gil": gil,

@@ -366,3 +366,16 @@ def _stat_flags(pid: int) -> int:
             return int(f.read().rsplit(b") ", 1)[1].split()[6])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def test_empty_output_folder_and_report_into_a_folder(tmp_path):
+    err = cli("run", "-o", "", "--", PY, "-c", "1").stderr
+    assert "a folder name is needed, not an empty string" in err
+    run = tmp_path / "r"
+    assert cli("run", "-q", "-o", str(run), "--", PY, "-c", "1").returncode == 0
+    into = tmp_path / "reports"
+    into.mkdir()
+    p = cli("report", str(run), "-o", str(into))  # a folder: the report goes in it
+    assert p.returncode == 0, p.stderr
+    assert (into / "r-report.html").exists() and (into / "r-report.md").exists()
+    assert not (tmp_path / "reports.html").exists()

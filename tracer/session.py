@@ -350,7 +350,7 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
                 _say(
                     opts,
                     f"{signal.Signals(sig).name}: waiting for the target to exit "
-                    "(again: SIGTERM, then SIGKILL)",
+                    "(a second interrupt sends it SIGTERM, a third SIGKILL)",
                 )
             elif interrupts == 2:
                 _say(opts, "sending SIGTERM to the target")

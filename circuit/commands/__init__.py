@@ -13,11 +13,17 @@ def default_run_dir(prefix: str = "run") -> Path:
     return Path("circuit-runs") / f"{prefix}-{stamp}"
 
 
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a folder name is needed, not an empty string")
+    return Path(text)
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=_folder,
         default=None,
         metavar="DIR",
         help="run folder to write (default: a new folder under ./circuit-runs/)",

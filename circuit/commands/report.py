@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         metavar="FILE",
-        help="HTML file to write (default: RUN_OR_BENCH-report.html beside the folder)",
+        help="HTML file to write, or a folder to write it in (default: "
+        "RUN_OR_BENCH-report.html beside the folder)",
     )
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ def render(s: dict[str, Any]) -> None:
     from rich.table import Table
 
     con = Console()
-    cmd = " ".join(s.get("command") or [])
-    con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, exit {s['exit_code']})")
+    cmd = shlex.join(s.get("command") or [])
+    ended = f"exit {s['exit_code']}" if s.get("exit_code") is not None else s.get("stop_reason")
+    con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, {ended or 'not finalized'})")
     con.print(
         f"wall {s['wall_s']:.3f} s   CPU user {s['cpu_user_s']:.3f} s + system "
         f"{s['cpu_system_s']:.3f} s   parallelism {s['parallelism']:.2f}   "
