@@ -292,6 +292,11 @@ class Run:
         df = pd.DataFrame(rows)
         if df.empty:
             df = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "pid": [], "tid": [], "name": []})
+        fields = [c for c in df.columns if c.startswith("field_")]
+        if fields:
+            # A field some marks lack: nullable types, so integers stay
+            # integers (task 1, not 1.0) beside the missing values.
+            df[fields] = df[fields].convert_dtypes(convert_string=False)
         return df
 
     @property

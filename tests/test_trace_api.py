@@ -36,6 +36,7 @@ def test_trace_context_manager_and_marks(tmp_path):
     assert set(run.processes.pid) == {int(pid)}
     assert list(run.marks.name) == ["phase", "done"]
     assert run.marks.field_step.iloc[0] == 1
+    assert str(run.marks.field_step.dtype) == "Int64"  # not 1.0 beside the mark without it
     m0, m1 = run.marks.t_ns
     between = run.threads[(run.threads.t_ns > m0) & (run.threads.t_ns < m1)]
     assert "sleep" in set(between.wait)
