@@ -296,7 +296,7 @@ class Run:
         if fields:
             # A field some marks lack: nullable types, so integers stay
             # integers (task 1, not 1.0) beside the missing values.
-            df[fields] = df[fields].convert_dtypes(convert_string=False)
+            df[fields] = df[fields].convert_dtypes()
         return df
 
     @property
