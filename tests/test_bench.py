@@ -228,6 +228,7 @@ def test_tiny_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["--workloads", "io-sleep,video"], "unknown workload 'video'"),
         (["--models", "greenlets"], "unknown model 'greenlets'"),
+        (["--workloads", ","], "no workload named in ','"),
         (["--tasks", "0"], "--tasks values must be at least 1"),
         (["--scale", "0"], "--scale must be"),
         (["--repeat", "0"], "--repeat must be at least 1"),

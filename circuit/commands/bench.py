@@ -129,10 +129,11 @@ def parse_names(text: str, valid: tuple[str, ...], what: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
     if names == ["all"]:
         return list(valid)
+    if not names:
+        raise CircuitError(f"no {what} named in {text!r} (valid: {', '.join(valid)}, or all)")
     bad = [x for x in names if x not in valid]
-    if bad or not names:
-        shown = repr(bad[0]) if bad else "none"
-        raise CircuitError(f"unknown {what} {shown} (valid: {', '.join(valid)}, or all)")
+    if bad:
+        raise CircuitError(f"unknown {what} {bad[0]!r} (valid: {', '.join(valid)}, or all)")
     return list(dict.fromkeys(names))
 
 
