@@ -253,3 +253,14 @@ def test_demo_is_the_default_bench() -> None:
     assert a.workloads == "io-sleep,io-http,cpu-count"
     assert a.models == "sequential,threads,asyncio,processes"
     assert (a.tasks, a.repeat, a.scale) == ("2", 3, bench.DEFAULT_SCALE)
+
+
+def test_a_failed_run_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An interpreter that runs nothing: the workload leaves no result.
+    out = tmp_path / "b"
+    argv = ["bench", "--workloads", "io-sleep", "--models", "sequential", "--tasks", "1"]
+    argv += ["--repeat", "1", "--python", "/bin/true", "-o", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "run runs/io-sleep_sequential_t1_r1 failed (no result from the workload)" in err
+    assert "1 failed" in err

@@ -262,6 +262,17 @@ def bench(
                     }
                 )
                 progress.advance(bar)
+                if not row["ok"] and row.get("stop_reason") != "interrupted":
+                    why = (
+                        f"exit status {row['exit_code']}"
+                        if row["exit_code"] not in (None, 0)
+                        else "no result from the workload"
+                    )
+                    progress.console.print(
+                        f"circuit: run {row['run']} failed ({why}): see {out / row['run']}",
+                        markup=False,
+                        soft_wrap=True,
+                    )
                 if row.get("stop_reason") == "interrupted":
                     stopped = True
                     break
