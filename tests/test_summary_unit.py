@@ -77,3 +77,12 @@ def test_attach_mode_counts_from_first_sample_but_new_threads_from_zero():
     assert by_tid[2]["cpu_s"] == 0.003
     assert s["cpu_user_s"] == 0.01
     assert s["samples"] == 2
+
+
+def test_the_summary_text_never_rounds_some_time_to_zero() -> None:
+    from circuit.commands.summary import _fmt_waits
+
+    assert _fmt_waits({"sleep": 9.9, "gil": 0.01, "lock": 0.04}, 10.0) == (
+        "sleep 99%, lock <1%, gil <1%"
+    )
+    assert _fmt_waits({"poll": 5.0, "running": 5.0}, 10.0) == "poll 50%, running 50%"

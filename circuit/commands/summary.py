@@ -43,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
 def _fmt_waits(d: dict[str, float], total: float) -> str:
     parts = [(k, v) for k, v in d.items() if v > 0]
     parts.sort(key=lambda kv: -kv[1])
-    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts[:3]) if total else ""
+    return ", ".join(f"{k} {_pct(v / total)}" for k, v in parts[:3]) if total else ""
+
+
+def _pct(share: float) -> str:
+    # Some time, however little, is not "0%".
+    return "<1%" if 0 < share < 0.005 else f"{100 * share:.0f}%"
 
 
 def render(s: dict[str, Any]) -> None:
