@@ -405,3 +405,44 @@ def test_gil_classification_agrees_with_py_spy_owns_gil(tmp_path: Path) -> None:
     workers = th[th["tid"] != th["pid"]]
     assert (workers["wait"].astype(str) == "lock").mean() < 0.05
     assert np.isfinite(run.summary()["gil"]["contention"])
+
+
+def _rows(samples: list[tuple[int, list[tuple[str, int]]]], pid: int = 1) -> pd.DataFrame:
+    """(t_ns, [(wait, cpu_ns) per thread]) -> a threads frame, tids pid*100+k."""
+    return _threads(
+        [
+            (t, pid, pid * 100 + k, wait, 1500, cpu)
+            for t, per in samples
+            for k, (wait, cpu) in enumerate(per)
+        ]
+    )
+
+
+def test_threads_taking_turns_inside_each_interval_wait_for_the_gil() -> None:
+    # 100 Hz: two threads swap the GIL every 5 ms (the switch interval), so
+    # each runs half of every 10 ms interval and both are `running` at most
+    # samples.  Each waited half of its time; counting the remainder as
+    # neither put contention near 0 (0.3 measured on real threads).
+    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
+    samples = [(i * 10_000_000, [("running", i * 5_000_000)] * 2) for i in range(100)]
+    th = classify_gil(_rows(samples), maps)
+    g = gil_metrics(with_durations(th, 10_000_000), maps, 10_000_000)
+    for t in g["threads"]:
+        assert t["contention"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_cpu_time_that_moves_at_the_scheduler_tick_is_not_gil_waiting() -> None:
+    # 1 kHz: two threads running GIL-free C code on two cores.  schedstat
+    # moves their CPU time 4 ms at a time (HZ=250): three intervals in four
+    # show none.  That is not a thread queued behind the GIL holder.
+    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
+    samples = [
+        (
+            i * 1_000_000,
+            [("running", (i // 4) * 4_000_000), ("running", ((i + 2) // 4) * 4_000_000)],
+        )
+        for i in range(400)
+    ]
+    th = classify_gil(_rows(samples), maps)
+    g = gil_metrics(with_durations(th, 1_000_000), maps, 1_000_000)
+    assert g["contention"] < 0.1, g["threads"]
