@@ -115,12 +115,35 @@ def summarize_frames(
     if samples is None:
         samples = int(processes["t_ns"].nunique())
 
+    # -- threads' own CPU, per process (below: a process's CPU is never less)
+    thread_cpu_ns: dict[int, float] = {}
+    if len(threads):
+        tcols = ["t_ns", "cpu_ns", "user_ns", "system_ns"]
+        td = _baseline(threads[["pid", "tid", *tcols]], ["pid", "tid"], first_t, attached)
+        per_thread = td["cpu_ns"].where(td["cpu_ns"] > 0, td["user_ns"] + td["system_ns"])
+        thread_cpu_ns = per_thread.groupby(level="pid").sum().to_dict()
+
     # -- processes
     proc_list: list[dict[str, Any]] = []
     user_total = system_total = 0.0
     if len(processes):
         num = ["t_ns", "user_ns", "system_ns"]
-        delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached)
+        delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached).astype(float)
+        # A process's user/system counters are read every 20 ms at most
+        # (every sample of a thread's schedstat): when its parent reaps it
+        # before circuit sees the zombie, its last counters are up to 20 ms
+        # old.  Its threads' CPU (schedstat, every sample) is then the
+        # better total; the user/system split stays the counters'.
+        for pid in delta.index:
+            counted = float(delta.at[pid, "user_ns"] + delta.at[pid, "system_ns"])
+            threads_ns = float(thread_cpu_ns.get(pid, 0.0))
+            if threads_ns > counted:
+                if counted > 0:
+                    scale = threads_ns / counted
+                    delta.at[pid, "user_ns"] *= scale
+                    delta.at[pid, "system_ns"] *= scale
+                else:
+                    delta.at[pid, "user_ns"] = threads_ns
         g = processes.groupby("pid")
         peaks = g[["rss_bytes", "num_threads", "fds", *FD_KIND_COLUMNS]].max()
         ppid = g["ppid"].last()

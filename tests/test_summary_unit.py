@@ -86,3 +86,25 @@ def test_the_summary_text_never_rounds_some_time_to_zero() -> None:
         "sleep 99%, lock <1%, gil <1%"
     )
     assert _fmt_waits({"poll": 5.0, "running": 5.0}, 10.0) == "poll 50%, running 50%"
+
+
+def test_a_process_is_never_credited_less_cpu_than_its_threads_used():
+    # A child reaped by its parent before circuit saw the zombie: its
+    # user/system counters (read every 20 ms at most) are 20 ms old, its
+    # thread's schedstat CPU is from the last sample.
+    threads = _threads(
+        [
+            (0, 2, 2, "child", "R", "running", 0, 0, 0),
+            (490 * MS, 2, 2, "child", "R", "running", 500 * MS, 480 * MS, 0),
+        ]
+    )
+    procs = _procs([(0, 2, 1, 0, 0), (490 * MS, 2, 1, 360 * MS, 120 * MS)])
+    meta = {"mode": "run", "wall_s": 0.5, "rate_hz_achieved": 100.0, "samples": 2}
+    s = summarize_frames(meta, threads, procs, pd.DataFrame())
+    (p,) = s["processes"]
+    assert p["cpu_s"] == 0.5  # the thread's 500 ms, not the counters' 480
+    assert p["cpu_user_s"] == 0.375 and p["cpu_system_s"] == 0.125  # the counters' split
+    assert s["cpu_s"] == 0.5
+    # ...and never less than the counters either (threads that were never seen)
+    procs = _procs([(0, 2, 1, 0, 0), (490 * MS, 2, 1, 600 * MS, 0)])
+    assert summarize_frames(meta, threads, procs, pd.DataFrame())["cpu_s"] == 0.6
