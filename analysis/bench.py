@@ -198,10 +198,19 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
             pr = run.processes
         except (CircuitError, OSError):
             continue
+        # The io-http server is a process of the traced tree, not the
+        # workload's: left out, as from the bench table (run_metrics).
+        server = _server_pids(run)
+        if server:
+            th = th[~th["pid"].isin(server)]
+            pr = pr[~pr["pid"].isin(server)]
         per = run_period(run.meta)
         row: dict[str, Any] = {"row": i}
         if len(th):
             df = with_durations(th, per)
+            # A process's last sample as a zombie is neither running nor
+            # asleep (it would count one period of `other`).
+            df = df[~df["state"].astype(str).isin(["Z", "X"])]
             by = df.groupby(df["wait"].astype(str))["dt_ns"].sum() / 1e9
             for w in WAIT_REASONS:
                 row[f"wait_{w}_s"] = float(by.get(w, 0.0))
@@ -219,6 +228,17 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
         return pd.DataFrame()
     w = pd.DataFrame(rows).set_index("row")
     return results.join(w, how="inner")
+
+
+def _server_pids(run: Any) -> set[int]:
+    try:
+        procs = getattr(run, "procs", None)
+    except (CircuitError, OSError):
+        return set()
+    if procs is None or procs.empty or "cmdline" not in procs.columns:
+        return set()
+    mask = procs["cmdline"].astype(str).str.contains(SERVER_MARKER, regex=False)
+    return {int(p) for p in procs.loc[mask, "pid"]}
 
 
 def sleep_split(runs: pd.DataFrame) -> pd.DataFrame:

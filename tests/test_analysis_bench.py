@@ -142,3 +142,32 @@ def test_per_run_waits_sleep_split_and_gil_vs_threads() -> None:
     assert split[split["model"] == "asyncio"]["wait_sleep_s"].iloc[0] == pytest.approx(0.1)
     gvt = B.gil_vs_threads(runs)
     assert gvt["model"].tolist() == ["threads"] and gvt["threads"].tolist() == [2]
+
+
+def test_per_run_waits_leaves_out_the_http_server_and_the_zombie_sample() -> None:
+    # io-http: the local server (pid 9) is a process of the traced tree, not
+    # the workload's; the client's last sample as a zombie is not sleep.
+    th = thread_frame(
+        [(t, 1, 1, "client", "S", "poll", 7, 0, 0, 0) for t in range(0, 50, 10)]
+        + [(50, 1, 1, "client", "Z", "other", -1, 0, 0, 0)]
+        + [(t, 9, 9, "server", "S", "poll", 232, 0, 0, 0) for t in range(0, 60, 10)]
+    )
+    pr = process_frame(
+        [
+            {"t_ms": 0, "pid": 1, "fds_socket": 1},
+            {"t_ms": 0, "pid": 9, "fds_socket": 4, "fds_epoll": 1},
+        ]
+    )
+    procs = pd.DataFrame(
+        {
+            "pid": [1, 9],
+            "cmdline": ["python -m circuit.workloads io-http", f"python -m {B.SERVER_MARKER}"],
+        }
+    )
+    run = SimpleNamespace(meta={"rate_hz_achieved": 100.0}, threads=th, processes=pr, procs=procs)
+    res = pd.DataFrame([{"workload": "io-http", "model": "sequential", "tasks": 1, "run": "h"}])
+    (row,) = B.per_run_waits(res, loader=_fake_loader({"h": run})).to_dict("records")
+    assert row["wait_poll_s"] == pytest.approx(0.05)  # the client's 5 samples only
+    assert row["wait_other_s"] == 0.0
+    assert row["threads_seen"] == 1
+    assert row["sockets_peak"] == 1 and row["epoll_peak"] == 0
