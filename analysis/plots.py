@@ -470,7 +470,7 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
         a.text(
             0.5, 0.5, "contention vs threads\nneeds a bench", ha="center", va="center", color="#555"
         )
-    a.set_title("GIL contention vs thread count", fontsize=11)
+    a.set_title("Thread time waiting for the GIL", fontsize=11)
     if len(hold):
         ms = hold["dur_ns"].to_numpy() / 1e6
         b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=WAIT_COLORS["gil"], alpha=0.85)

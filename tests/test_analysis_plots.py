@@ -141,7 +141,7 @@ def test_bench_plots(tmp_path: Path) -> None:
         {"workload": "cpu", "model": "threads", "threads": [1, 2, 4], "gil_share": [0, 0.4, 0.7]}
     )
     fig = plots.gil(None, gvt)
-    assert "GIL contention vs thread count" in _texts(fig)
+    assert "Thread time waiting for the GIL" in _texts(fig)
     _check_saves(fig, tmp_path, "gil")
 
 

@@ -94,3 +94,26 @@ def test_sampling_gaps_are_reported() -> None:
     pr = process_frame([{"t_ms": t, "pid": 1} for t in (0, 10, 20)])
     out = _render(fake_run(thread_frame(rows), pr))
     assert "<b>0.010 s</b>" in out and "fell behind" not in out
+
+
+def test_models_within_noise_of_the_fastest_are_named_together(tmp_path) -> None:
+    import pandas as pd
+
+    from circuit.analysis.report import bench_document, render_markdown
+
+    rows = [
+        {"workload": "io", "model": m, "tasks": 2, "repeat": r, "wall_s": w, "cpu_s": 0.01}
+        for m, w in (("sequential", 0.8), ("threads", 0.408), ("asyncio", 0.405))
+        for r in range(3)
+    ]
+
+    def md(rows: list[dict]) -> str:
+        doc = bench_document(tmp_path, pd.DataFrame(rows))
+        names = {f.name: f"{f.name}.png" for s in doc.sections for f in s.body if hasattr(f, "fig")}
+        return render_markdown(doc, names)
+
+    text = md(rows)
+    assert "fastest were `asyncio and threads`, within 5% of each other" in text.replace("**", "`")
+    assert "1.98×" in text  # 0.8 / 0.405, two decimals like the table
+    text = md([r for r in rows if r["model"] != "threads"])
+    assert "fastest was" in text
