@@ -603,6 +603,11 @@ def _sec_tasks(marks: pd.DataFrame, t0: int) -> Section:
 # -- bench report -------------------------------------------------------------------
 
 
+def _and(words: list[str]) -> str:
+    """a, b and c"""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
     from . import plots
 
@@ -686,7 +691,7 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
             if len(tied) > 1:
                 parts += [
                     "fastest were ",
-                    V(" and ".join(map(str, tied))),
+                    V(_and(list(map(str, tied)))),
                     f", within {TIE_SHARE:.0%} of each other, at ",
                     V(_s(best["wall_s"])),
                 ]
