@@ -73,6 +73,8 @@ class Trace:
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()  # handshake: the first sample is taken
         if line.strip() != b"ready":
+            if self.pyspy:
+                _set_ptracer(0)
             err = self._proc.communicate()[1].decode(errors="replace").strip()
             msg = err.splitlines()[-1] if err else "the tracing helper failed"
             msg = msg.removeprefix("circuit: error: ").replace("use --force", "use force=True")

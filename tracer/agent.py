@@ -9,7 +9,7 @@ from pathlib import Path
 from circuit.commands import add_pyspy_options, pyspy_observers
 from circuit.errors import CircuitError
 
-from .session import Options, SessionError, attach
+from .session import Options, attach
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             on_tick=ready,
         )
         attach(a.pid, opts, stop_fd=sys.stdin.fileno())
-    except (SessionError, CircuitError) as e:
+    except CircuitError as e:  # (SessionError is one)
         print(f"circuit: error: {e}", file=sys.stderr)
         return 2
     return 0
