@@ -115,13 +115,15 @@ def summarize_frames(
     if samples is None:
         samples = int(processes["t_ns"].nunique())
 
-    # -- threads' own CPU, per process (below: a process's CPU is never less)
+    # -- each thread's counters over the run (its own CPU: a process's is never less)
+    cnt = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
     thread_cpu_ns: dict[int, float] = {}
+    tdelta = pd.DataFrame()
+    df = with_durations(threads, per) if len(threads) else threads  # (sorted by thread, time)
     if len(threads):
-        tcols = ["t_ns", "cpu_ns", "user_ns", "system_ns"]
-        td = _baseline(threads[["pid", "tid", *tcols]], ["pid", "tid"], first_t, attached)
-        per_thread = td["cpu_ns"].where(td["cpu_ns"] > 0, td["user_ns"] + td["system_ns"])
-        thread_cpu_ns = per_thread.groupby(level="pid").sum().to_dict()
+        tdelta = _baseline(df[["pid", "tid", *cnt]], ["pid", "tid"], first_t, attached)
+        own = tdelta["cpu_ns"].where(tdelta["cpu_ns"] > 0, tdelta["user_ns"] + tdelta["system_ns"])
+        thread_cpu_ns = own.groupby(level="pid").sum().to_dict()
 
     # -- processes
     proc_list: list[dict[str, Any]] = []
@@ -129,11 +131,11 @@ def summarize_frames(
     if len(processes):
         num = ["t_ns", "user_ns", "system_ns"]
         delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached).astype(float)
-        # A process's user/system counters are read every 20 ms at most
-        # (every sample of a thread's schedstat): when its parent reaps it
-        # before circuit sees the zombie, its last counters are up to 20 ms
-        # old.  Its threads' CPU (schedstat, every sample) is then the
-        # better total; the user/system split stays the counters'.
+        # A process's user/system counters are read with the slow counters
+        # (every 20 ms at most): when its parent reaps it before circuit sees
+        # the zombie, its last ones are up to 20 ms old.  Its threads' CPU
+        # (schedstat, read at every sample) is then the better total; the
+        # user/system split stays the counters'.
         for pid in delta.index:
             counted = float(delta.at[pid, "user_ns"] + delta.at[pid, "system_ns"])
             threads_ns = float(thread_cpu_ns.get(pid, 0.0))
@@ -174,11 +176,9 @@ def summarize_frames(
     # -- threads
     thread_list: list[dict[str, Any]] = []
     if len(threads):
-        df = with_durations(threads, per)
         by_state = time_by(df, "state")
         by_wait = time_by(df, "wait")
-        cnt = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
-        delta = _baseline(df[["pid", "tid", *cnt]], ["pid", "tid"], first_t, attached)
+        delta = tdelta
         names = df.groupby(["pid", "tid"], observed=True)["name"].last()
         for key in delta.index:
             d = delta.loc[key]
@@ -203,7 +203,7 @@ def summarize_frames(
             )
 
     gil = (
-        gil_metrics(with_durations(threads, per), maps, per)
+        gil_metrics(df, maps, per)
         if maps is not None and len(threads)
         else gil_metrics(threads.iloc[:0], None, per)
     )
