@@ -105,17 +105,24 @@ def interval_cpu(threads: pd.DataFrame) -> np.ndarray:
     return interval_delta(threads, "cpu_ns")
 
 
-def interval_delta(threads: pd.DataFrame, column: str) -> np.ndarray:
-    """How much a cumulative counter of each thread sample's thread grew until
-    its next sample (0 for the last)."""
+def _by_thread(threads: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' order by (pid, tid, t_ns), and for each row in that order
+    whether the next row is of the same thread."""
     pid = threads["pid"].to_numpy().astype(np.int64)
     tid = threads["tid"].to_numpy().astype(np.int64)
     t = threads["t_ns"].to_numpy().astype(np.int64)
-    cpu = threads[column].to_numpy().astype(np.int64)
     order = np.lexsort((t, tid, pid))
-    p, d, c = pid[order], tid[order], cpu[order]
+    p, d = pid[order], tid[order]
     same = np.zeros(len(order), dtype=bool)
     same[:-1] = (p[1:] == p[:-1]) & (d[1:] == d[:-1])
+    return order, same
+
+
+def interval_delta(threads: pd.DataFrame, column: str) -> np.ndarray:
+    """How much a cumulative counter of each thread sample's thread grew until
+    its next sample (0 for the last)."""
+    order, same = _by_thread(threads)
+    c = threads[column].to_numpy().astype(np.int64)[order]
     out = np.zeros(len(order), dtype=np.int64)
     out[:-1] = np.where(same[:-1], c[1:] - c[:-1], 0)
     res = np.empty_like(out)
@@ -138,15 +145,12 @@ def interval_cpu_rate(threads: pd.DataFrame, window_ns: int | None = None) -> np
     its CPU rate over the ``window_ns`` (at least) from the sample on, times
     the interval (0 for the last).  Equal to :func:`interval_cpu` where
     samples are at least ``window_ns`` apart."""
-    pid = threads["pid"].to_numpy().astype(np.int64)
-    tid = threads["tid"].to_numpy().astype(np.int64)
-    t = threads["t_ns"].to_numpy().astype(np.int64)
-    cpu = threads["cpu_ns"].to_numpy().astype(np.int64)
     window_ns = CPU_WINDOW_NS if window_ns is None else window_ns
-    order = np.lexsort((t, tid, pid))
-    p, d, tt, c = pid[order], tid[order], t[order], cpu[order]
+    order, same = _by_thread(threads)
+    tt = threads["t_ns"].to_numpy().astype(np.int64)[order]
+    c = threads["cpu_ns"].to_numpy().astype(np.int64)[order]
     out = np.zeros(len(order), dtype=float)
-    starts = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (d[1:] != d[:-1])])
+    starts = np.flatnonzero(np.r_[True, ~same[:-1]])
     ends = np.r_[starts[1:], len(order)]
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         ts, cs = tt[a:b], c[a:b]
@@ -381,10 +385,7 @@ def held_wait(threads: pd.DataFrame, timeline: pd.DataFrame) -> pd.DataFrame:
     # the CPU.
     held = np.where(~has & (dt > 0), np.maximum(dcpu, 0.0), held)
     state = df["wait"].astype(str).to_numpy()
-    order = np.lexsort((df["t_ns"].to_numpy(), tid, df["pid"].to_numpy()))
-    same = np.zeros(len(order), dtype=bool)
-    p_o, t_o = df["pid"].to_numpy()[order], tid[order]
-    same[:-1] = (p_o[1:] == p_o[:-1]) & (t_o[1:] == t_o[:-1])
+    order, same = _by_thread(df)
     s_o = state[order]
     nxt_o = np.full(len(order), "", dtype=object)
     prv_o = np.full(len(order), "", dtype=object)

@@ -75,10 +75,7 @@ class Trace:
         if line.strip() != b"ready":
             if self.pyspy:
                 _set_ptracer(0)
-            err = self._proc.communicate()[1].decode(errors="replace").strip()
-            msg = err.splitlines()[-1] if err else "the tracing helper failed"
-            msg = msg.removeprefix("circuit: error: ").replace("use --force", "use force=True")
-            raise CircuitError(msg)
+            raise CircuitError(_helper_error(self._proc.communicate()[1]))
         self._old_env = os.environ.get(ENV_RUN_DIR)
         os.environ[ENV_RUN_DIR] = str(self.path.resolve())
         return self
@@ -98,8 +95,7 @@ class Trace:
         if self.pyspy:
             _set_ptracer(0)
         if self._proc.returncode != 0:
-            msg = err.decode(errors="replace").strip()
-            msg = msg.splitlines()[-1] if msg else "the tracing helper failed"
+            msg = _helper_error(err)
             if exc_type is not None:
                 # Never mask what the block raised (a KeyboardInterrupt, say).
                 print(f"circuit: {msg}", file=sys.stderr)
@@ -120,15 +116,13 @@ def _set_ptracer(pid: int) -> None:
     where Yama allows ptrace of descendants only (``ptrace_scope`` 1, the
     default of Ubuntu and others): the helper is our child, not our parent.
     0 takes that back.  Elsewhere, or without Yama, prctl fails: no matter."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+    from .tracer.prctl import PR_SET_PTRACER, prctl
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    prctl(PR_SET_PTRACER, pid)
 
 
-PR_SET_PTRACER = 0x59616D61  # linux/prctl.h ("Yama")
+def _helper_error(err: bytes) -> str:
+    """The helper's last stderr line, said as the API's (force=, not --force)."""
+    lines = err.decode(errors="replace").strip().splitlines()
+    msg = lines[-1] if lines else "the tracing helper failed"
+    return msg.removeprefix("circuit: error: ").replace("use --force", "use force=True")

@@ -32,6 +32,7 @@ from circuit.marks import ENV_RUN_DIR
 from . import merge
 from .backends import make_backend
 from .observers import Observer
+from .prctl import PR_SET_CHILD_SUBREAPER, prctl
 from .redact import redact_argv, redact_env
 from .sampler import LoopStats, Sampler, run_loop
 from .schema import FORMAT_VERSION
@@ -441,22 +442,11 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     return shell_code, meta
 
 
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-
-
 def _child_subreaper(on: bool) -> bool:
     """Make circuit a child subreaper (or stop): orphans of the target's tree
     are reparented to circuit instead of init, so the sampler can follow them.
     False where prctl cannot (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, int(on))
 
 
 def _write_failure(writer: RunWriter, e: OSError) -> str:
