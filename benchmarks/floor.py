@@ -171,7 +171,12 @@ def circuit_loop(pid: int, rate: int, seconds: float, python: bool) -> float:
     w = RunWriter(Path(tempfile.mkdtemp()), {"format_version": 1})
     s = Sampler(make_backend("proc"), w, pid)
     end = time.monotonic() + seconds
-    st = run_loop(s, rate, lambda t: (time.sleep(max(t, 0.0)), time.monotonic() > end)[1])
+    st = run_loop(
+        s,
+        rate,
+        lambda t: (time.sleep(max(t, 0.0)), time.monotonic() > end)[1],
+        until_ns=round(end * 1e9),
+    )
     s.close()
     shutil.rmtree(w.path, ignore_errors=True)
     return st.cpu_s / st.samples

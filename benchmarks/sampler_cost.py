@@ -126,7 +126,7 @@ def rate_once(
         time.sleep(min(timeout, left))
         return False
 
-    st = run_loop(s, rate, wait)
+    st = run_loop(s, rate, wait, until_ns=round(end * 1e9))
     wall = time.monotonic() - w0
     s.close()
     return {

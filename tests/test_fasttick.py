@@ -7,6 +7,7 @@ side by side here on the same live target, one tick each in turn.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
@@ -405,12 +406,15 @@ def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
         end = time.monotonic() + 0.6
         try:
             stats = run_loop(
-                s, 200, lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1]
+                s,
+                200,
+                lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
+                until_ns=round(end * 1e9),
             )
         finally:
             s.close()
         s.writer.finalize({"format_version": FORMAT_VERSION})
-    # Python looks at least every BURST_MAX_NS; the C loop takes the rest.
+    # Python looks at the end, the flush and after BURST_MAX_NS; the C loop takes the rest.
     assert stats.c_samples >= stats.samples / 2, stats
     assert s.samples == stats.samples and s.c_samples == stats.c_samples
     # Every sample holds all 4 threads, each at its own time.
@@ -418,6 +422,44 @@ def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
     per_t = th.groupby("t_ns").size()
     assert len(per_t) == stats.samples and set(per_t) == {4}
     assert s.thread_samples == 4 * stats.samples
+
+
+@needs_c
+def test_python_wakes_when_due_says_and_otherwise_at_the_flush(tmp_path, monkeypatch):
+    # Each return to Python is a Python tick (~2x a C one): the loop leaves C
+    # only when something is due, not on a fixed beat.
+    from circuit.tracer.sampler import run_loop
+
+    ticks: dict[str, list[int]] = {"none": [], "every 50 ms": []}
+    with Spawned(IDLE) as t:
+        for name, step in (("none", None), ("every 50 ms", 50_000_000)):
+            where = tmp_path / name.replace(" ", "_")
+            where.mkdir()
+            s = _loaded(where, monkeypatch, t.pid)
+            end = time.monotonic() + 0.8
+            due = None if step is None else (lambda step=step: time.monotonic_ns() + step)
+            try:
+                stats = run_loop(
+                    s,
+                    200,
+                    lambda left, end=end: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
+                    ticks[name].append,
+                    until_ns=round(end * 1e9),
+                    due=due,
+                )
+            finally:
+                s.close()
+            assert stats.samples > 100, stats
+
+    # ~160 samples in 0.8 s.  Without `due`, Python ran for the first
+    # sample, the end, and the fd scans, whose interval doubles on a quiet
+    # table (before, it also ran every 100 ms); asked every 50 ms, ~16 times.
+    def gaps(t: list[int]) -> list[int]:
+        return [b - a for a, b in itertools.pairwise(t)]
+
+    assert max(gaps(ticks["none"])) > 150_000_000, gaps(ticks["none"])
+    assert len(ticks["every 50 ms"]) >= 10, ticks["every 50 ms"]
+    assert max(gaps(ticks["every 50 ms"])) < 150_000_000, gaps(ticks["every 50 ms"])
 
 
 @needs_c

@@ -406,6 +406,22 @@ def test_auto_dumps_one_python_process_at_a_time_in_turn(monkeypatch) -> None:
     assert auto._dump_turn("periodic") == 0 and started == [10, 20, 40, 10]
 
 
+def test_the_loop_wakes_python_for_a_due_dump_and_while_dumps_run() -> None:
+    from circuit.tracer.pyspy import COLLECT_POLL_NS, PySpyObserver
+
+    auto = PySpyObserver()
+    auto._next_ns = 123
+    assert auto.next_tick_ns() == 123  # the next periodic dump
+    assert PySpyObserver(interval=0).next_tick_ns() is None  # none: the flush will do
+    auto._inflight[7] = object()  # type: ignore[assignment]
+    now = time.monotonic_ns()
+    # One running: looked at soon (stored, or timed out), whatever is due.
+    assert now < auto.next_tick_ns() <= time.monotonic_ns() + COLLECT_POLL_NS  # type: ignore[operator]
+    auto._inflight.clear()
+    auto._disabled = "missing"
+    assert auto.next_tick_ns() is None
+
+
 @pytest.mark.integration
 def test_default_interval_is_auto_and_measures_what_dumps_cost(tmp_path: Path) -> None:
     out = tmp_path / "r"

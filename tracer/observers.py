@@ -18,8 +18,15 @@ class Observer:
         """Called once, after the target exists and before the first sample."""
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
-        """Called after each sample the Python loop takes (at least every
-        BURST_MAX_NS: the C loop takes the others) with the traced PIDs."""
+        """Called after each sample the Python loop takes, with the traced
+        PIDs: at each flush (once a second), when a process appears or
+        leaves, after a signal, and by ``next_tick_ns``.  The C loop takes
+        the samples in between without calling it."""
+
+    def next_tick_ns(self) -> int | None:
+        """When ``tick`` is next needed (time.monotonic_ns), or None: the
+        next flush is soon enough."""
+        return None
 
     def on_demand(self) -> None:
         """SIGUSR1 to circuit (or the API): do your on-demand work now."""

@@ -52,6 +52,9 @@ FIRST_DUMP_S = 0.5
 AUTO_BUDGET = 0.005
 AUTO_MIN_S = 1.0
 AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
+# While dumps run, the loop looks at them this often (to store them, to
+# time out a stuck one); between dumps it wakes Python only when one is due.
+COLLECT_POLL_NS = 100_000_000
 PID_FILE = "tracer.pid"
 ENV_PYSPY = "CIRCUIT_PYSPY"  # path of the py-spy executable to use (tests point it at fakes)
 
@@ -181,6 +184,13 @@ class PySpyObserver(Observer):
         self._next_ns = time.monotonic_ns() + round(first * 1e9)
         if self.profile:
             self._start_profiles(root_pid)
+
+    def next_tick_ns(self) -> int | None:
+        if self._inflight:
+            return time.monotonic_ns() + COLLECT_POLL_NS
+        if self._disabled or self.interval == 0:
+            return None
+        return self._next_ns
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
         try:

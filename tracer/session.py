@@ -38,8 +38,9 @@ from .sampler import LoopStats, Sampler, run_loop
 from .schema import FORMAT_VERSION
 from .writer import RunWriter, prepare_run_dir
 
-# How often the sampling loop also asks waitid() whether the target exited
-# (it normally learns it from SIGCHLD at once).
+# How often, at most, the sampling loop also asks waitid() whether the
+# target exited, when Python runs (it normally learns it from SIGCHLD, which
+# also ends a C burst at once).
 EXIT_CHECK_NS = 100_000_000
 
 # Signals that would kill circuit by default and mean nothing to it: `run`
@@ -137,8 +138,11 @@ def _open_run(opts: Options, mode: str) -> tuple[RunWriter, dict[str, Any]]:
     return RunWriter(path, meta), meta
 
 
-def _start_observers(opts: Options, writer: RunWriter, sampler: Sampler) -> Callable[[int], None]:
-    """Start the observers; return the per-tick callback for the loop."""
+def _start_observers(
+    opts: Options, writer: RunWriter, sampler: Sampler
+) -> tuple[Callable[[int], None], Callable[[], int | None]]:
+    """Start the observers; return the loop's per-tick callback, and when
+    the observers next need it (run_loop's ``due``)."""
     for o in opts.observers:
         o.start(writer.path, sampler.root_pid)
     hooks = [o.tick for o in opts.observers]
@@ -149,7 +153,11 @@ def _start_observers(opts: Options, writer: RunWriter, sampler: Sampler) -> Call
         for h in hooks:
             h(t_ns, sampler.traced.keys())
 
-    return on_tick
+    def due() -> int | None:
+        times = [t for o in opts.observers if (t := o.next_tick_ns()) is not None]
+        return min(times, default=None)
+
+    return on_tick, due
 
 
 def _stop_observers(opts: Options, reason: str) -> tuple[dict[str, Any], list[str]]:
@@ -366,8 +374,8 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
 
     def wait(timeout: float) -> bool:
         # The target's exit arrives as SIGCHLD (on_signal checks it); the
-        # direct check is a safety net, ten times a second rather than a
-        # system call every sample.
+        # direct check is a safety net, at most ten times a second rather
+        # than a system call every sample.
         nonlocal next_check
         if waiter(timeout):
             return True
@@ -381,13 +389,13 @@ def run_command(cmd: list[str], opts: Options) -> tuple[int, dict[str, Any]]:
     status: int | None = None
     write_error: OSError | None = None
     failed_s = 0.0
-    on_tick = _start_observers(opts, writer, sampler)
+    on_tick, due = _start_observers(opts, writer, sampler)
     # Signals stay blocked until the run is finalised: a Ctrl-C pressed while
     # circuit merges the run must not cost the run (it is dropped instead).
     try:
         try:
             writer.write_meta()
-            stats = run_loop(sampler, opts.rate, wait, on_tick, signals=tuple(SIGNALS))
+            stats = run_loop(sampler, opts.rate, wait, on_tick, signals=tuple(SIGNALS), due=due)
         except OSError as e:
             # The disk filled or the folder became unwritable.  The target is
             # the user's work: it runs on, untraced, and we stay its parent so
@@ -606,7 +614,7 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
                 return True
         return waiter(timeout)
 
-    on_tick = _start_observers(opts, writer, sampler)
+    on_tick, due = _start_observers(opts, writer, sampler)
     try:
         stats = run_loop(
             sampler,
@@ -616,6 +624,7 @@ def attach(pid: int, opts: Options, stop_fd: int | None = None) -> dict[str, Any
             signals=tuple(SIGNALS),
             watch_fd=-1 if stop_fd is None else stop_fd,
             until_ns=None if end is None else round(end * 1e9),
+            due=due,
         )
     except OSError as e:
         # Disk full or folder unwritable: the target is not ours to stop.
