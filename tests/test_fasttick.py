@@ -599,6 +599,67 @@ def test_run_loop_never_asks_for_a_negative_wait():
     assert timeouts == [0.0, 0.0, 0.0]
 
 
+# A middle process forks an idle grandchild, says its pid, and exits when told.
+ORPHAN = """
+import os, sys, threading
+pid = os.fork()
+if pid == 0:
+    sys.stdin.close()
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    threading.Event().wait()
+print(pid, flush=True)
+sys.stdin.readline()
+os._exit(0)
+"""
+
+
+@needs_c
+def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, monkeypatch):
+    # Every IDLE_REFRESH samples an idle process's own files are read again
+    # (its parent may change): in C, not by handing it to the Python path,
+    # which cost a Python tick (and the end of a burst) each time.
+    import subprocess
+
+    from circuit.tracer.sampler import run_loop
+
+    middle = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert middle.stdin is not None and middle.stdout is not None
+    orphan = int(middle.stdout.readline())
+    try:
+        time.sleep(0.2)  # (its threads started)
+        s = _loaded(tmp_path, monkeypatch, orphan)
+        middle.stdin.write("go\n")
+        middle.stdin.flush()
+        middle.wait(timeout=10)
+        # Past its first second (the mappings' last re-read, MAPS_REREAD_NS,
+        # takes the Python path).
+        until = time.monotonic() + 1.2
+        while time.monotonic() < until:
+            s.tick(time.monotonic_ns())
+            time.sleep(0.02)
+        end = time.monotonic() + 1.5
+        try:
+            stats = run_loop(
+                s,
+                200,
+                lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
+                until_ns=round(end * 1e9),
+            )
+        finally:
+            s.close()
+        s.writer.finalize({"format_version": FORMAT_VERSION})
+    finally:
+        os.kill(orphan, 9)
+    # ~300 samples, 6 refreshes: Python took the first, the flush and the end
+    # (a hand-back per refresh: 9).
+    assert stats.samples > 150, stats
+    assert stats.samples - stats.c_samples <= 4, stats
+    ppids = circuit.load(tmp_path / "c").processes.sort_values("t_ns")["ppid"]
+    assert ppids.iloc[0] == middle.pid and ppids.iloc[-1] != middle.pid, ppids.unique()
+
+
 # Nine threads: one spins until told, then all wait for good.
 BIG = """
 import sys, threading

@@ -432,6 +432,38 @@ static void discard(Proc *p) {
 
 enum { DONE_IDLE = 0, DONE_RAN = 1, FALLBACK = 2, ERROR = 3 };
 
+/* The process's own files (ProcBackend._read_process, _stat_row): its `stat`,
+ * and its `statm` and `io` when slow_due.  The row (a new reference), or
+ * NULL: with *fallback set when the Python path must look (gone, a zombie,
+ * a thread count that moved), else a Python error. */
+static PyObject *read_prow(FastTick *self, Proc *p, long long now, int slow_due, int *fallback) {
+    char buf[READ_MAX];
+    Stat st;
+    *fallback = 1;
+    Py_ssize_t n = rd(p->fd_stat, buf, READ_MAX);
+    if (n < 0 || parse_stat(buf, n, &st) < 0 || st.state == 'Z' || st.state == 'X' ||
+        st.num_threads != p->nthr)
+        return NULL;
+    if (slow_due) {
+        long long statm[2];
+        n = rd(p->fd_statm, buf, READ_MAX);
+        if (n < 0 || parse_ints(buf, n, statm, 2) < 0) return NULL;
+        p->rss = statm[1] * self->page;
+        n = rd(p->fd_io, buf, READ_MAX);
+        if (n > 0) {
+            p->io[0] = io_field(buf, n, "rchar:");
+            p->io[1] = io_field(buf, n, "wchar:");
+            p->io[2] = io_field(buf, n, "read_bytes:");
+            p->io[3] = io_field(buf, n, "write_bytes:");
+        }
+        p->slow_ns = now;
+    }
+    *fallback = 0;
+    return Py_BuildValue("(llLLLLLLLL)", p->pid, (long)st.ppid, st.num_threads, p->rss,
+                         st.utime * self->tick_ns, st.stime * self->tick_ns, p->io[0], p->io[1],
+                         p->io[2], p->io[3]);
+}
+
 static int sample_proc(FastTick *self, Proc *p, long long now) {
     char buf[READ_MAX];
     if (p->maps_due && now >= p->maps_due) return FALLBACK;
@@ -462,7 +494,16 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     if (!ran) {
         /* (a big process: taskstats checks it for less while it idles) */
         if (p->idle_back && ++p->idle_run >= p->idle_back) return FALLBACK;
-        if (p->skips >= self->idle_refresh) return FALLBACK; /* the process files, now and then */
+        if (p->skips >= self->idle_refresh) {
+            /* Its own files now and then (IDLE_REFRESH), here rather than on
+             * the Python path: its parent may change, its RSS shrink. */
+            int fallback;
+            PyObject *prow = read_prow(self, p, now, now - p->slow_ns >= self->slow_ns, &fallback);
+            if (!prow) return fallback ? FALLBACK : ERROR;
+            Py_SETREF(p->prow, prow);
+            p->skips = 0;
+            return DONE_IDLE;
+        }
         p->skips++;
         return DONE_IDLE;
     }
@@ -519,43 +560,19 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
         }
     }
     /* The process row (ProcBackend._sample_single / _read_process). */
-    long long ppid, nthreads, utime_ns, stime_ns;
+    PyObject *prow;
     if (single && !slow_due && have_lead) {
-        ppid = lead.ppid;
-        nthreads = 1;
-        utime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(p->prow, 4));
-        stime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(p->prow, 5));
+        prow = Py_BuildValue("(llLLOOLLLL)", p->pid, (long)lead.ppid, 1LL, p->rss,
+                             PyTuple_GET_ITEM(p->prow, 4), PyTuple_GET_ITEM(p->prow, 5), p->io[0],
+                             p->io[1], p->io[2], p->io[3]);
     } else {
-        Py_ssize_t n = rd(p->fd_stat, buf, READ_MAX);
-        if (n < 0 || parse_stat(buf, n, &st) < 0 || st.state == 'Z' || st.state == 'X' ||
-            st.num_threads != p->nthr) {
+        int fallback;
+        prow = read_prow(self, p, now, slow_due, &fallback);
+        if (!prow && fallback) {
             discard(p);
             return FALLBACK;
         }
-        ppid = st.ppid;
-        nthreads = st.num_threads;
-        utime_ns = st.utime * self->tick_ns;
-        stime_ns = st.stime * self->tick_ns;
-        if (slow_due) {
-            long long statm[2];
-            n = rd(p->fd_statm, buf, READ_MAX);
-            if (n < 0 || parse_ints(buf, n, statm, 2) < 0) {
-                discard(p);
-                return FALLBACK;
-            }
-            p->rss = statm[1] * self->page;
-            n = rd(p->fd_io, buf, READ_MAX);
-            if (n > 0) {
-                p->io[0] = io_field(buf, n, "rchar:");
-                p->io[1] = io_field(buf, n, "wchar:");
-                p->io[2] = io_field(buf, n, "read_bytes:");
-                p->io[3] = io_field(buf, n, "write_bytes:");
-            }
-            p->slow_ns = now;
-        }
     }
-    PyObject *prow = Py_BuildValue("(llLLLLLLLL)", p->pid, (long)ppid, nthreads, p->rss, utime_ns,
-                                   stime_ns, p->io[0], p->io[1], p->io[2], p->io[3]);
     PyObject *rows = PyList_New(p->nthr);
     if (!prow || !rows) {
         Py_XDECREF(prow);
