@@ -232,7 +232,13 @@ def holders(threads: pd.DataFrame, pids: set[int] | None = None) -> pd.DataFrame
             pd.MultiIndex.from_frame(out[["pid", "t_ns"]])
         )
         ok = best["dcpu"].to_numpy() >= MIN_HOLD_SHARE * out["dt_ns"].to_numpy()
-        holder = pd.Series(np.where(ok, best["tid"].to_numpy(), -1), dtype="float64")
+        # A thread that never leaves the CPU shows CPU only at the scheduler
+        # tick (CPU_WINDOW_NS): at 1 kHz, three intervals in four say nobody
+        # ran while it ran Python all along.  Where the CPU names nobody, the
+        # one thread `running` at the sample holds the GIL, as in runs
+        # without cpu_ns (a quarter of a 1 kHz timeline was "nobody" before).
+        lone = _lone_running(frame, out)
+        holder = pd.Series(np.where(ok, best["tid"].to_numpy(), lone), dtype="float64")
         # Threads wait in `gil` yet nobody ran: the holder was preempted (or
         # blocked briefly) while holding it; the last known holder keeps it,
         # unless it is one of the waiters itself.
@@ -317,6 +323,16 @@ RESOLVED_FACTOR = 3.0
 # short intervals with longer ones, and 10 ms still resolves hand-offs at
 # the default 5 ms switch interval to within one per interval.
 RESOLVED_NS = 10_000_000
+
+
+def _lone_running(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    """For each (pid, t_ns) of ``keys``: the tid of its only thread in
+    ``running``, or -1 (none, or several)."""
+    running = frame[frame["run"]]
+    per = running.groupby(["pid", "t_ns"])["tid"].agg(["count", "first"])
+    per = per.reindex(pd.MultiIndex.from_frame(keys[["pid", "t_ns"]]))
+    lone = (per["count"] == 1).to_numpy()
+    return np.where(lone, per["first"].fillna(-1).to_numpy(), -1).astype(np.int64)
 
 
 def _sticky_running(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:

@@ -250,6 +250,26 @@ def test_holder_timeline_and_runs() -> None:
     assert list(runs["start_ns"]) == [0, 5_000_000, 10_000_000, 15_000_000]
 
 
+def test_holders_at_1_khz_see_through_the_scheduler_tick() -> None:
+    # schedstat moves a thread's CPU only at the 4 ms tick while it stays on
+    # the CPU: at 1 kHz three intervals in four show none for the thread
+    # running Python.  Two threads taking turns every 5 ms, as sampled: the
+    # one running at the sample holds the GIL in those intervals too (the
+    # holder timeline said "nobody" in ~a quarter of a 1 kHz run).
+    rows = []
+    cpu = {100: 0, 101: 0}
+    for i in range(40):
+        holder = 100 + (i // 5) % 2
+        for tid in (100, 101):
+            run = tid == holder
+            rows.append((i * 1_000_000, 1, tid, "running" if run else "lock", 1500, cpu[tid]))
+            if run and i % 4 == 3:
+                cpu[tid] += 4_000_000  # the tick
+    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
+    tl = holders(classify_gil(_threads(rows), maps))
+    assert list(tl["holder"][:-1]) == [100 + (i // 5) % 2 for i in range(39)]
+
+
 def test_holders_without_cpu_times_fall_back_to_running_threads() -> None:
     # backends without schedstat: cpu_ns is 0; the running thread holds it,
     # and among several running threads the previous holder stays
