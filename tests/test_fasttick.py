@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import sys
+import threading
 import time
 
 import pytest
@@ -459,7 +460,7 @@ def test_python_wakes_when_due_says_and_otherwise_at_the_flush(tmp_path, monkeyp
 
     assert max(gaps(ticks["none"])) > 150_000_000, gaps(ticks["none"])
     assert len(ticks["every 50 ms"]) >= 10, ticks["every 50 ms"]
-    assert max(gaps(ticks["every 50 ms"])) < 150_000_000, gaps(ticks["every 50 ms"])
+    assert max(gaps(ticks["every 50 ms"])) < 250_000_000, gaps(ticks["every 50 ms"])
 
 
 @needs_c
@@ -630,15 +631,14 @@ def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, mon
     try:
         time.sleep(0.2)  # (its threads started)
         s = _loaded(tmp_path, monkeypatch, orphan)
-        middle.stdin.write("go\n")
-        middle.stdin.flush()
-        middle.wait(timeout=10)
         # Past its first second (the mappings' last re-read, MAPS_REREAD_NS,
         # takes the Python path).
         until = time.monotonic() + 1.2
         while time.monotonic() < until:
             s.tick(time.monotonic_ns())
             time.sleep(0.02)
+        # Orphaned while the C loop samples it: only a refresh there sees it.
+        threading.Timer(0.3, lambda: (middle.stdin.write("go\n"), middle.stdin.flush())).start()
         end = time.monotonic() + 1.5
         try:
             stats = run_loop(
@@ -656,6 +656,7 @@ def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, mon
     # (a hand-back per refresh: 9).
     assert stats.samples > 150, stats
     assert stats.samples - stats.c_samples <= 4, stats
+    middle.wait(timeout=10)
     ppids = circuit.load(tmp_path / "c").processes.sort_values("t_ns")["ppid"]
     assert ppids.iloc[0] == middle.pid and ppids.iloc[-1] != middle.pid, ppids.unique()
 

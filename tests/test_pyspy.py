@@ -422,6 +422,42 @@ def test_the_loop_wakes_python_for_a_due_dump_and_while_dumps_run() -> None:
     assert auto.next_tick_ns() is None
 
 
+def test_no_python_process_no_wake_up_until_the_pids_change(monkeypatch) -> None:
+    # A round that finds no Python process (`circuit run -- sleep 5`) does
+    # not ask for the next one: the flush or a new process wakes Python anyway.
+    from circuit.tracer.pyspy import PySpyObserver
+
+    obs = PySpyObserver(interval=0.2)
+    python: set[int] = set()
+    monkeypatch.setattr(obs, "_is_python", lambda pid: pid in python)
+    monkeypatch.setattr(obs, "_start_dump", lambda pid, trigger: None)
+    obs._pids, obs._next_ns = [10], 0
+    obs.tick(1, [10])
+    assert obs.next_tick_ns() is None
+    obs.tick(2, [10])  # the same processes: still nothing to ask for
+    assert obs.next_tick_ns() is None
+    python.add(11)
+    obs.tick(3, [10, 11])  # a new process: the next round is due again
+    assert obs.next_tick_ns() == obs._next_ns
+
+
+@pytest.mark.integration
+def test_periodic_dumps_keep_their_interval_while_the_c_loop_samples(tmp_path: Path) -> None:
+    # An idle target stays in the C loop between flushes: the loop must wake
+    # Python for each dump due (Observer.next_tick_ns), not once a second.
+    out = tmp_path / "r"
+    p = _run(
+        out,
+        "--dump-interval",
+        "0.2",
+        target=(sys.executable, "-c", "import time; time.sleep(2)"),
+    )
+    assert p.returncode == 0, p.stderr
+    info = circuit.load(out).meta["pyspy"]
+    # ~9 rounds (0.2 s in, then every 0.2 s); ~2 if only the flushes woke it
+    assert info["dumps"].get("periodic", 0) >= 6, info
+
+
 @pytest.mark.integration
 def test_default_interval_is_auto_and_measures_what_dumps_cost(tmp_path: Path) -> None:
     out = tmp_path / "r"

@@ -568,9 +568,9 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     } else {
         int fallback;
         prow = read_prow(self, p, now, slow_due, &fallback);
-        if (!prow && fallback) {
+        if (!prow) {
             discard(p);
-            return FALLBACK;
+            return fallback ? FALLBACK : ERROR;
         }
     }
     PyObject *rows = PyList_New(p->nthr);

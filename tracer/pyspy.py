@@ -149,6 +149,7 @@ class PySpyObserver(Observer):
     _counts: dict[str, int] = field(default_factory=dict, init=False)
     _final_done: bool = field(default=False, init=False)
     _demand: bool = field(default=False, init=False)
+    _no_python: bool = field(default=False, init=False)  # the last periodic round found none
     _records: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
     _root: int = field(default=0, init=False)
     _streak: dict[int, int] = field(default_factory=dict, init=False)
@@ -188,7 +189,9 @@ class PySpyObserver(Observer):
     def next_tick_ns(self) -> int | None:
         if self._inflight:
             return time.monotonic_ns() + COLLECT_POLL_NS
-        if self._disabled or self.interval == 0:
+        if self._disabled or self.interval == 0 or self._no_python:
+            # (With no Python process at the last round, the next flush or a
+            # new process, which both run Python, is soon enough to look again.)
             return None
         return self._next_ns
 
@@ -200,7 +203,10 @@ class PySpyObserver(Observer):
             self._disabled = "error"
 
     def _tick(self, t_ns: int, pids: Iterable[int]) -> None:
-        self._pids = list(pids)
+        pids = list(pids)
+        if pids != self._pids:
+            self._no_python = False  # a new process may be a Python one
+        self._pids = pids
         if self._inflight:
             self._collect(wait=False)
         if self._disabled:
@@ -213,6 +219,7 @@ class PySpyObserver(Observer):
                 started = self._dump_turn("periodic")
             else:
                 started = self._dump_all("periodic", t_ns)
+            self._no_python = not started and not self._inflight
             step = round(self._interval_s(started) * 1e9)
             self._next_ns += step * max(1, (t_ns - self._next_ns) // step + 1)
 

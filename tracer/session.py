@@ -154,7 +154,14 @@ def _start_observers(
             h(t_ns, sampler.traced.keys())
 
     def due() -> int | None:
-        times = [t for o in opts.observers if (t := o.next_tick_ns()) is not None]
+        times = []
+        for o in opts.observers:
+            try:
+                t = o.next_tick_ns()
+            except Exception:  # an observer must never cost us the run
+                t = None
+            if t is not None:
+                times.append(t)
         return min(times, default=None)
 
     return on_tick, due
