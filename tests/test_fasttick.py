@@ -388,6 +388,21 @@ ev.wait()
 """
 
 
+def _run_for(s: Sampler, rate: float, seconds: float, on_tick=None, due=None):
+    """run_loop for ``seconds``, stopping on its own clock (``until_ns``)."""
+    from circuit.tracer.sampler import run_loop
+
+    end = time.monotonic() + seconds
+    return run_loop(
+        s,
+        rate,
+        lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
+        on_tick,
+        until_ns=round(end * 1e9),
+        due=due,
+    )
+
+
 def _loaded(tmp_path, monkeypatch, pid: int) -> Sampler:
     """A sampler whose C tick holds ``pid`` (after its first Python sample)."""
     s = _sampler(tmp_path, "c", pid, False, monkeypatch)
@@ -400,18 +415,10 @@ def _loaded(tmp_path, monkeypatch, pid: int) -> Sampler:
 
 @needs_c
 def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
-    from circuit.tracer.sampler import run_loop
-
     with Spawned(IDLE) as t:
         s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
-        end = time.monotonic() + 0.6
         try:
-            stats = run_loop(
-                s,
-                200,
-                lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
-                until_ns=round(end * 1e9),
-            )
+            stats = _run_for(s, 200, 0.6)
         finally:
             s.close()
         s.writer.finalize({"format_version": FORMAT_VERSION})
@@ -429,25 +436,15 @@ def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
 def test_python_wakes_when_due_says_and_otherwise_at_the_flush(tmp_path, monkeypatch):
     # Each return to Python is a Python tick (~2x a C one): the loop leaves C
     # only when something is due, not on a fixed beat.
-    from circuit.tracer.sampler import run_loop
-
     ticks: dict[str, list[int]] = {"none": [], "every 50 ms": []}
     with Spawned(IDLE) as t:
         for name, step in (("none", None), ("every 50 ms", 50_000_000)):
             where = tmp_path / name.replace(" ", "_")
             where.mkdir()
             s = _loaded(where, monkeypatch, t.pid)
-            end = time.monotonic() + 0.8
             due = None if step is None else (lambda step=step: time.monotonic_ns() + step)
             try:
-                stats = run_loop(
-                    s,
-                    200,
-                    lambda left, end=end: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
-                    ticks[name].append,
-                    until_ns=round(end * 1e9),
-                    due=due,
-                )
+                stats = _run_for(s, 200, 0.8, ticks[name].append, due)
             finally:
                 s.close()
             assert stats.samples > 100, stats
@@ -621,8 +618,6 @@ def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, mon
     # which cost a Python tick (and the end of a burst) each time.
     import subprocess
 
-    from circuit.tracer.sampler import run_loop
-
     middle = subprocess.Popen(
         [sys.executable, "-c", ORPHAN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -639,14 +634,8 @@ def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, mon
             time.sleep(0.02)
         # Orphaned while the C loop samples it: only a refresh there sees it.
         threading.Timer(0.3, lambda: (middle.stdin.write("go\n"), middle.stdin.flush())).start()
-        end = time.monotonic() + 1.5
         try:
-            stats = run_loop(
-                s,
-                200,
-                lambda left: (time.sleep(max(left, 0)), time.monotonic() > end)[1],
-                until_ns=round(end * 1e9),
-            )
+            stats = _run_for(s, 200, 1.5)
         finally:
             s.close()
         s.writer.finalize({"format_version": FORMAT_VERSION})
