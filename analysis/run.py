@@ -271,6 +271,11 @@ class Run:
         return _read_table(self.path, "maps", self.load_warnings, self.finalized)
 
     @cached_property
+    def gil(self) -> pd.DataFrame:
+        """The GIL state read from each interpreter's memory (empty where it could not be)."""
+        return _read_table(self.path, "gil", self.load_warnings, self.finalized)
+
+    @cached_property
     def stacks(self) -> pd.DataFrame:
         """py-spy dumps, one row per thread per dump (see docs/pyspy.md)."""
         from .pyspy import load_stacks

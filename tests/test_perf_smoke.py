@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from circuit.tracer.parts import part_schema
-from circuit.tracer.schema import arrow_schema
+from circuit.tracer.schema import TABLES, arrow_schema
 from circuit.tracer.writer import _column, _dictionary, _expand, _thread_arrays
 
 SCRIPT = r"""
@@ -62,7 +62,7 @@ print(json.dumps(heavy))
 
 
 def test_finalising_tables_without_rows_keeps_pandas_out(tmp_path):
-    # threads, processes, procs and maps have no row at all here (a short
+    # threads, processes, procs, maps and gil have no row at all here (a short
     # run, a backend without maps): their merged files are still written.
     p = subprocess.run(
         [sys.executable, "-c", EMPTY_TABLES, str(tmp_path / "run")],
@@ -72,7 +72,7 @@ def test_finalising_tables_without_rows_keeps_pandas_out(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == []
-    assert len(list((tmp_path / "run").glob("*.parquet"))) == 5
+    assert len(list((tmp_path / "run").glob("*.parquet"))) == len(TABLES)
 
 
 @pytest.mark.parametrize(

@@ -92,19 +92,32 @@ MAP_FIELDS: tuple[tuple[str, str], ...] = (
     ("perms", "string"),  # as in /proc/PID/maps, e.g. "rw-p"
 )
 
+# The GIL as the interpreter itself records it, read from the target's
+# memory (tracer/gilstate.py) at every sample of a process whose
+# interpreter layout is known: one row per (process, sample).  Processes
+# without rows here fall back to the futex evidence in `threads`.
+GIL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    ("pid", "int32"),
+    ("locked", "int8"),  # 1: some thread holds the GIL at t_ns
+    ("holder", "int32"),  # native tid of the last holder (the holder if locked); 0: unknown
+    ("switches", "int64"),  # the interpreter's cumulative count of holder changes
+)
+
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "threads": THREAD_FIELDS,
     "processes": PROCESS_FIELDS,
     "fds": FD_FIELDS,
     "procs": PROC_FIELDS,
     "maps": MAP_FIELDS,
+    "gil": GIL_FIELDS,
 }
 
 # Rows are sorted this way when a run is finalised: long runs of one thread
 # compress to almost nothing (bytes per thread-sample is a published number).
 # Tables added after format 1 was first written: a finalised run from
 # before lacks them and still loads (as empty), as docs/format.md promises.
-ADDED_TABLES = frozenset({"maps"})
+ADDED_TABLES = frozenset({"maps", "gil"})
 
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "threads": ("pid", "tid", "t_ns"),
@@ -112,6 +125,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "fds": ("t_ns", "pid", "fd"),
     "procs": ("t_ns", "pid"),
     "maps": ("pid", "t_ns", "start"),
+    "gil": ("pid", "t_ns"),
 }
 
 
