@@ -1,7 +1,8 @@
-"""Plots of runs and benches (matplotlib, Agg backend).
+"""Plots of runs and benches (matplotlib's object-oriented API).
 
 Each function returns a :class:`matplotlib.figure.Figure` (for notebooks; not
-registered with pyplot, so it never needs closing and displays once);
+registered with pyplot, so it never needs closing and displays once, and the
+user's backend is never changed: ``savefig`` picks a canvas per format);
 ``save(fig, stem)`` writes ``stem.png`` and ``stem.svg``.  Run-level
 functions take a run (anything with ``.meta``, ``.threads``, ``.processes``
 and ``.marks``, e.g. ``circuit.load(path)``); bench-level ones take the
@@ -17,9 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display needed, same output everywhere
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

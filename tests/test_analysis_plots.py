@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -172,3 +175,26 @@ def test_plots_leave_global_matplotlib_settings_alone() -> None:
     assert not fig.axes[0].spines["top"].get_visible()  # styled inside
     assert dict(matplotlib.rcParams) == before
     assert plt.get_fignums() == []  # not registered with pyplot
+
+
+@pytest.mark.parametrize("backend", ["pdf", "svg"])
+def test_importing_and_plotting_keep_the_users_backend(backend: str, tmp_path: Path) -> None:
+    # A fresh interpreter: in this one pyplot has long chosen its backend.
+    code = (
+        "import matplotlib, sys\n"
+        "from circuit.analysis import plots\n"
+        "assert matplotlib.get_backend() == sys.argv[1], ('import', matplotlib.get_backend())\n"
+        "fig = plots._empty_figure('t', 'm')\n"
+        "plots.save(fig, sys.argv[2])\n"
+        "assert matplotlib.get_backend() == sys.argv[1], ('plot', matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": backend}
+    p = subprocess.run(
+        [sys.executable, "-c", code, backend, str(tmp_path / "f")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "f.png").stat().st_size > 0
