@@ -3,9 +3,9 @@
 While sampling, each table is an append-only Arrow IPC stream under
 ``<table>.parts/NNNNNN.arrows``, one record batch per flush.  A tracer killed
 in the middle of a flush leaves the last batch cut short; a reader keeps every
-whole batch before it.  Runs killed under the previous writer have one
-Parquet file per flush instead (``<table>.parts/NNNNNN.parquet``): they are
-read too.
+whole batch before it.  Parts written as one Parquet file per flush
+(``<table>.parts/NNNNNN.parquet``, as older circuit versions wrote them) are
+read too, so a run killed under such a version still loads.
 
 Written by the writer (:class:`Segment`, also for the final merge's spill
 files), read by the final merge and by the analysis (loading a run that was

@@ -48,7 +48,7 @@ FIRST_DUMP_S = 0.5
 # a blocking dump holds the target.  So auto dumps one Python process at a
 # time, in turn: the first ~2.4 s in, then one every ~2 s (three processes:
 # each every ~6 s); never more than once a second.  (A first round of every
-# process at 0.5 s cost a short job ~0.4% of its time: docs/performance.md.)
+# process early on would spend a short job's whole budget at once.)
 AUTO_BUDGET = 0.005
 AUTO_MIN_S = 1.0
 AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured

@@ -113,12 +113,12 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "gil": GIL_FIELDS,
 }
 
-# Rows are sorted this way when a run is finalised: long runs of one thread
-# compress to almost nothing (bytes per thread-sample is a published number).
-# Tables added after format 1 was first written: a finalised run from
-# before lacks them and still loads (as empty), as docs/format.md promises.
+# Tables a format-1 run may lack (adding a table keeps the format version,
+# docs/format.md): such a run still loads, with these tables empty.
 ADDED_TABLES = frozenset({"maps", "gil"})
 
+# Rows are sorted this way when a run is finalised: long runs of one thread
+# compress to almost nothing (bytes per thread-sample is a published number).
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "threads": ("pid", "tid", "t_ns"),
     "processes": ("pid", "t_ns"),
