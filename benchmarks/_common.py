@@ -10,12 +10,28 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tables import machine_line, md_table, median, pct, render, spread
+
+__all__ = [
+    "RESULTS",
+    "interleave",
+    "log",
+    "machine",
+    "machine_line",
+    "md_table",
+    "median",
+    "pct",
+    "ratios",
+    "spread",
+    "tool",
+    "write_results",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,23 +72,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def machine_line(m: dict[str, Any]) -> str:
-    return (
-        f"{m['cores']} cores ({m['cpu_model'] or 'unknown CPU'}), "
-        f"{m['mem_bytes'] / 2**30:.1f} GiB, Linux {m['kernel']}, "
-        f"{m['implementation']} {m['python']}, load average at start "
-        f"{m['loadavg_at_start'][0]:.2f}"
-    )
-
-
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
-def spread(xs: Sequence[float]) -> tuple[float, float]:
-    return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
-
-
 def interleave(
     sides: dict[str, Callable[[], dict[str, float]]],
     pairs: int,
@@ -99,21 +98,12 @@ def ratios(runs: dict[str, list[dict[str, float]]], base: str, key: str) -> dict
     }
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_results(name: str, data: dict[str, Any], table: str) -> Path:
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write ``NAME.json`` and its tables, ``NAME.md``, rendered from it (tables.py)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    table = render(json.loads(path.read_text()))
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print(table)
     print(f"\nwrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
@@ -122,8 +112,3 @@ def write_results(name: str, data: dict[str, Any], table: str) -> Path:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def pct(r: float) -> str:
-    """A ratio as a signed percentage: 1.013 -> +1.3%."""
-    return f"{(r - 1) * 100:+.1f}%"

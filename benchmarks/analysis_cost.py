@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, machine_line, md_table, median, spread, tool, write_results
+from _common import log, machine, machine_line, median, tool, write_results
 
 from circuit.tracer.schema import FD_KIND_COLUMNS
 from circuit.tracer.writer import RunWriter, prepare_run_dir
@@ -234,7 +234,9 @@ def main() -> None:
         else:
             log("circuit report does not exist on this branch: skipped")
     res = {
+        "benchmark": "analysis_cost",
         "machine": m,
+        "args": {"procs": a.procs, "threads": a.threads, "samples": a.samples},
         "thread_samples": n,
         "threads_parquet_bytes": tsize,
         "run_folder_bytes": total,
@@ -242,35 +244,12 @@ def main() -> None:
         "run_bytes_per_thread_sample": total / n,
         "runs": runs,
         "report": report,
+        "median": {
+            k: median([r[k] for r in runs])
+            for k in ("import_s", "load_s", "summary_s", "load_summary_s")
+        },
     }
-    med = {
-        k: median([r[k] for r in runs])
-        for k in ("import_s", "load_s", "summary_s", "load_summary_s")
-    }
-    sp = spread([r["load_summary_s"] for r in runs])
-    res["median"] = med
-    rows = [
-        ["import circuit.analysis (pandas, pyarrow)", f"{med['import_s']:.3f} s", ""],
-        ["circuit.load + .threads/.processes", f"{med['load_s']:.3f} s", ""],
-        [".summary()", f"{med['summary_s']:.3f} s", ""],
-        ["load + summary", f"{med['load_summary_s']:.3f} s ({sp[0]:.3f} .. {sp[1]:.3f})", "< 2 s"],
-        ["bytes per thread-sample, threads.parquet", f"{tsize / n:.2f}", "<= 16"],
-        ["bytes per thread-sample, whole run folder", f"{total / n:.2f}", ""],
-    ]
-    if report is None:
-        rows.append(
-            ["circuit report (full)", "TODO: `circuit report` not on this branch yet", "< 10 s"]
-        )
-    elif "median_s" in report:
-        rows.append(["circuit report (full)", f"{report['median_s']:.2f} s", "< 10 s"])
-    else:
-        rows.append(["circuit report (full)", report["error"], "< 10 s"])
-    md = (
-        f"Machine: {machine_line(m)}\n\n{n:,} thread-samples ({a.procs} processes x {a.threads} threads x "
-        f"{a.samples:,} samples), medians of {a.repeats} fresh interpreters\n\n"
-        + md_table(["step", "measured", "target"], rows)
-    )
-    write_results(a.name, res, md)
+    write_results(a.name, res)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, machine_line, md_table, median, spread, tool, write_results
+from _common import log, machine, machine_line, median, tool, write_results
 
 
 def main() -> None:
@@ -41,20 +41,10 @@ def main() -> None:
                 raise SystemExit(f"circuit bench failed: {p.stderr.strip()[-800:]}")
             walls.append(wall)
             log(f"repeat {i + 1}: {wall:.1f} s")
-    lo, hi = spread(walls)
-    md = f"Machine: {machine_line(m)}\n\n" + md_table(
-        ["command", "wall s (median)", "min..max", "repeats", "target"],
-        [
-            [
-                "circuit bench (defaults)",
-                f"{median(walls):.1f}",
-                f"{lo:.1f} .. {hi:.1f}",
-                a.repeats,
-                "< 120 s",
-            ]
-        ],
+    write_results(
+        a.name,
+        {"benchmark": "bench_e2e", "machine": m, "walls_s": walls, "median_s": median(walls)},
     )
-    write_results(a.name, {"machine": m, "walls_s": walls, "median_s": median(walls)}, md)
 
 
 if __name__ == "__main__":

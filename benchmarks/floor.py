@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, machine_line, md_table, median, spread, write_results
+from _common import log, machine, write_results
 
 from circuit.tracer.backends import make_backend
 from circuit.tracer.sampler import Sampler, run_loop
@@ -256,6 +256,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each loop")
+    ap.add_argument("--name", default="floor")
     args = ap.parse_args()
     m = machine()
     tmp = Path(tempfile.mkdtemp())
@@ -293,58 +294,15 @@ def main() -> None:
         log(f"round {i + 1}/{rounds} done")
     files_cost = {mode: per_file(mode) for mode in ("busy", "idle")}
 
-    rows = []
-    for key, vals in runs.items():
-        if key.startswith("cold|"):
-            continue
-        what, who, rate = key.split("|")
-        us = [v * 1e6 for v in vals]
-        lo, hi = spread(us)
-        rows.append(
-            [
-                "waking up only" if what == "sleep" else "a sampling tick",
-                who,
-                rate,
-                f"{median(us):.1f}",
-                f"{lo:.1f} .. {hi:.1f}",
-                f"{median(us) * int(rate) / 1e4:.2f}%",
-            ]
-        )
-    t1 = md_table(
-        ["what", "who", "Hz", "µs CPU per tick", "min..max", "of one core"],
-        rows,
-    )
-    cold = []
-    for gap in (0.0, 0.001, 0.01):
-        label = "back to back" if not gap else f"after {gap * 1e3:g} ms of sleep"
-        row = [label]
-        for python in (True, False):
-            us = [v * 1e6 for v in runs[f"cold|{gap}|{python}"]]
-            lo, hi = spread(us)
-            row += [f"{median(us):.1f}", f"{lo:.1f} .. {hi:.1f}"]
-        cold.append(row)
-    t2 = md_table(
-        ["Sampler.tick", "Python tick µs CPU", "min..max", "C tick µs CPU", "min..max"], cold
-    )
-    prow = []
-    for mode, by_name in files_cost.items():
-        for name, d in by_name.items():
-            prow.append([mode, name, f"{d['back to back']:.2f}", f"{d['after 10 ms']:.2f}"])
-    t3 = md_table(["threads", "file", "µs per pread, back to back", "after 10 ms of sleep"], prow)
-    table = (
-        f"**Waking up and ticking** ({rounds} interleaved rounds, medians; the "
-        "processes-model CPU job keeps both cores busy)\n\n"
-        + t1
-        + "\n\n**Cold vs hot**: the same tick, CPU of the tick only\n\n"
-        + t2
-        + "\n\n**Per-file kernel cost** (10 threads; Python's call adds ~0.3 µs)\n\n"
-        + t3
-        + f"\n\n({machine_line(m)})"
-    )
     write_results(
-        "floor",
-        {"machine": m, "rounds": runs, "per_file_us": files_cost, "c_compiler": bool(exe)},
-        table,
+        args.name,
+        {
+            "benchmark": "floor",
+            "machine": m,
+            "rounds": runs,
+            "per_file_us": files_cost,
+            "c_compiler": bool(exe),
+        },
     )
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, machine_line, md_table, median, spread, write_results
+from _common import log, machine, machine_line, write_results
 from analysis_cost import generate
 
 from circuit.tracer.writer import RunWriter
@@ -86,7 +86,6 @@ def main() -> None:
     m = machine()
     log(machine_line(m))
     results = []
-    rows = []
     with tempfile.TemporaryDirectory(prefix="circuit-merge-") as tmp:
         for size in a.sizes:
             src = Path(tmp) / f"parts-{size}"
@@ -113,37 +112,8 @@ def main() -> None:
                     log(f"{n:,} round {r + 1}/{a.rounds} {side}: {res}")
                     runs[side].append(res)
             shutil.rmtree(src)
-            for side, rs in runs.items():
-                wall = [x["wall_s"] for x in rs]
-                rss = [x["peak_rss_mib"] for x in rs]
-                lo, hi = spread(wall)
-                rows.append(
-                    [
-                        f"{n:,}",
-                        side,
-                        f"{median(wall):.2f} ({lo:.2f} .. {hi:.2f})",
-                        f"{median([x['cpu_s'] for x in rs]):.2f}",
-                        f"{median(rss):.0f} ({min(rss):.0f} .. {max(rss):.0f})",
-                        f"{median([x['bytes'] for x in rs]) / n:.2f}",
-                    ]
-                )
             results.append({"thread_samples": n, "runs": runs})
-    table = md_table(
-        [
-            "thread-samples",
-            "merge",
-            "wall s (min .. max)",
-            "CPU s",
-            "peak RSS MiB (min .. max)",
-            "bytes/thread-sample",
-        ],
-        rows,
-    )
-    caption = (
-        f"**The final merge, at once vs in buckets** ({a.rounds} interleaved rounds, "
-        f"medians; {machine_line(m)})"
-    )
-    write_results(a.name, {"machine": m, "results": results}, caption + "\n\n" + table)
+    write_results(a.name, {"benchmark": "merge_cost", "machine": m, "results": results})
 
 
 if __name__ == "__main__":

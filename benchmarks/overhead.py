@@ -35,9 +35,7 @@ from _common import (
     log,
     machine,
     machine_line,
-    md_table,
     median,
-    pct,
     ratios,
     spread,
     tool,
@@ -161,56 +159,6 @@ def bench_model(model: str, seconds: float, pairs: int, rate_sides: list[str]) -
     }
 
 
-def table(results: list[dict], pairs: int) -> str:
-    parts = []
-    for res in results:
-        rows = []
-        for name, s in res["summary"].items():
-            lo, hi = s["work_wall_ratio_spread"]
-            rows.append(
-                [
-                    name,
-                    f"{s['work_wall_s_median']:.3f}",
-                    pct(s["work_wall_ratio_median"]),
-                    f"{pct(lo)} .. {pct(hi)}",
-                    pct(s["e2e_wall_ratio_median"]),
-                    pct(s["job_cpu_ratio_median"]),
-                    f"{s['tool_cpu_s_median']:.3f}",
-                    f"{s['startup_s_median'] * 1000:.0f}",
-                    f"{s['sampler_cpu_share_median'] * 100:.1f}% @ {s['achieved_hz_median']:.0f} Hz"
-                    if name.startswith("circuit")
-                    else "",
-                    f"{s['dump_share_median'] * 100:.2f}%" if name.startswith("circuit") else "",
-                    # Cores busy with the job: every CPU-second circuit uses
-                    # while it runs is taken from it, spread over the cores.
-                    pct(1 + (s["sampler_cpu_share_median"] + s["dump_share_median"]) / res["cores"])
-                    if name.startswith("circuit")
-                    else "",
-                ]
-            )
-        parts.append(
-            f"**{res['model']} model** ({pairs} interleaved rounds, medians; ratios are "
-            "per round against that round's untraced run)\n\n"
-            + md_table(
-                [
-                    "side",
-                    "job wall s",
-                    "job wall",
-                    "job wall min..max",
-                    "end-to-end wall",
-                    "job CPU",
-                    "tool CPU s",
-                    "start-up ms",
-                    "circuit sampler CPU (of one core) @ rate",
-                    "py-spy dumps CPU (of one core)",
-                    "CPU bound on slowdown",
-                ],
-                rows,
-            )
-        )
-    return "\n\n".join(parts)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,8 +186,8 @@ def main() -> None:
     m = machine()
     log(machine_line(m))
     results = [bench_model(model, a.seconds, a.pairs, a.sides) for model in a.model]
-    md = f"Machine: {machine_line(m)}\n\n" + table(results, a.pairs)
-    write_results(a.name, {"machine": m, "pairs": a.pairs, "results": results}, md)
+    data = {"benchmark": "overhead", "machine": m, "pairs": a.pairs, "results": results}
+    write_results(a.name, data)
 
 
 if __name__ == "__main__":

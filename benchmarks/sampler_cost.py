@@ -31,7 +31,6 @@ from _common import (
     log,
     machine,
     machine_line,
-    md_table,
     median,
     spread,
     write_results,
@@ -227,72 +226,17 @@ def main() -> None:
                         )
                 finally:
                     t.close()
-    rows = [
-        [
-            c["mode"],
-            c["threads"],
-            c["backend"],
-            f"{c['us_per_thread_sample_median']:.2f}",
-            f"{c['us_per_thread_sample_spread'][0]:.2f} .. {c['us_per_thread_sample_spread'][1]:.2f}",
-            f"{c['flush_us_per_thread_sample_median']:.2f}",
-            f"{c['ms_per_tick_median']:.3f}",
-            f"{c['psutil_over_proc_median']:.1f}x" if "psutil_over_proc_median" in c else "",
-        ]
-        for c in cost
-    ]
-    t1 = md_table(
-        [
-            "target threads",
-            "N",
-            "backend",
-            "µs/thread-sample (tick)",
-            "min..max",
-            "flush µs/thread-sample",
-            "ms/tick",
-            "psutil/proc-nots",
-        ],
-        rows,
+    write_results(
+        a.name,
+        {
+            "benchmark": "sampler_cost",
+            "machine": m,
+            "pairs": a.pairs,
+            "args": {"cost_rate": a.cost_rate, "rate_seconds": a.rate_seconds},
+            "cost": cost,
+            "rates": rates,
+        },
     )
-    rrows = [
-        [
-            r["mode"],
-            r["threads"],
-            r["backend"],
-            f"{r['requested_hz']:g}",
-            f"{r['achieved_hz_median']:.1f}",
-            f"{r['achieved_share_median'] * 100:.1f}%",
-            f"{r['missed_median']:g}",
-            f"{r['cpu_share_median'] * 100:.1f}%",
-            f"{r['cpu_share_spread'][0] * 100:.1f} .. {r['cpu_share_spread'][1] * 100:.1f}%",
-        ]
-        for r in rates
-    ]
-    t2 = md_table(
-        [
-            "target threads",
-            "N",
-            "backend",
-            "requested Hz",
-            "achieved Hz",
-            "achieved/requested",
-            "missed deadlines",
-            "sampler CPU (of one core)",
-            "min..max",
-        ],
-        rrows,
-    )
-    md = (
-        f"Machine: {machine_line(m)}\n\n"
-        f"**Cost per thread-sample** ({a.pairs} interleaved rounds per backend; CPU time of the ticks, "
-        f"spaced as at {a.cost_rate:g} Hz; N target threads + the main thread)\n\n" + t1 + "\n\n"
-        "Backends: *proc* is the /proc path as `circuit run` uses it (as root: idle "
-        "processes of 8+ threads checked with one taskstats request); *proc-nots* the same "
-        "without taskstats (any user: a batched schedstat read per thread); *-py*: the same "
-        "with the Python tick instead of the C one.\n\n"
-        f"**Achieved rate and CPU share** (run_loop for {a.rate_seconds:g} s, "
-        f"median of {max(1, a.pairs // 2)} runs)\n\n" + t2
-    )
-    write_results(a.name, {"machine": m, "pairs": a.pairs, "cost": cost, "rates": rates}, md)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, machine_line, md_table, median, spread, tool, write_results
+from _common import log, machine, machine_line, median, spread, tool, write_results
 
 HERE = Path(__file__).resolve().parent
 # Keeps the target alive for a fixed time, then lets it exit (circuit run stops with it).
@@ -152,40 +152,16 @@ def main() -> None:
     ]
     s = {k: median([r[k] for r in runs]) for k in keys}
     sp = {k: spread([r[k] for r in runs]) for k in keys}
-    md = f"Machine: {machine_line(m)}\n\n" + md_table(
-        [
-            "target",
-            "requested Hz",
-            "achieved Hz, target up",
-            "achieved/requested, target up",
-            "missed, target up",
-            "achieved Hz, whole run",
-            "achieved/requested, whole run",
-            "missed, whole run",
-            "sampler CPU (of one core)",
-            "sampler RSS while sampling MiB",
-            "sampler peak RSS (finalising) MiB",
-            "runs",
-        ],
-        [
-            [
-                f"{a.threads} idle threads + {a.fds:,} fds, {a.seconds:g} s",
-                f"{a.rate:g}",
-                f"{s['steady_hz']:.1f} ({sp['steady_hz'][0]:.1f} .. {sp['steady_hz'][1]:.1f})",
-                f"{s['steady_share'] * 100:.1f}%",
-                f"{s['steady_missed']:g}",
-                f"{s['achieved_hz']:.1f} ({sp['achieved_hz'][0]:.1f} .. {sp['achieved_hz'][1]:.1f})",
-                f"{s['achieved_share'] * 100:.1f}%",
-                f"{s['missed']:g}",
-                f"{s['sampler_cpu_share'] * 100:.1f}% ({sp['sampler_cpu_share'][0] * 100:.1f} .. {sp['sampler_cpu_share'][1] * 100:.1f})",
-                f"{s['sampling_rss_mib']:.0f}",
-                f"{s['sampler_peak_rss_mib']:.0f}",
-                a.repeats,
-            ]
-        ],
-    )
     write_results(
-        a.name, {"machine": m, "args": vars(a), "runs": runs, "median": s, "spread": sp}, md
+        a.name,
+        {
+            "benchmark": "scale",
+            "machine": m,
+            "args": vars(a),
+            "runs": runs,
+            "median": s,
+            "spread": sp,
+        },
     )
 
 

@@ -1,0 +1,444 @@
+"""The results tables, rendered from benchmarks/results/*.json, and the docs that show them.
+
+Each benchmark writes ``results/NAME.json`` (every run, every pair) and
+``results/NAME.md``, its tables rendered here from that JSON.  The same
+rendering sits in docs/performance.md between two markers::
+
+    <!-- results: NAME -->
+    ...
+    <!-- /results -->
+
+The figures the prose around them quotes come from the same files
+(benchmarks/facts.py); tests/test_docs_numbers.py checks both.
+
+Usage:
+    python benchmarks/tables.py           # rewrite results/*.md and the tables in the docs
+    python benchmarks/tables.py --check   # exit 1 if any of them is not what its JSON gives
+
+Standard library only, so tests and the benchmarks can load it alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = (ROOT / "docs" / "performance.md",)
+BLOCK = re.compile(r"(<!-- results: (\w+) -->\n)(.*?)(<!-- /results -->)", re.S)
+
+
+# -- formatting, shared with the benchmarks (_common re-exports these) ----------
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs: Sequence[float]) -> tuple[float, float]:
+    return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
+
+
+def pct(r: float) -> str:
+    """A ratio as a signed percentage: 1.013 -> +1.3%."""
+    return f"{(r - 1) * 100:+.1f}%"
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['cores']} cores ({m['cpu_model'] or 'unknown CPU'}), "
+        f"{m['mem_bytes'] / 2**30:.1f} GiB, Linux {m['kernel']}, "
+        f"{m['implementation']} {m['python']}, load average at start "
+        f"{m['loadavg_at_start'][0]:.2f}"
+    )
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- one renderer per benchmark ---------------------------------------------------
+
+OVERHEAD_HEADERS = [
+    "side",
+    "job wall s",
+    "job wall",
+    "job wall min..max",
+    "end-to-end wall",
+    "job CPU",
+    "tool CPU s",
+    "start-up ms",
+    "circuit sampler CPU (of one core) @ rate",
+    "py-spy dumps CPU (of one core)",
+    "CPU bound on slowdown",
+]
+
+
+def cpu_bound(s: dict[str, Any], cores: int) -> float:
+    """The slowdown circuit can cause at most on busy cores: every CPU-second
+    it uses while the job runs is taken from the job, spread over the cores."""
+    return 1 + (s["sampler_cpu_share_median"] + s["dump_share_median"]) / cores
+
+
+def overhead(d: dict[str, Any]) -> str:
+    parts = []
+    for res in d["results"]:
+        rows = []
+        for name, s in res["summary"].items():
+            lo, hi = s["work_wall_ratio_spread"]
+            ours = name.startswith("circuit")
+            rows.append(
+                [
+                    name,
+                    f"{s['work_wall_s_median']:.3f}",
+                    pct(s["work_wall_ratio_median"]),
+                    f"{pct(lo)} .. {pct(hi)}",
+                    pct(s["e2e_wall_ratio_median"]),
+                    pct(s["job_cpu_ratio_median"]),
+                    f"{s['tool_cpu_s_median']:.3f}",
+                    f"{s['startup_s_median'] * 1000:.0f}",
+                    f"{s['sampler_cpu_share_median'] * 100:.1f}% @ {s['achieved_hz_median']:.0f} Hz"
+                    if ours
+                    else "",
+                    f"{s['dump_share_median'] * 100:.2f}%" if ours else "",
+                    pct(cpu_bound(s, res["cores"])) if ours else "",
+                ]
+            )
+        parts.append(
+            f"**{res['model']} model** ({d['pairs']} interleaved rounds, medians; ratios are "
+            "per round against that round's untraced run)\n\n" + md_table(OVERHEAD_HEADERS, rows)
+        )
+    return f"Machine: {machine_line(d['machine'])}\n\n" + "\n\n".join(parts)
+
+
+def sampler_cost(d: dict[str, Any]) -> str:
+    a = d["args"]
+    rows = [
+        [
+            c["mode"],
+            c["threads"],
+            c["backend"],
+            f"{c['us_per_thread_sample_median']:.2f}",
+            f"{c['us_per_thread_sample_spread'][0]:.2f} .. {c['us_per_thread_sample_spread'][1]:.2f}",
+            f"{c['flush_us_per_thread_sample_median']:.2f}",
+            f"{c['ms_per_tick_median']:.3f}",
+            f"{c['psutil_over_proc_median']:.1f}x" if "psutil_over_proc_median" in c else "",
+        ]
+        for c in d["cost"]
+    ]
+    t1 = md_table(
+        [
+            "target threads",
+            "N",
+            "backend",
+            "µs/thread-sample (tick)",
+            "min..max",
+            "flush µs/thread-sample",
+            "ms/tick",
+            "psutil/proc-nots",
+        ],
+        rows,
+    )
+    rrows = [
+        [
+            r["mode"],
+            r["threads"],
+            r["backend"],
+            f"{r['requested_hz']:g}",
+            f"{r['achieved_hz_median']:.1f}",
+            f"{r['achieved_share_median'] * 100:.1f}%",
+            f"{r['missed_median']:g}",
+            f"{r['cpu_share_median'] * 100:.1f}%",
+            f"{r['cpu_share_spread'][0] * 100:.1f} .. {r['cpu_share_spread'][1] * 100:.1f}%",
+        ]
+        for r in d["rates"]
+    ]
+    t2 = md_table(
+        [
+            "target threads",
+            "N",
+            "backend",
+            "requested Hz",
+            "achieved Hz",
+            "achieved/requested",
+            "missed deadlines",
+            "sampler CPU (of one core)",
+            "min..max",
+        ],
+        rrows,
+    )
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n"
+        f"**Cost per thread-sample** ({d['pairs']} interleaved rounds per backend; CPU time of "
+        f"the ticks, spaced as at {a['cost_rate']:g} Hz; N target threads + the main thread)"
+        "\n\n" + t1 + "\n\n"
+        "Backends: *proc* is the /proc path as `circuit run` uses it (as root: idle "
+        "processes of 8+ threads checked with one taskstats request); *proc-nots* the same "
+        "without taskstats (any user: a batched schedstat read per thread); *-py*: the same "
+        "with the Python tick instead of the C one.\n\n"
+        f"**Achieved rate and CPU share** (run_loop for {a['rate_seconds']:g} s, "
+        f"median of {max(1, d['pairs'] // 2)} runs)\n\n" + t2
+    )
+
+
+def floor(d: dict[str, Any]) -> str:
+    runs: dict[str, list[float]] = d["rounds"]
+    rows = []
+    for key, vals in runs.items():
+        if key.startswith("cold|"):
+            continue
+        what, who, rate = key.split("|")
+        us = [v * 1e6 for v in vals]
+        lo, hi = spread(us)
+        rows.append(
+            [
+                "waking up only" if what == "sleep" else "a sampling tick",
+                who,
+                rate,
+                f"{median(us):.1f}",
+                f"{lo:.1f} .. {hi:.1f}",
+                f"{median(us) * int(rate) / 1e4:.2f}%",
+            ]
+        )
+    t1 = md_table(["what", "who", "Hz", "µs CPU per tick", "min..max", "of one core"], rows)
+    cold = []
+    for gap in ("0.0", "0.001", "0.01"):
+        label = "back to back" if not float(gap) else f"after {float(gap) * 1e3:g} ms of sleep"
+        row = [label]
+        for python in ("True", "False"):
+            us = [v * 1e6 for v in runs[f"cold|{gap}|{python}"]]
+            lo, hi = spread(us)
+            row += [f"{median(us):.1f}", f"{lo:.1f} .. {hi:.1f}"]
+        cold.append(row)
+    t2 = md_table(
+        ["Sampler.tick", "Python tick µs CPU", "min..max", "C tick µs CPU", "min..max"], cold
+    )
+    prow = [
+        [mode, name, f"{c['back to back']:.2f}", f"{c['after 10 ms']:.2f}"]
+        for mode, by_name in d["per_file_us"].items()
+        for name, c in by_name.items()
+    ]
+    t3 = md_table(["threads", "file", "µs per pread, back to back", "after 10 ms of sleep"], prow)
+    rounds = len(next(iter(runs.values())))
+    return (
+        f"**Waking up and ticking** ({rounds} interleaved rounds, medians; the "
+        "processes-model CPU job keeps both cores busy)\n\n"
+        + t1
+        + "\n\n**Cold vs hot**: the same tick, CPU of the tick only\n\n"
+        + t2
+        + "\n\n**Per-file kernel cost** (10 threads; Python's call adds ~0.3 µs)\n\n"
+        + t3
+        + f"\n\n({machine_line(d['machine'])})"
+    )
+
+
+def merge_cost(d: dict[str, Any]) -> str:
+    rows = []
+    rounds = 0
+    for res in d["results"]:
+        n = res["thread_samples"]
+        for side, rs in res["runs"].items():
+            rounds = max(rounds, len(rs))
+            wall = [x["wall_s"] for x in rs]
+            rss = [x["peak_rss_mib"] for x in rs]
+            lo, hi = spread(wall)
+            rows.append(
+                [
+                    f"{n:,}",
+                    side,
+                    f"{median(wall):.2f} ({lo:.2f} .. {hi:.2f})",
+                    f"{median([x['cpu_s'] for x in rs]):.2f}",
+                    f"{median(rss):.0f} ({min(rss):.0f} .. {max(rss):.0f})",
+                    f"{median([x['bytes'] for x in rs]) / n:.2f}",
+                ]
+            )
+    table = md_table(
+        [
+            "thread-samples",
+            "merge",
+            "wall s (min .. max)",
+            "CPU s",
+            "peak RSS MiB (min .. max)",
+            "bytes/thread-sample",
+        ],
+        rows,
+    )
+    return (
+        f"**The final merge, at once vs in buckets** ({rounds} interleaved rounds, "
+        f"medians; {machine_line(d['machine'])})\n\n" + table
+    )
+
+
+def analysis_cost(d: dict[str, Any]) -> str:
+    a, med, report = d["args"], d["median"], d["report"]
+    lo, hi = spread([r["load_summary_s"] for r in d["runs"]])
+    rows = [
+        ["import circuit.analysis (pandas, pyarrow)", f"{med['import_s']:.3f} s", ""],
+        ["circuit.load + .threads/.processes", f"{med['load_s']:.3f} s", ""],
+        [".summary()", f"{med['summary_s']:.3f} s", ""],
+        ["load + summary", f"{med['load_summary_s']:.3f} s ({lo:.3f} .. {hi:.3f})", "< 2 s"],
+        [
+            "bytes per thread-sample, threads.parquet",
+            f"{d['bytes_per_thread_sample']:.2f}",
+            "<= 16",
+        ],
+        [
+            "bytes per thread-sample, whole run folder",
+            f"{d['run_bytes_per_thread_sample']:.2f}",
+            "",
+        ],
+    ]
+    if report is None:
+        measured = "not measured (`circuit report` unavailable)"
+    elif "median_s" in report:
+        measured = f"{report['median_s']:.2f} s"
+    else:
+        measured = report["error"]
+    rows.append(["circuit report (full)", measured, "< 10 s"])
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n{d['thread_samples']:,} thread-samples "
+        f"({a['procs']} processes x {a['threads']} threads x {a['samples']:,} samples), "
+        f"medians of {len(d['runs'])} fresh interpreters\n\n"
+        + md_table(["step", "measured", "target"], rows)
+    )
+
+
+def bench_e2e(d: dict[str, Any]) -> str:
+    walls = d["walls_s"]
+    lo, hi = spread(walls)
+    return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
+        ["command", "wall s (median)", "min..max", "repeats", "target"],
+        [
+            [
+                "circuit bench (defaults)",
+                f"{median(walls):.1f}",
+                f"{lo:.1f} .. {hi:.1f}",
+                len(walls),
+                "< 120 s",
+            ]
+        ],
+    )
+
+
+def scale(d: dict[str, Any]) -> str:
+    a, s, sp = d["args"], d["median"], d["spread"]
+    return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
+        [
+            "target",
+            "requested Hz",
+            "achieved Hz, target up",
+            "achieved/requested, target up",
+            "missed, target up",
+            "achieved Hz, whole run",
+            "achieved/requested, whole run",
+            "missed, whole run",
+            "sampler CPU (of one core)",
+            "sampler RSS while sampling MiB",
+            "sampler peak RSS (finalising) MiB",
+            "runs",
+        ],
+        [
+            [
+                f"{a['threads']} idle threads + {a['fds']:,} fds, {a['seconds']:g} s",
+                f"{a['rate']:g}",
+                f"{s['steady_hz']:.1f} ({sp['steady_hz'][0]:.1f} .. {sp['steady_hz'][1]:.1f})",
+                f"{s['steady_share'] * 100:.1f}%",
+                f"{s['steady_missed']:g}",
+                f"{s['achieved_hz']:.1f} ({sp['achieved_hz'][0]:.1f} .. {sp['achieved_hz'][1]:.1f})",
+                f"{s['achieved_share'] * 100:.1f}%",
+                f"{s['missed']:g}",
+                f"{s['sampler_cpu_share'] * 100:.1f}% ({sp['sampler_cpu_share'][0] * 100:.1f} .. "
+                f"{sp['sampler_cpu_share'][1] * 100:.1f})",
+                f"{s['sampling_rss_mib']:.0f}",
+                f"{s['sampler_peak_rss_mib']:.0f}",
+                len(d["runs"]),
+            ]
+        ],
+    )
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "overhead": overhead,
+    "sampler_cost": sampler_cost,
+    "floor": floor,
+    "merge_cost": merge_cost,
+    "analysis_cost": analysis_cost,
+    "bench_e2e": bench_e2e,
+    "scale": scale,
+}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The Markdown of one results file (``data["benchmark"]`` names its renderer)."""
+    return RENDERERS[data["benchmark"]](data)
+
+
+def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """NAME -> the parsed results/NAME.json, for every results file."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+# -- keeping results/*.md and the docs in step with the JSON --------------------------
+
+
+def fill_tables(text: str, rendered: dict[str, str], where: str) -> str:
+    """``text`` with every marked table replaced by its rendering."""
+
+    def block(m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name not in rendered:
+            raise SystemExit(f"{where}: no results file for the table {name!r}")
+        return m.group(1) + rendered[name] + "\n" + m.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def stale(write: bool) -> list[str]:
+    """Every results/NAME.md and docs table that differs from its JSON (rewritten if ``write``)."""
+    results = load_results()
+    rendered = {name: render(d) for name, d in results.items()}
+    out = []
+    for name, md in rendered.items():
+        path = RESULTS / f"{name}.md"
+        if not path.exists() or path.read_text() != md + "\n":
+            out.append(str(path.relative_to(ROOT)))
+            if write:
+                path.write_text(md + "\n")
+    for doc in DOCS:
+        text = doc.read_text()
+        new = fill_tables(text, rendered, doc.name)
+        if new != text:
+            out.append(str(doc.relative_to(ROOT)))
+            if write:
+                doc.write_text(new)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    a = ap.parse_args()
+    changed = stale(write=not a.check)
+    for path in changed:
+        print(f"{'stale' if a.check else 'rewrote'}: {path}")
+    return 1 if a.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
