@@ -18,6 +18,24 @@ PY = sys.executable  # the venv's real interpreter (python3 here may be a shell 
 CIRCUIT = [PY, "-m", "circuit"]
 
 
+def interpreter(minor: int) -> str:
+    """A CPython 3.minor with the default GIL (pyenv's, this venv's or on PATH), or skip."""
+    import glob
+    import shutil
+
+    import pytest
+
+    found = sorted(
+        glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))
+    )
+    if sys.version_info[:2] == (3, minor):
+        found.append(sys.executable)
+    exe = found[0] if found else shutil.which(f"python3.{minor}")
+    if not exe:
+        pytest.skip(f"no CPython 3.{minor} on this machine")
+    return exe
+
+
 def code(src: str) -> str:
     return textwrap.dedent(src).strip() + "\n"
 

@@ -54,7 +54,7 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
     assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
-    assert _fasttick.API == 4
+    assert _fasttick.API == 5
 
 
 def _sampler(

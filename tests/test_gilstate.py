@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from gil_offsets_probe import compilers, derive, include_dirs
+from helpers import interpreter
 
 from circuit.tracer import gilstate
 from circuit.tracer.elfsyms import ET_DYN, ET_EXEC, ElfError, load_bias, read_elf
@@ -39,19 +40,6 @@ from circuit.tracer.pyimage import parse_image_name, parse_maps
 HERE = Path(__file__).parent
 TARGET = str(HERE / "gilstate_target.py")
 MINORS = (10, 11, 12, 13)
-
-
-def interpreter(minor: int) -> str:
-    """A CPython 3.minor with the default GIL, or skip."""
-    found = sorted(
-        glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))
-    )
-    if sys.version_info[:2] == (3, minor):
-        found.append(sys.executable)
-    exe = found[0] if found else shutil.which(f"python3.{minor}")
-    if not exe:
-        pytest.skip(f"no CPython 3.{minor} on this machine")
-    return exe
 
 
 def libpythons() -> list[str]:

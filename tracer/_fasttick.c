@@ -1,9 +1,9 @@
 /* The sampler's steady-state tick, in C (optional: circuit runs without it).
  *
  * Why: after each sleep between samples, caches and TLBs hold other work's
- * data, and an interpreter touches much memory per step.  The Python tick
- * of a 3-process job costs ~5x the same /proc reads made from C at 100 Hz
- * (docs/performance.md, section 6).  This module does the common tick of a
+ * data, and an interpreter touches much memory per step: the Python tick
+ * costs several times the same /proc reads made from C (docs/performance.md,
+ * "What limits the sampler").  This module does the common tick of a
  * process, and only that:
  *
  *   - no thread ran since the last sample: the previous rows again;
@@ -66,6 +66,13 @@ typedef struct {
     long idle_back, idle_run; /* hand back after idle_back samples in a row where none ran (0: never) */
     int dirty, counted;
     long long nfds, next_fd_count, next_fd_scan, last_fd_scan, maps_due;
+    /* The interpreter's GIL state (tracer/gilstate.py): /proc/PID/mem, the
+     * struct's address, native_thread_id's offset in PyThreadState (gil_fd
+     * -1: not read); the last values read, and the holder pointer they
+     * resolved, so an idle process and an unchanged holder cost no read. */
+    int gil_fd, gil_have;
+    long long gil_addr, gil_tid_off, gil_pthread_off, gil_ptr, gil_sw;
+    long gil_locked, gil_tid, gil_left;
 } Proc;
 
 typedef struct {
@@ -253,11 +260,17 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     int fds[4];
     PyObject *threads, *prow, *rows, *counts;
     long long v[11], io[4];
-    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLLL)(LLLL)", &pid, &fds[0], &fds[1],
+    PyObject *gil = Py_None;
+    int gil_fd = -1;
+    long long gil_addr = 0, gil_tid_off = 0, gil_pthread_off = -1;
+    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLLL)(LLLL)|O", &pid, &fds[0], &fds[1],
                           &fds[2], &fds[3], &PyList_Type, &threads, &PyTuple_Type, &prow,
                           &PyList_Type, &rows, &PyTuple_Type, &counts, &v[0], &v[1], &v[2], &v[3],
                           &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &io[0], &io[1],
-                          &io[2], &io[3]))
+                          &io[2], &io[3], &gil))
+        return NULL;
+    if (gil != Py_None &&
+        !PyArg_ParseTuple(gil, "iLLL", &gil_fd, &gil_addr, &gil_tid_off, &gil_pthread_off))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(threads);
     if (n != PyList_GET_SIZE(rows) || PyTuple_GET_SIZE(prow) != 10) {
@@ -333,6 +346,10 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     p->maps_due = v[9];
     p->idle_back = (long)v[10];
     memcpy(p->io, io, sizeof io);
+    p->gil_fd = gil_fd;
+    p->gil_addr = gil_addr;
+    p->gil_tid_off = gil_tid_off;
+    p->gil_pthread_off = gil_pthread_off;
     Py_RETURN_NONE;
 }
 
@@ -599,6 +616,62 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     return DONE_RAN;
 }
 
+#define GIL_REVALIDATE_EVERY 64 /* gilstate.REVALIDATE_EVERY */
+#define MAX_TID (1LL << 22)
+
+/* The holder's kernel tid from its PyThreadState (gilstate._resolve_tid). */
+static long gil_holder_tid(Proc *p, unsigned long long tstate) {
+    unsigned long long v = 0;
+    if (!tstate || pread(p->gil_fd, &v, 8, (off_t)(tstate + p->gil_tid_off)) != 8) return 0;
+    if (p->gil_pthread_off >= 0) { /* 3.10: a pthread_t, whose tid is an int inside it */
+        unsigned int tid = 0;
+        if (!v || pread(p->gil_fd, &tid, 4, (off_t)(v + p->gil_pthread_off)) != 4) return 0;
+        v = tid;
+    }
+    return v > 0 && (long long)v < MAX_TID ? (long)v : 0;
+}
+
+/* GilReader.read: the GIL struct's first 32 bytes (interval, last_holder,
+ * locked, switch_number), and the holder's tid when the holder or the
+ * switch count moved, or every GIL_REVALIDATE_EVERY reads (a freed thread
+ * state reused at the same address by a new thread counts no switch).
+ * 0 when read, -1 when it cannot be (gone). */
+static int read_gil(Proc *p) {
+    unsigned char b[32];
+    if (pread(p->gil_fd, b, sizeof b, (off_t)p->gil_addr) != (ssize_t)sizeof b) return -1;
+    unsigned long long ptr, sw;
+    unsigned int locked;
+    memcpy(&ptr, b + 8, 8);
+    memcpy(&locked, b + 16, 4);
+    memcpy(&sw, b + 24, 8);
+    if (!p->gil_have || (long long)ptr != p->gil_ptr || (long long)sw != p->gil_sw ||
+        p->gil_left <= 0) {
+        p->gil_tid = gil_holder_tid(p, ptr);
+        p->gil_left = p->gil_tid ? GIL_REVALIDATE_EVERY : 0;
+    } else {
+        p->gil_left--;
+    }
+    p->gil_ptr = (long long)ptr;
+    p->gil_sw = (long long)sw;
+    p->gil_locked = locked == 1;
+    p->gil_have = 1;
+    return 0;
+}
+
+/* A row of the gil table, (t_ns, pid, locked, holder, switches), for a
+ * process whose GIL is read: read again only if one of its threads ran (an
+ * interpreter none of whose threads ran since cannot have changed it). */
+static int gil_row(Proc *p, PyObject *t, int ran, PyObject *gbuf) {
+    if (p->gil_fd < 0 || gbuf == NULL) return 0;
+    if ((ran || !p->gil_have) && read_gil(p) < 0) return 0;
+    PyObject *row = Py_BuildValue("(Olllk)", t, p->pid, p->gil_locked, p->gil_tid,
+                                  (unsigned long)p->gil_sw);
+    if (!row) return -1;
+    int bad = PyList_Append(gbuf, row);
+    Py_DECREF(row);
+    return bad;
+}
+
 static int append_pid(PyObject *list, long pid) {
     PyObject *o = PyLong_FromLong(pid);
     int r = o ? PyList_Append(list, o) : -1;
@@ -609,8 +682,8 @@ static int append_pid(PyObject *list, long pid) {
 /* Sample every loaded process at `now`, appending (t_ns, *prow, *counts) and
  * (t_ns, rows) as Sampler._sample does; the pids that ran go to `ran`, those
  * the Python path must take for this tick to `back`.  -1 on a Python error. */
-static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *ran,
-                    PyObject *back, Py_ssize_t *nrows) {
+static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *gbuf,
+                    PyObject *ran, PyObject *back, Py_ssize_t *nrows) {
     PyObject *t = PyLong_FromLongLong(now);
     if (!t) return -1;
     for (Py_ssize_t k = 0; k < self->nprocs; k++) {
@@ -640,6 +713,7 @@ static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbu
             if (bad) goto fail;
             *nrows += p->nthr;
         }
+        if (gil_row(p, t, r == DONE_RAN, gbuf) < 0) goto fail;
         if (r == DONE_RAN && append_pid(ran, p->pid) < 0) goto fail;
     }
     Py_DECREF(t);
@@ -649,15 +723,17 @@ fail:
     return -1;
 }
 
-/* tick(t_ns, processes_buffer, thread_batches) -> (ran pids, pids for the Python path, rows) */
+/* tick(t_ns, processes_buffer, thread_batches, gil_buffer) -> (ran pids, pids for the
+ * Python path, rows) */
 static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
     long long now;
-    PyObject *pbuf, *tbuf;
-    if (!PyArg_ParseTuple(args, "LO!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
+    PyObject *pbuf, *tbuf, *gbuf;
+    if (!PyArg_ParseTuple(args, "LO!O!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf,
+                          &PyList_Type, &gbuf))
         return NULL;
     PyObject *ran = PyList_New(0), *back = PyList_New(0);
     Py_ssize_t nrows = 0;
-    if (!ran || !back || tick_all(self, now, pbuf, tbuf, ran, back, &nrows) < 0) {
+    if (!ran || !back || tick_all(self, now, pbuf, tbuf, gbuf, ran, back, &nrows) < 0) {
         Py_XDECREF(ran);
         Py_XDECREF(back);
         return NULL;
@@ -763,10 +839,11 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
 static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
     long long deadline, period, until, lpid, next_child;
     int watch, lfd, ran_flag;
-    PyObject *sigs, *exclude, *pbuf, *tbuf;
-    if (!PyArg_ParseTuple(args, "LLLO!iiLO!pLO!O!", &deadline, &period, &until, &PyTuple_Type,
+    PyObject *sigs, *exclude, *pbuf, *tbuf, *gbuf;
+    if (!PyArg_ParseTuple(args, "LLLO!iiLO!pLO!O!O!", &deadline, &period, &until, &PyTuple_Type,
                           &sigs, &watch, &lfd, &lpid, &PySet_Type, &exclude, &ran_flag,
-                          &next_child, &PyList_Type, &pbuf, &PyList_Type, &tbuf))
+                          &next_child, &PyList_Type, &pbuf, &PyList_Type, &tbuf, &PyList_Type,
+                          &gbuf))
         return NULL;
     if (period <= 0) {
         PyErr_SetString(PyExc_ValueError, "period must be positive");
@@ -819,7 +896,7 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
             ran_flag = 0;
             next_child = now + self->check_min_ns;
         }
-        if (tick_all(self, now, pbuf, tbuf, tick_ran, back, &nrows) < 0) goto fail;
+        if (tick_all(self, now, pbuf, tbuf, gbuf, tick_ran, back, &nrows) < 0) goto fail;
         Py_ssize_t nran = PyList_GET_SIZE(tick_ran);
         for (Py_ssize_t i = 0; i < nran; i++)
             if (PySet_Add(ran, PyList_GET_ITEM(tick_ran, i)) < 0) goto fail;
@@ -918,7 +995,7 @@ PyMODINIT_FUNC PyInit__fasttick(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 4) < 0) {
+        PyModule_AddIntConstant(m, "API", 5) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -24,7 +24,9 @@ from .backends import (
     ProcBackend,
     ProcessGone,
 )
+from .gilstate import GilReader, locate
 from .procfs import FD_KINDS, fd_kind, link_inode, parse_python_maps
+from .pyimage import NOT_READY
 from .writer import RunWriter
 
 FLUSH_INTERVAL_S = 1.0
@@ -78,9 +80,13 @@ TASKSTATS_IDLE_BACK = 3
 # While the C tick holds every traced process, the loop sleeps and ticks in
 # C too (Sampler.burst), and Python runs at least this often: at each flush
 # anyway, and sooner when run_loop's ``due`` asks (an observer's next work:
-# a py-spy dump due, or one to collect).  (A fixed 100 ms, as before, took
-# 1.06-1.14x the sampler CPU on a pool job: each return is a Python tick.)
+# a py-spy dump due, or one to collect): each return to Python is a sample
+# on the Python path, which costs several times one in C.
 BURST_MAX_NS = 1_000_000_000
+# An interpreter found still starting when its maps are read is looked at
+# again this often, this many times, before its GIL falls back to futexes.
+GIL_RETRY_NS = 1_000_000_000
+GIL_RETRIES = 5
 
 
 def _fast_tick(backend: Backend) -> Any:
@@ -92,7 +98,7 @@ def _fast_tick(backend: Backend) -> Any:
         from . import _fasttick  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if getattr(_fasttick, "API", 0) != 4:
+    if getattr(_fasttick, "API", 0) != 5:
         return None  # built from another version of the source
     return _fasttick.FastTick(
         backend.tick_ns,
@@ -104,6 +110,13 @@ def _fast_tick(backend: Backend) -> Any:
         backend.classify("R", -1, 0, "", None),
         PID_PROBE_MAX,
     )
+
+
+def _gil_args(reader: GilReader) -> tuple[int, int, int, int]:
+    """What the C tick needs to read a process's GIL as GilReader.read does."""
+    lay = reader.layout
+    pthread = -1 if lay.pthread_tid_offset is None else lay.pthread_tid_offset
+    return reader.fd, lay.gil_addr, lay.tid_offset, pthread
 
 
 @dataclass
@@ -127,6 +140,8 @@ class _Traced:
     next_fd_count: int = 0
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
+    gil: GilReader | None = None  # reads the interpreter's GIL state at each sample
+    gil_retries: int = 0  # looks again while the interpreter is still starting
 
 
 class Sampler:
@@ -173,6 +188,9 @@ class Sampler:
         self._fast_retry: dict[int, int] = {}
         self._fast_wait: dict[int, tuple[int, int]] = {}  # pid -> (last wait, when)
         self.c_samples = 0  # samples taken by the C loop (burst)
+        # pid -> where its GIL figures come from: "interpreter 3.12" (read
+        # from its memory) or "futex: <why not>" (meta.json's gil_sources)
+        self.gil_sources: dict[int, str] = {}
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
     # -- tree ----------------------------------------------------------------
@@ -219,6 +237,31 @@ class Sampler:
             tr.maps = maps
             for m in maps:
                 self.writer.add("maps", (t_ns, tr.pid, *m))
+            if tr.gil is not None:  # another image: an exec
+                tr.gil.close()
+                tr.gil = None
+        if maps and tr.gil is None:
+            self._locate_gil(tr, t_ns)
+
+    def _locate_gil(self, tr: _Traced, t_ns: int) -> None:
+        """Find the interpreter's GIL in the process's memory; where it
+        cannot be read, say why (its GIL waits still show as futex waits)."""
+        found = locate(tr.pid)
+        if isinstance(found, str):
+            self.gil_sources[tr.pid] = f"futex: {found}"
+            if found.startswith(NOT_READY) and not tr.maps_due and tr.gil_retries < GIL_RETRIES:
+                tr.gil_retries += 1
+                tr.maps_due.append(t_ns + GIL_RETRY_NS)
+            return
+        try:
+            tr.gil = GilReader(tr.pid, found)
+        except OSError as e:
+            self.gil_sources[tr.pid] = f"futex: cannot read its memory ({e.strerror})"
+            return
+        self.gil_sources[tr.pid] = "interpreter {}.{}".format(*found.version)
+        if self._fast is not None:
+            self._fast.drop(tr.pid)  # reloaded with the reader after the next sample
+            self._fast_pids.discard(tr.pid)
 
     def _drop(self, tr: _Traced) -> None:
         if self._fast is not None:
@@ -228,6 +271,8 @@ class Sampler:
             self._fast_retry.pop(tr.pid, None)
             self._fast_wait.pop(tr.pid, None)
         self.backend.close(tr.handle)
+        if tr.gil is not None:
+            tr.gil.close()
         del self.traced[tr.pid]
         if tr.pid in self.adopted:
             self.reap_adopted()
@@ -300,6 +345,7 @@ class Sampler:
                 TASKSTATS_IDLE_BACK if big else 0,
             ),
             tuple(p.io),
+            None if tr.gil is None else _gil_args(tr.gil),
         )
         self._fast_pids.add(pid)
 
@@ -359,7 +405,7 @@ class Sampler:
             self.samples += 1
             return
         w = self.writer
-        ran, back, n = fast.tick(t_ns, w.buffers["processes"], w.thread_batches)
+        ran, back, n = fast.tick(t_ns, w.buffers["processes"], w.thread_batches, w.buffers["gil"])
         self._finish_tick(t_ns, ran, back, n)
 
     @property
@@ -407,6 +453,7 @@ class Sampler:
             self._next_child_scan,
             w.buffers["processes"],
             w.thread_batches,
+            w.buffers["gil"],
         )
         self.backend.forks_seen(last_pid)
         self.samples += done
@@ -519,6 +566,10 @@ class Sampler:
         if rows:
             writer.add_threads(t_ns, rows)
             self.thread_samples += len(rows)
+        if tr.gil is not None:
+            g = tr.gil.read()
+            if g is not None:
+                writer.add("gil", (t_ns, tr.pid, *g))
         if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
             self._drop(tr)  # exited: this last sample holds its final totals
         return ran

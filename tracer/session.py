@@ -227,6 +227,7 @@ def _finish(
         "processes_seen": len(sampler.seen),
         "tick": sampler.tick_impl,
         "samples_in_c_loop": stats.c_samples,
+        "gil_sources": {str(pid): src for pid, src in sorted(sampler.gil_sources.items())},
         "warnings": warnings,
         **extra,
     }
