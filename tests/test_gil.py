@@ -252,7 +252,7 @@ BUSY = 0.3
 
 def _run_delay_share(summary: dict, tid: int) -> float:
     (t,) = [t for t in summary["threads"] if t["tid"] == tid]
-    return round(t["run_delay_s"] / sum(t["time_by_wait"].values()), 2)
+    return round(float(t["run_delay_s"] / sum(t["time_by_wait"].values())), 2)
 
 
 def _check_against_the_kernel(s: dict, workers: list[dict]) -> None:
