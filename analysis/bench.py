@@ -29,6 +29,8 @@ from circuit.errors import CircuitError
 from circuit.tracer.schema import FD_KIND_COLUMNS, META_FILE
 from circuit.tracer.waits import WAIT_REASONS
 
+from .gil import combine
+
 # The per-run table, first: ``circuit bench`` writes it as runs.*, and its
 # results.* holds one row per cell (medians), which the report does not want.
 RESULT_FILES = (
@@ -179,9 +181,11 @@ def _default_loader(path: str) -> Any:
 
 def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.DataFrame:
     """For each result row whose run folder loads: thread-seconds per wait
-    reason (one column per reason), thread CPU seconds, GIL share, threads seen,
+    reason (one column per reason), thread CPU seconds, GIL contention (the
+    run's GIL model, analysis/gil.py: as in the bench table), threads seen,
     peak sockets and epoll fds.  Rows whose run is missing are skipped."""
-    from .metrics import fd_peaks, gil_contention, run_period
+    from .gil import run_gil
+    from .metrics import fd_peaks, run_period
     from .summary import with_durations
 
     if "run" not in results.columns or results.empty:
@@ -215,10 +219,10 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
             for w in WAIT_REASONS:
                 row[f"wait_{w}_s"] = float(by.get(w, 0.0))
             row["threads_seen"] = int(df[["pid", "tid"]].drop_duplicates().shape[0])
-            gc = gil_contention(th, per)
-            row["gil_share"] = (
-                float(gc["gil_wait_s"].sum() / gc["thread_s"].sum()) if len(gc) else np.nan
-            )
+            gil = run_gil(run)
+            work = [p["pid"] for p in gil["processes"] if p["pid"] not in server]
+            c = combine(gil["processes"], work)["contention"]
+            row["gil_contention"] = np.nan if c is None else float(c)
         peaks = fd_peaks(pr)
         if len(peaks):
             row["sockets_peak"] = int(peaks.get("socket", pd.Series([0])).max())
@@ -227,7 +231,9 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
     if not rows:
         return pd.DataFrame()
     w = pd.DataFrame(rows).set_index("row")
-    return results.join(w, how="inner")
+    # gil_contention is in a runs table already: the run folder's own figure
+    # (the same model) replaces it, so older bench folders read alike
+    return results.drop(columns=[c for c in w.columns if c in results]).join(w, how="inner")
 
 
 def _server_pids(run: Any) -> set[int]:
@@ -253,16 +259,17 @@ def sleep_split(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def gil_vs_threads(runs: pd.DataFrame) -> pd.DataFrame:
-    """GIL share of thread time against thread count (tasks, else threads seen),
-    median per workload, model and count; only runs with GIL data."""
-    if runs.empty or "gil_share" not in runs.columns:
-        return pd.DataFrame(columns=["workload", "model", "threads", "gil_share"])
-    df = runs[runs["gil_share"].notna()].copy()
+    """GIL contention against thread count (tasks, else threads seen), median
+    per workload, model and count; only runs with GIL data."""
+    cols = ["workload", "model", "threads", "gil_contention"]
+    if runs.empty or "gil_contention" not in runs.columns:
+        return pd.DataFrame(columns=cols)
+    df = runs[runs["gil_contention"].notna()].copy()
     if df.empty:
-        return pd.DataFrame(columns=["workload", "model", "threads", "gil_share"])
+        return pd.DataFrame(columns=cols)
     df["threads"] = df["tasks"] if "tasks" in df.columns else df.get("threads_seen")
     keys = _keys(df, ("workload", "model", "threads"))
-    return df.groupby(keys, sort=True)["gil_share"].median().reset_index()
+    return df.groupby(keys, sort=True)["gil_contention"].median().reset_index()
 
 
 # -- circuit bench: the matrix, per-run metrics, per-cell table ------------------
@@ -323,6 +330,7 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
     ctx = sum(int(t["ctx_voluntary"]) + int(t["ctx_involuntary"]) for t in threads)
     root_pid = result.get("pid")
     root = [p for p in work if p["pid"] == root_pid] or work[:1]
+    gil = combine((summary.get("gil") or {}).get("processes") or [], pids)
     row: dict[str, Any] = {
         "ok": bool(result) and summary.get("exit_code") == 0,
         "exit_code": summary.get("exit_code"),
@@ -335,9 +343,10 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
         "threads_peak": int(root[0]["threads_peak"]) if root else 0,
         "processes": len(work),
         "server_cpu_s": sum(float(p["cpu_s"]) for p in server) if server else math.nan,
-        # GIL-wait / (GIL-wait + GIL-held) over the run (analysis/gil.py): 0 where
-        # no thread ever waited for the GIL; NaN where the summary has no GIL data.
-        "gil_contention": float((summary.get("gil") or {}).get("contention", math.nan)),
+        # GIL-wait / thread time of the workload's threads that ran Python
+        # (analysis/gil.py); NaN where none did (no Python process, or no GIL data).
+        "gil_contention": math.nan if gil["contention"] is None else float(gil["contention"]),
+        "gil_source": gil["source"],
         "python": result.get("python"),
         "python_version": result.get("python_version"),
         "gil_enabled": result.get("gil_enabled"),

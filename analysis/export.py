@@ -4,10 +4,12 @@
   it opens in ui.perfetto.dev and chrome://tracing): one complete ('X')
   slice per merged thread-state interval, named by wait reason; process and
   thread names as metadata ('M') events; marks as instant ('i') events; CPU
-  (cores) and open fds by kind as counter ('C') events.  Timestamps are
-  microseconds since the run started.
+  (cores) and open fds by kind as counter ('C') events; for each process
+  whose interpreter's GIL state was read (analysis/gil.py), a "GIL holder"
+  track: one slice per stretch a thread held the GIL, named by its tid.
+  Timestamps are microseconds since the run started.
 * CSV: a zip of one CSV per table (threads, intervals, processes, fds,
-  procs, marks), for spreadsheets.
+  procs, gil, marks), for spreadsheets.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from circuit.tracer.schema import GIL_FIELDS
 from circuit.tracer.waits import Classifier
 
 from . import metrics as M
+from .gil import holder_runs, holder_timeline
+
+# The GIL-holder track's thread id: above any Linux tid (pid_max is at most
+# 2**22), so it never lands on a real thread's track.
+GIL_TRACK_TID = 2**22 + 1
 
 
 def _us(ns: np.ndarray | int, t0: int) -> Any:
@@ -92,6 +100,9 @@ def chrome_trace(run: Any) -> dict[str, Any]:
             rec["args"] = {"state": st, "syscall": sc, "cpu_ms": float(cm)}
         events += records
 
+    # -- who held the GIL, where the interpreter said
+    events += _gil_track(run, th, per, t0)
+
     # -- marks as instants on their thread
     if len(marks):
         fields = [c for c in marks.columns if c.startswith("field_")]
@@ -154,6 +165,43 @@ def chrome_trace(run: Any) -> dict[str, Any]:
     }
 
 
+def _gil_track(run: Any, th: pd.DataFrame, per: int, t0: int) -> list[dict[str, Any]]:
+    runs = holder_runs(holder_timeline(getattr(run, "gil", None), th, per))
+    runs = runs[runs["holder"] >= 0]
+    if runs.empty:
+        return []
+    names = th.groupby(["pid", "tid"], observed=True)["name"].last().astype(str).to_dict()
+    events: list[dict[str, Any]] = []
+    for pid in sorted(runs["pid"].unique()):
+        events.append(
+            {
+                "ph": "M",
+                "name": "thread_name",
+                "pid": int(pid),
+                "tid": GIL_TRACK_TID,
+                "args": {"name": "GIL holder"},
+            }
+        )
+    frame = pd.DataFrame(
+        {
+            "name": [
+                f"GIL: {names.get((p, h), 'thread')} ({h})" if h > 0 else "GIL: unnamed thread"
+                for p, h in zip(runs["pid"], runs["holder"], strict=True)
+            ],
+            "cat": "gil",
+            "ph": "X",
+            "ts": _us(runs["start_ns"].to_numpy(), t0),
+            "dur": (runs["end_ns"] - runs["start_ns"]).to_numpy() / 1000.0,
+            "pid": runs["pid"].astype(int).to_numpy(),
+            "tid": GIL_TRACK_TID,
+        }
+    )
+    records = frame.to_dict("records")
+    for rec, h in zip(records, runs["holder"].to_numpy(), strict=True):
+        rec["args"] = {"holder_tid": int(h)}
+    return events + records
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (np.integer,)):
         return int(v)
@@ -173,12 +221,14 @@ def write_chrome_trace(run: Any, out: str | Path) -> Path:
 
 def csv_tables(run: Any) -> dict[str, pd.DataFrame]:
     per = M.run_period(run.meta)
+    gil = getattr(run, "gil", None)
     return {
         "threads": run.threads,
         "intervals": M.state_intervals(run.threads, per),
         "processes": run.processes,
         "fds": run.fds,
         "procs": run.procs,
+        "gil": gil if gil is not None else pd.DataFrame(columns=[c for c, _ in GIL_FIELDS]),
         "marks": run.marks,
     }
 

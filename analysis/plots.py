@@ -28,10 +28,12 @@ from matplotlib.patches import Patch
 from circuit.tracer.waits import WAIT_REASONS
 
 from . import metrics as m
+from .gil import holder_note, holder_runs, holder_timeline, run_gil
 from .style import FD_COLORS, WAIT_COLORS
 
 MODEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 MAX_LANES = 40
+MAX_GIL_LANES = 4
 
 # Applied per call (rc_context), never to the user's global matplotlib settings.
 STYLE = {
@@ -126,7 +128,8 @@ def _rects(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: float) -> np.ndarra
 @_styled
 def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | None = None) -> Figure:
     """One lane per thread, coloured by wait reason; task spans and marks
-    overlaid; a GIL-holder strip on top when the run has GIL waits."""
+    overlaid; a GIL-holder strip per process whose interpreter's GIL state was
+    read (analysis/gil.py)."""
     th = run.threads
     title = "Thread states over time"
     if th.empty:
@@ -145,9 +148,10 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
         dropped = len(lanes) - max_lanes
         lanes = lanes.nlargest(max_lanes, "total")
     lanes = lanes.sort_values(["pid", "first"]).reset_index(drop=True)
-    hold = m.gil_hold_intervals(th, per)
-    gil_lane = not hold.empty
-    n = len(lanes) + (1 if gil_lane else 0)
+    hold = _holds(run, per)
+    gil_pids = sorted(hold["pid"].unique())[:MAX_GIL_LANES]
+    hold = hold[hold["pid"].isin(gil_pids)]
+    n = len(lanes) + len(gil_pids)
     lane_of = {(p, t): i for i, (p, t) in enumerate(zip(lanes["pid"], lanes["tid"], strict=True))}
     fig = Figure(figsize=(11, 1.2 + 0.38 * n + 0.6))
     ax = fig.add_subplot()
@@ -182,21 +186,21 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
         _label(p, t, nm, lanes["pid"].nunique() > 1)
         for p, t, nm in zip(lanes["pid"], lanes["tid"], lanes["name"], strict=True)
     ]
-    if gil_lane:
-        gy = len(lanes)
-        tids = sorted(hold["tid"].unique())
-        cmap = plt.get_cmap("tab10")
-        colors = {t: cmap(i % 10) for i, t in enumerate(tids)}
+    tids = sorted(hold["holder"].unique())
+    cmap = plt.get_cmap("tab10")
+    colors = {t: cmap(i % 10) if t > 0 else "#999999" for i, t in enumerate(tids)}
+    if gil_pids:
+        gy = len(lanes) + np.searchsorted(gil_pids, hold["pid"].to_numpy()).astype(float)
         hx0 = (hold["start_ns"].to_numpy() - t0) / 1e9
         hx1 = (hold["end_ns"].to_numpy() - t0) / 1e9
         ax.add_collection(
             PolyCollection(
-                _rects(hx0, hx1, np.full(len(hold), gy, dtype=float), 0.7),
-                facecolors=[colors[t] for t in hold["tid"]],
+                _rects(hx0, hx1, gy, 0.7), facecolors=[colors[t] for t in hold["holder"]]
             )
         )
-        labels.append("GIL holder")
-        ax.axhline(gy - 0.5, color="#333", lw=0.8)
+        multi = len(gil_pids) > 1 or lanes["pid"].nunique() > 1
+        labels += [f"GIL holder {p}" if multi else "GIL holder" for p in gil_pids]
+        ax.axhline(len(lanes) - 0.5, color="#333", lw=0.8)
     # Task spans: a thin black bar along the top of the task's thread lane.
     spans = m.task_spans(run.marks)
     has_tasks = False
@@ -227,6 +231,17 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
     ax.set_xlim(0, xmax * 1.01 or 1)
     ax.set_xlabel("time since start (s)")
     ax.set_title(title + (f"  ({dropped} quieter threads not shown)" if dropped else ""))
+    if not gil_pids and (th["wait"] == "gil").any():
+        ax.annotate(
+            "GIL holder not available: " + _short(holder_note(run.meta), 110),
+            (0, 0),
+            xycoords="axes fraction",
+            xytext=(0, -32),
+            textcoords="offset points",
+            fontsize=8,
+            color="#555",
+            va="top",
+        )
     handles = [Patch(color=WAIT_COLORS[w], label=w) for w in present]
     if others:
         handles.append(Patch(color="black", label="unknown"))
@@ -234,9 +249,12 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
         handles.append(plt.Line2D([], [], color="black", lw=1.6, marker="|", label="task span"))
     if other_marks:
         handles.append(plt.Line2D([], [], color="black", ls="", marker="v", label="mark"))
-    if gil_lane:
+    if gil_pids:
         shown = tids[:8]
-        handles += [Patch(color=colors[t], label=f"GIL held by {t}") for t in shown]
+        handles += [
+            Patch(color=colors[t], label=f"GIL held by {t}" if t > 0 else "GIL held (unnamed)")
+            for t in shown
+        ]
     ax.legend(
         handles=handles,
         title="wait reason",
@@ -430,17 +448,33 @@ def scaling(sc: pd.DataFrame) -> Figure:
 # -- 7. GIL -----------------------------------------------------------------------
 
 
+def _holds(run: Any, per: int) -> pd.DataFrame:
+    """Stretches during which one thread held the GIL (pid, start_ns, end_ns,
+    holder; 0: held by a thread circuit could not name), from the
+    interpreter's state: empty for processes without it."""
+    runs = holder_runs(holder_timeline(getattr(run, "gil", None), run.threads, per))
+    return runs[runs["holder"] >= 0].reset_index(drop=True)
+
+
 @_styled
-def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
-    """Left: GIL share of thread time vs thread count (bench.gil_vs_threads).
-    Right: histogram of GIL hold times in ``run`` (metrics.gil_hold_intervals)."""
+def gil(
+    run: Any = None, contention: pd.DataFrame | None = None, figures: dict | None = None
+) -> Figure:
+    """The GIL (analysis/gil.py).  Left: for a bench (``contention``:
+    bench.gil_vs_threads), contention vs thread count; for a run, each
+    thread's time waiting for and holding the GIL (``figures``: the
+    summary's ``gil``, computed from ``run`` when not given).  Right: the
+    run's GIL hold times, where the interpreter's GIL state was read."""
     title = "The GIL"
     hold = pd.DataFrame()
+    threads: list[dict] = []
     if run is not None and len(run.threads):
-        hold = m.gil_hold_intervals(run.threads, m.run_period(run.meta))
+        figures = run_gil(run) if figures is None else figures
+        threads = figures.get("threads") or []
+        hold = _holds(run, m.run_period(run.meta))
     has_c = contention is not None and len(contention) > 0
-    if hold.empty and not has_c:
-        return _empty_figure(title, "no GIL data in this run (no thread waited on the GIL)")
+    if hold.empty and not has_c and not threads:
+        return _empty_figure(title, "no GIL data in this run (no Python threads)")
     fig, axes = _subplots(1, 2, figsize=(10, 3.8))
     a, b = axes
     if has_c:
@@ -452,25 +486,24 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
             lab = " / ".join(map(str, mo)) if isinstance(mo, tuple) else str(mo)
             a.plot(
                 g["threads"],
-                100 * g["gil_share"],
+                g["gil_contention"],
                 "o-",
                 label=_short(lab, 24),
                 color=MODEL_COLORS[i % len(MODEL_COLORS)],
             )
         a.set_xlabel("threads")
         a.xaxis.get_major_locator().set_params(integer=True)
-        a.set_ylabel("thread time waiting for the GIL (%)")
-        a.set_ylim(bottom=0)
+        a.set_ylabel("GIL contention (share of thread time)")
+        a.set_ylim(0, 1)
         a.legend(frameon=False, fontsize=8)
         a.grid(color="#eee")
+        a.set_title("GIL contention vs threads", fontsize=11)
+    elif threads:
+        _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12])
     else:
         a.set_axis_off()
-        a.text(
-            0.5, 0.5, "contention vs threads\nneeds a bench", ha="center", va="center", color="#555"
-        )
-    a.set_title("Thread time waiting for the GIL", fontsize=11)
     if len(hold):
-        ms = hold["dur_ns"].to_numpy() / 1e6
+        ms = (hold["end_ns"] - hold["start_ns"]).to_numpy() / 1e6
         b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=WAIT_COLORS["gil"], alpha=0.85)
         b.axvline(
             float(np.median(ms)),
@@ -486,11 +519,38 @@ def gil(run: Any = None, contention: pd.DataFrame | None = None) -> Figure:
         b.grid(color="#eee")
     else:
         b.set_axis_off()
-        b.text(0.5, 0.5, "no GIL data in this run", ha="center", va="center", color="#555")
-    b.set_title("GIL hold times (while others waited)", fontsize=11)
+        note = "" if run is None else _wrap(holder_note(run.meta).replace("$", r"\$"), 48)
+        why = "needs a run" if run is None else "GIL holder not available:\n" + note
+        b.text(0.5, 0.5, why, ha="center", va="center", color="#555", fontsize=9)
+    b.set_title("GIL hold times", fontsize=11)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
     return fig
+
+
+def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
+    """One bar per thread: time waiting for the GIL, holding it (when known), the rest."""
+    y = np.arange(len(threads))
+    wait = np.array([t["wait_s"] for t in threads])
+    held = np.array([t["held_s"] or 0.0 for t in threads])
+    rest = np.maximum(np.array([t["time_s"] for t in threads]) - wait - held, 0.0)
+    ax.barh(y, wait, color=WAIT_COLORS["gil"], label="waiting for the GIL")
+    if any(t["held_s"] is not None for t in threads):
+        ax.barh(y, held, left=wait, color="#2ca02c", label="holding the GIL")
+    ax.barh(y, rest, left=wait + held, color="#dddddd", label="other")
+    ax.set_yticks(
+        y, [f"{t['pid']}/{t['tid']}" if t["pid"] != t["tid"] else str(t["tid"]) for t in threads]
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title("GIL per thread", fontsize=11)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 # -- 8. sleep state -----------------------------------------------------------------

@@ -110,7 +110,11 @@ def run_document(run: Any) -> Document:
     meta = run.meta
     th, pr, procs = run.threads, run.processes, run.procs
     marks = run.marks
-    s = summarize_frames(meta, th, pr, procs)
+    # The GIL figures are the summary's: one model (analysis/gil.py) for
+    # `circuit summary`, this report and the bench.
+    s = summarize_frames(
+        meta, th, pr, procs, maps=getattr(run, "maps", None), gil=getattr(run, "gil", None)
+    )
     per = M.run_period(meta)
     t0 = M.start_ns(meta, th, pr)
     iv = M.state_intervals(th, per)
@@ -153,7 +157,7 @@ def run_document(run: Any) -> Document:
         _sec_sleep(s, iv, cls),
         _sec_ctx(run, s, rates),
         _sec_cpu(run, s, rates),
-        _sec_gil(run, th, per),
+        _sec_gil(run, s, th, per),
         _sec_fds(run, s, pr),
         _sec_epoll(s, iv, cls, pr),
         _sec_tasks(marks, t0),
@@ -385,23 +389,28 @@ def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
     return sec
 
 
-def _sec_gil(run: Any, th: pd.DataFrame, per: int) -> Section:
+def _sec_gil(run: Any, s: dict[str, Any], th: pd.DataFrame, per: int) -> Section:
     from . import plots
+    from .gil import holder_note, holder_runs, holder_timeline
 
     sec = Section(
         "gil",
         "The GIL",
         [
             "CPython's global interpreter lock lets only one thread execute Python bytecode "
-            "at a time. A thread that waits for I/O releases it, so I/O-bound threads overlap "
-            "well; CPU-bound threads take turns, so adding threads adds no speed. From outside "
-            "the process the GIL shows up as threads asleep on a futex waiting for it (wait "
-            "reason gil) while one other thread of the process runs (the holder).",
+            "at a time. A thread that waits for I/O, or runs C code that releases the lock "
+            "(hashing, compression), lets the others run Python meanwhile; threads that need "
+            "the GIL take turns. A thread waiting for the GIL sleeps on a futex inside the "
+            "interpreter (wait reason gil); a thread running or queued for a CPU is not "
+            "waiting for the GIL. Contention is the share of the Python threads' time spent "
+            "waiting for it. Who holds it is read from the interpreter's memory where "
+            "circuit can (source interpreter); elsewhere it is not known (source futex).",
         ],
     )
-    gc = M.gil_contention(th, per)
-    if gc.empty:
-        sec.say("No GIL data in this run: no thread was seen waiting for the GIL.")
+    g = s.get("gil") or {}
+    procs = [p for p in g.get("processes") or [] if p["threads"]]
+    if not procs:
+        sec.say("No GIL data in this run: no thread of a Python process was seen running Python.")
         lock = th[th["wait"].astype(str) == "lock"] if len(th) else th
         if len(lock):
             lock_s = M.with_durations(th, per)
@@ -414,27 +423,73 @@ def _sec_gil(run: Any, th: pd.DataFrame, per: int) -> Section:
                 "any GIL waits).",
             )
         return sec
-    for _, r in gc.iterrows():
-        sec.say(
-            "Process ",
-            V(int(r["pid"])),
-            ": its ",
-            V(int(r["threads"])),
-            " threads spent ",
-            V(_s(r["gil_wait_s"])),
-            " waiting for the GIL — ",
-            V(f"{100 * r['gil_share']:.0f}%"),
-            " of their sampled time — and ",
-            V(_s(r["running_s"])),
-            " running.",
+    sec.body.append(
+        Table(
+            [
+                "process",
+                "source",
+                "threads",
+                "thread time",
+                "GIL wait",
+                "contention",
+                "GIL held",
+                "hand-offs/s",
+            ],
+            [
+                [
+                    p["pid"],
+                    p["source"],
+                    p["threads"],
+                    _s(p["thread_s"]),
+                    _s(p["wait_s"]),
+                    _c(p["contention"]),
+                    "not measured" if p["held_s"] is None else _s(p["held_s"]),
+                    "not measured" if p["switches_per_s"] is None else _n(p["switches_per_s"], 1),
+                ]
+                for p in procs
+            ],
         )
-    hold = M.gil_hold_intervals(th, per)
-    if len(hold):
-        ms = hold["dur_ns"].to_numpy() / 1e6
+    )
+    for p in procs:
+        parts: list[Inline] = [
+            "Process ",
+            V(p["pid"]),
+            ": its ",
+            V(p["threads"]),
+            " threads that ran Python spent ",
+            V(_s(p["wait_s"])),
+            " of their ",
+            V(_s(p["thread_s"])),
+            " waiting for the GIL (contention ",
+            V(_c(p["contention"])),
+            ").",
+        ]
+        if p["held_s"] is not None:
+            parts += [
+                " The interpreter says the GIL was held ",
+                V(_s(p["held_s"])),
+                " (",
+                V(f"{100 * (p['held_share'] or 0):.0f}%"),
+                " of the time)",
+            ]
+            if p["switches_per_s"] is not None:
+                parts += [" and changed hands ", V(_n(p["switches_per_s"], 1)), " times a second"]
+            parts.append(".")
+        else:
+            parts += [
+                " Who held it is not known: ",
+                V(holder_note(run.meta, p["pid"])),
+                ".",
+            ]
+        sec.say(*parts)
+    runs = holder_runs(holder_timeline(getattr(run, "gil", None), th, per))
+    held = runs[runs["holder"] >= 0]
+    if len(held):
+        ms = (held["end_ns"] - held["start_ns"]).to_numpy() / 1e6
         sec.say(
-            "While others waited, the GIL was held in ",
-            V(len(hold)),
-            " stretches; median ",
+            "The GIL was held in ",
+            V(len(held)),
+            " stretches by one thread; median ",
             V(f"{np.median(ms):.1f} ms"),
             ", longest ",
             V(f"{ms.max():.1f} ms"),
@@ -442,8 +497,13 @@ def _sec_gil(run: Any, th: pd.DataFrame, per: int) -> Section:
             V(f"{per / 1e6:.1f} ms"),
             ").",
         )
-    sec.body.append(Figure("gil", plots.gil(run), "GIL hold times"))
+    sec.body.append(Figure("gil", plots.gil(run, figures=g), "GIL per thread and hold times"))
     return sec
+
+
+def _c(contention: float | None) -> str:
+    """A contention as the summary's JSON has it (4 decimals)."""
+    return "n/a" if contention is None else f"{contention:.4f}"
 
 
 def _sec_fds(run: Any, s: dict[str, Any], pr: pd.DataFrame) -> Section:
@@ -793,17 +853,17 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
         "gil",
         "The GIL",
         [
-            "Only one thread per process runs Python bytecode at a time. Under contention, "
-            "threads queue for the GIL (wait reason gil); the share of thread time spent so "
-            "grows with the number of CPU-bound threads."
+            "Only one thread per process runs Python bytecode at a time. Threads that need "
+            "the GIL queue for it (wait reason gil); contention is the share of the Python "
+            "threads' time spent so. It grows with the number of threads running Python, and "
+            "stays near 0 for threads that spend their time in C code that releases the GIL "
+            "(hashing, compression), however many there are."
         ],
     )
     if gvt.empty:
-        s4.say("No GIL data in this bench: no run had a thread seen waiting for the GIL.")
+        s4.say("No GIL data in this bench: no run had a Python process whose threads ran Python.")
     else:
-        s4.body.append(
-            Figure("gil", plots.gil(None, gvt), "Thread time waiting for the GIL vs threads")
-        )
+        s4.body.append(Figure("gil", plots.gil(None, gvt), "GIL contention vs threads"))
         for _, r in gvt.iterrows():
             s4.say(
                 V(r.get("workload", "")),
@@ -811,9 +871,11 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
                 V(r["model"]),
                 " with ",
                 V(int(r["threads"])),
-                " threads: ",
-                V(f"{100 * r['gil_share']:.0f}%"),
-                " of thread time waiting for the GIL.",
+                " threads: GIL contention ",
+                V(_n(float(r["gil_contention"]), 2)),
+                " (",
+                V(f"{100 * r['gil_contention']:.0f}%"),
+                " of the Python threads' time waiting for the GIL).",
             )
     if not cmp.empty and "parallelism" in cmp and "model" in cmp:
         th = cmp[cmp["model"].astype(str).str.contains("thread")]

@@ -86,7 +86,13 @@ def period_ns(meta: dict[str, Any]) -> int:
 def summarize(run: Run) -> dict[str, Any]:
     meta = run.meta
     return summarize_frames(
-        meta, run.threads, run.processes, run.procs, maps=run.maps, stacks=run.stacks
+        meta,
+        run.threads,
+        run.processes,
+        run.procs,
+        maps=run.maps,
+        stacks=run.stacks,
+        gil=run.gil,
     )
 
 
@@ -97,7 +103,11 @@ def summarize_frames(
     procs: pd.DataFrame,
     maps: pd.DataFrame | None = None,
     stacks: pd.DataFrame | None = None,
+    gil: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
+    """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
+    GIL as its interpreter recorded it); without it the GIL figures come from
+    the futex evidence alone (analysis/gil.py)."""
     from .gil import classify_gil, gil_metrics
     from .pyspy import thread_names
 
@@ -202,11 +212,7 @@ def summarize_frames(
                 }
             )
 
-    gil = (
-        gil_metrics(df, maps, per)
-        if maps is not None and len(threads)
-        else gil_metrics(threads.iloc[:0], None, per)
-    )
+    gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
     cpu = user_total + system_total
     return {
         "run": str(meta.get("path", "")),
@@ -228,6 +234,6 @@ def summarize_frames(
         "stop_reason": meta.get("stop_reason"),
         "processes": proc_list,
         "threads": thread_list,
-        "gil": gil,
+        "gil": gil_figures,
         "warnings": list(meta.get("warnings") or []),
     }

@@ -204,3 +204,16 @@ GIL_ROWS_FOR_BENCH = [
     (10, 1, 1, "t1", "S", "gil", 202, 10, 0, 0),
     (10, 1, 2, "t2", "R", "running", -1, 0, 0, 0),
 ]
+
+
+def gil_table(rows: list[tuple[int, int, int, int, int]]) -> pd.DataFrame:
+    """rows: (t_ms, pid, locked, holder, switches) -> a ``gil`` table."""
+    from circuit.tracer.schema import GIL_FIELDS
+
+    df = pd.DataFrame(rows, columns=[c for c, _ in GIL_FIELDS])
+    df["t_ns"] = T0 + df["t_ns"].astype("int64") * MS
+    return df
+
+
+# The interpreter's view of GIL_ROWS_FOR_BENCH: t1 holds, then t2.
+GIL_TABLE_FOR_BENCH = [(0, 1, 1, 1, 1), (10, 1, 1, 2, 2)]

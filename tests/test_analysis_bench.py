@@ -136,8 +136,8 @@ def test_per_run_waits_sleep_split_and_gil_vs_threads() -> None:
     assert a["wait_running_s"] == pytest.approx(0.05)
     assert a["threads_seen"] == 2
     assert a["sockets_peak"] == 10 and a["epoll_peak"] == 1
-    assert np.isnan(a["gil_share"])
-    assert runs.iloc[1]["gil_share"] > 0
+    assert np.isnan(a["gil_contention"])  # no Python process: no GIL figure
+    assert runs.iloc[1]["gil_contention"] == 0.5
     split = B.sleep_split(runs)
     assert split[split["model"] == "asyncio"]["wait_sleep_s"].iloc[0] == pytest.approx(0.1)
     gvt = B.gil_vs_threads(runs)

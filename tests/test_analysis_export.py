@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _report_helpers import T0, fake_run, process_frame, thread_frame, trace
+from _report_helpers import (
+    GIL_ROWS_FOR_BENCH,
+    GIL_TABLE_FOR_BENCH,
+    T0,
+    fake_run,
+    gil_table,
+    process_frame,
+    thread_frame,
+    trace,
+)
 
 from circuit.analysis import export as E
 from circuit.analysis import metrics as M
@@ -26,6 +35,7 @@ ROWS = [
 def _check_trace(doc: dict, threads: pd.DataFrame, period: int) -> None:
     ev = doc["traceEvents"]
     assert isinstance(ev, list) and ev
+    ev = [e for e in ev if e.get("tid") != E.GIL_TRACK_TID]  # not a thread: see below
     slices = [e for e in ev if e["ph"] == "X"]
     for e in slices:
         assert {"ts", "dur", "pid", "tid", "name"} <= set(e)
@@ -78,6 +88,26 @@ def test_chrome_trace_structure_hand_built() -> None:
 
 
 @pytest.mark.integration
+def test_gil_holder_track_where_the_interpreter_said_who_held_it(tmp_path: Path) -> None:
+    th = thread_frame(GIL_ROWS_FOR_BENCH)
+    run = fake_run(th)
+    assert not [e for e in E.chrome_trace(run)["traceEvents"] if e.get("cat") == "gil"]
+    run.gil = gil_table([*GIL_TABLE_FOR_BENCH, (20, 1, 0, 2, 2)])
+    doc = json.loads(json.dumps(E.chrome_trace(run)))
+    track = [e for e in doc["traceEvents"] if e.get("tid") == E.GIL_TRACK_TID]
+    assert [e["name"] for e in track if e["ph"] == "M"] == ["thread_name"]
+    held = [e for e in track if e["ph"] == "X"]
+    assert [(e["name"], e["ts"], e["dur"]) for e in held] == [
+        ("GIL: t1 (1)", 0.0, 10_000.0),
+        ("GIL: t2 (2)", 10_000.0, 10_000.0),  # then free: no slice
+    ]
+    _check_trace(doc, th, 10_000_000)
+    out = E.write_csv_zip(run, tmp_path / "x.zip")
+    with zipfile.ZipFile(out) as z:
+        assert "gil.csv" in z.namelist()
+        assert len(pd.read_csv(z.open("gil.csv"))) == 3
+
+
 def test_export_cli_real_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "runs" / "threads"
     trace(out, "threads", "io", 2)

@@ -160,49 +160,6 @@ def test_task_spans_without_task_marks() -> None:
     assert M.task_spans(pd.DataFrame()).empty
 
 
-GIL_ROWS = [
-    # t, pid, tid: thread 1 holds while 2 waits; then 2 holds while 1 waits; then nobody waits.
-    (0, 9, 1, "t1", "R", "running", -1, 0, 0, 0),
-    (0, 9, 2, "t2", "S", "gil", 202, 0, 0, 0),
-    (10, 9, 1, "t1", "R", "running", -1, 10, 0, 0),
-    (10, 9, 2, "t2", "S", "gil", 202, 0, 0, 0),
-    (20, 9, 1, "t1", "S", "gil", 202, 20, 1, 0),
-    (20, 9, 2, "t2", "R", "running", -1, 0, 1, 0),
-    (30, 9, 1, "t1", "S", "sleep", 35, 20, 1, 0),
-    (30, 9, 2, "t2", "R", "running", -1, 10, 1, 0),
-    # another process running at the same time, never contended
-    (0, 8, 5, "x", "R", "running", -1, 0, 0, 0),
-    (10, 8, 5, "x", "R", "running", -1, 0, 0, 0),
-]
-
-
-def test_gil_holders_are_running_threads_of_contended_processes() -> None:
-    th = thread_frame(GIL_ROWS)
-    h = M.gil_holder_samples(th)
-    assert sorted(zip(h["tid"], (h["t_ns"] - T0) // MS, strict=True)) == [(1, 0), (1, 10), (2, 20)]
-    iv = M.gil_hold_intervals(th, PERIOD)
-    assert sorted(zip(iv["tid"], iv["dur_ns"] // MS, strict=True)) == [(1, 20), (2, 10)]
-
-
-def test_gil_contention_share() -> None:
-    gc = M.gil_contention(thread_frame(GIL_ROWS), PERIOD)
-    assert gc["pid"].tolist() == [9]  # pid 8 has no GIL waits: share over thread time of pid 9
-    r = gc.iloc[0]
-    assert r["threads"] == 2
-    assert r["gil_wait_s"] == pytest.approx(0.03)
-    assert r["thread_s"] == pytest.approx(0.08)
-    assert r["gil_share"] == pytest.approx(0.03 / 0.08)
-
-
-def test_no_gil_data() -> None:
-    th = thread_frame(ROWS)
-    assert M.gil_holder_samples(th).empty
-    assert M.gil_hold_intervals(th, PERIOD).empty
-    assert M.gil_contention(th, PERIOD).empty
-    assert not M.has_gil_data(th)
-    assert M.has_gil_data(thread_frame(GIL_ROWS))
-
-
 def test_intervals_vectorised_on_a_large_frame() -> None:
     # 200k samples of 100 threads flipping state every 10 samples: checks the
     # merge on a size where a per-row loop would show, and the tiling invariant.

@@ -10,7 +10,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from _report_helpers import GIL_ROWS_FOR_BENCH, T0, fake_run, process_frame, thread_frame
+from _report_helpers import (
+    GIL_ROWS_FOR_BENCH,
+    GIL_TABLE_FOR_BENCH,
+    T0,
+    fake_run,
+    gil_table,
+    process_frame,
+    thread_frame,
+)
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
@@ -77,9 +85,18 @@ def test_timeline_draws_intervals_by_wait_reason_with_legend() -> None:
     plt.close(fig)
 
 
-def test_timeline_gil_strip_when_known() -> None:
-    fig = plots.timeline(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
+def test_timeline_gil_strip_when_the_interpreter_said_who_held_it() -> None:
+    run = fake_run(thread_frame(GIL_ROWS_FOR_BENCH))
+    run.gil = gil_table(GIL_TABLE_FOR_BENCH)
+    fig = plots.timeline(run)
     assert "GIL holder" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"GIL held by 1", "GIL held by 2"} <= set(legend)
+    plt.close(fig)
+    # from the futex evidence alone nobody is named the holder
+    fig = plots.timeline(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
+    assert "GIL holder" not in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "GIL holder not available" in _texts(fig)
     plt.close(fig)
 
 
@@ -96,7 +113,13 @@ def test_gil_plot_without_data_says_so() -> None:
     assert "no GIL data in this run" in _texts(fig)
     plt.close(fig)
     fig = plots.gil(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
-    assert "hold time" in _texts(fig)
+    assert "GIL per thread" in _texts(fig)
+    assert "GIL holder not available" in _texts(fig) and "hold time (ms" not in _texts(fig)
+    plt.close(fig)
+    run = fake_run(thread_frame(GIL_ROWS_FOR_BENCH))
+    run.gil = gil_table(GIL_TABLE_FOR_BENCH)
+    fig = plots.gil(run)
+    assert "hold time (ms" in _texts(fig) and "holding the GIL" in _texts(fig)
     plt.close(fig)
 
 
@@ -141,10 +164,15 @@ def test_bench_plots(tmp_path: Path) -> None:
     assert all(w in _texts(fig) for w in ("running", "sleep", "poll", "CPU used"))
     _check_saves(fig, tmp_path, "sleep")
     gvt = pd.DataFrame(
-        {"workload": "cpu", "model": "threads", "threads": [1, 2, 4], "gil_share": [0, 0.4, 0.7]}
+        {
+            "workload": "cpu",
+            "model": "threads",
+            "threads": [1, 2, 4],
+            "gil_contention": [0, 0.4, 0.7],
+        }
     )
     fig = plots.gil(None, gvt)
-    assert "Thread time waiting for the GIL" in _texts(fig)
+    assert "GIL contention vs threads" in _texts(fig)
     _check_saves(fig, tmp_path, "gil")
 
 

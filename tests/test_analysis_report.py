@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from _report_helpers import GIL_ROWS_FOR_BENCH, T0, fake_run, process_frame, thread_frame
+from _report_helpers import (
+    GIL_ROWS_FOR_BENCH,
+    GIL_TABLE_FOR_BENCH,
+    T0,
+    fake_run,
+    gil_table,
+    process_frame,
+    thread_frame,
+)
 
 from circuit.analysis.report import V, _md, _md_code, render_html, render_markdown, run_document
 
@@ -38,13 +46,26 @@ def test_sleep_evidence_names_thread_syscall_and_cpu() -> None:
     assert "No GIL data in this run" in out
 
 
-def test_gil_section_with_gil_data() -> None:
+def test_gil_section_from_the_futex_evidence() -> None:
     out = _render(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
     gil = out.split("<section id='gil'>")[1].split("</section>")[0]
     assert "No GIL data" not in gil
-    assert "<b>2</b> threads spent <b>0.020 s</b> waiting for the GIL" in gil
-    assert "<b>50%</b>" in gil
-    assert "held in <b>2</b> stretches" in gil
+    assert (
+        "its <b>2</b> threads that ran Python spent <b>0.020 s</b> of their <b>0.040 s</b> "
+        "waiting for the GIL (contention <b>0.5000</b>)" in gil
+    )
+    assert "Who held it is not known: <b>the interpreter&#x27;s GIL state was not read" in gil
+    assert "stretches" not in gil
+
+
+def test_gil_section_from_the_interpreter() -> None:
+    run = fake_run(thread_frame(GIL_ROWS_FOR_BENCH))
+    run.gil = gil_table(GIL_TABLE_FOR_BENCH)
+    gil = _render(run).split("<section id='gil'>")[1].split("</section>")[0]
+    assert "(contention <b>0.5000</b>)" in gil
+    assert "The interpreter says the GIL was held <b>0.020 s</b> (<b>100%</b> of the time)" in gil
+    assert "changed hands <b>100.0</b> times a second" in gil
+    assert "held in <b>2</b> stretches by one thread" in gil
 
 
 def test_epoll_evidence_from_fd_counts() -> None:

@@ -88,7 +88,16 @@ def test_run_metrics_leave_the_server_out() -> None:
     assert row["fds_socket"] == 6 and row["fds_epoll"] == 1
     assert row["processes"] == 2
     assert math.isnan(row["gil_contention"])  # no GIL data in this summary
-    assert run_metrics({**summary, "gil": {"contention": 0.5}}, result)["gil_contention"] == 0.5
+    # the GIL figures of the workload's processes only
+    gil = {
+        "processes": [
+            {"pid": 10, "source": "futex", "wait_s": 1.0, "thread_s": 2.0, "switches": None},
+            {"pid": 11, "source": "interpreter", "wait_s": 3.0, "thread_s": 3.0, "switches": 9},
+        ]
+    }
+    gil["processes"][1]["counted_s"] = 3.0
+    row_gil = run_metrics({**summary, "gil": gil}, result)
+    assert row_gil["gil_contention"] == 0.5 and row_gil["gil_source"] == "futex"
     assert row["python"] == "/py" and row["gil_enabled"] is True
     assert row["threads_poll_s"] == 1.5 and row["threads_socket_s"] == 0.5  # server's poll left out
     assert top_wait(row) == "poll 60%"

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import circuit
-from circuit.analysis.gil import (
-    classify_gil,
-    count_switches,
-    gil_metrics,
-    holder_runs,
-    holders,
-)
-from circuit.analysis.summary import summarize_frames, with_durations
+from circuit.analysis.gil import classify_gil
 from circuit.tracer.procfs import is_python_image, parse_python_maps
-from circuit.tracer.schema import PROC_FIELDS, PROCESS_FIELDS, THREAD_FIELDS
+from circuit.tracer.schema import THREAD_FIELDS
 
 TARGET = Path(__file__).with_name("gil_target.py")
 
@@ -190,160 +183,115 @@ def test_classify_gil_on_plain_strings_and_on_frames_without_lock_waits() -> Non
     assert "gil" not in out["wait"].cat.categories
 
 
-def test_count_switches_is_a_lower_bound_per_interval() -> None:
-    seq = [(1,), (1,), (2,), (2, 1), (1,), (), (1,), (3, 2, 1)]
-    per = count_switches(seq)
-    # 1->2 at the third; one inside the fourth (2 then 1); none after the
-    # gap; two inside the last
-    assert list(per) == [0, 0, 1, 1, 0, 0, 0, 2]
-
-
-def _alternating(n_samples: int, hold: int, n_threads: int, pid: int = 1) -> pd.DataFrame:
-    """Threads taking turns every `hold` samples of 1 ms; waiters wait in `gil`."""
-    rows = []
-    cpu = dict.fromkeys(range(n_threads), 0)
-    for i in range(n_samples):
-        holder = (i // hold) % n_threads
-        for k in range(n_threads):
-            run = k == holder
-            rows.append(
-                (i * 1_000_000, pid, pid * 100 + k, "running" if run else "lock", 1500, cpu[k])
-            )
-            cpu[k] += 900_000 if run else 10_000
-    return _threads(rows)
-
-
-def test_gil_metrics_on_threads_taking_turns() -> None:
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    for n in (2, 4):
-        th = classify_gil(_alternating(400, 5, n), maps)
-        g = gil_metrics(with_durations(th, 1_000_000), maps, 1_000_000)
-        expect = (n - 1) / n
-        for t in g["threads"]:
-            assert t["contention"] == pytest.approx(expect, abs=0.03)
-        (p,) = g["processes"]
-        # 400 samples, a hand-off every 5: 79 switches in 0.4 s
-        assert p["switches"] == 79
-        assert p["switches_per_s"] == pytest.approx(79 / 0.4, rel=0.02)
-        assert g["contention"] == pytest.approx(expect, abs=0.03)
-
-
-def test_single_threaded_processes_have_no_contention_and_no_maps_no_gil() -> None:
-    rows = [(i * 1_000_000, 7, 7, "running", 0, i * 900_000) for i in range(50)]
-    th = _threads(rows)
-    maps = _maps([(0, 7, 1000, 2000, "rw-p")])
-    g = gil_metrics(with_durations(classify_gil(th, maps), 1_000_000), maps, 1_000_000)
-    assert g["contention"] == 0.0
-    assert g["threads"][0]["held_s"] > 0.04
-    assert g["threads"][0]["wait_s"] == 0.0
-    empty = gil_metrics(with_durations(th, 1_000_000), maps.iloc[:0], 1_000_000)
-    assert empty == {"contention": 0.0, "switches_per_s": 0.0, "processes": [], "threads": []}
-
-
-def test_holder_timeline_and_runs() -> None:
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    th = classify_gil(_alternating(20, 5, 2), maps)
-    tl = holders(th)
-    assert list(tl["holder"][:-1]) == [100] * 5 + [101] * 5 + [100] * 5 + [101] * 4
-    runs = holder_runs(tl)
-    assert list(runs["holder"]) == [100, 101, 100, 101]
-    assert list(runs["start_ns"]) == [0, 5_000_000, 10_000_000, 15_000_000]
-
-
-def test_holders_at_1_khz_see_through_the_scheduler_tick() -> None:
-    # schedstat moves a thread's CPU only at the 4 ms tick while it stays on
-    # the CPU: at 1 kHz three intervals in four show none for the thread
-    # running Python.  Two threads taking turns every 5 ms, as sampled: the
-    # one running at the sample holds the GIL in those intervals too (the
-    # holder timeline said "nobody" in ~a quarter of a 1 kHz run).
-    rows = []
-    cpu = {100: 0, 101: 0}
-    for i in range(40):
-        holder = 100 + (i // 5) % 2
-        for tid in (100, 101):
-            run = tid == holder
-            rows.append((i * 1_000_000, 1, tid, "running" if run else "lock", 1500, cpu[tid]))
-            if run and i % 4 == 3:
-                cpu[tid] += 4_000_000  # the tick
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    tl = holders(classify_gil(_threads(rows), maps))
-    assert list(tl["holder"][:-1]) == [100 + (i // 5) % 2 for i in range(39)]
-
-
-def test_holders_without_cpu_times_fall_back_to_running_threads() -> None:
-    # backends without schedstat: cpu_ns is 0; the running thread holds it,
-    # and among several running threads the previous holder stays
-    rows = []
-    for i, running in enumerate([(11,), (11, 12), (12,), (11, 12), ()]):
-        for tid in (11, 12):
-            rows.append((i * 1_000_000, 1, tid, "running" if tid in running else "lock", 1500, 0))
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    tl = holders(classify_gil(_threads(rows), maps))
-    assert list(tl["holder"]) == [11, 11, 12, 12, -1]
-
-
-def test_summary_gains_gil_and_time_by_wait_gil() -> None:
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    th = _alternating(100, 5, 2)
-    procs = pd.DataFrame(
-        [(0, 1, 0, "p", "/usr/bin/python3", "python3 x.py", True)],
-        columns=[c for c, _ in PROC_FIELDS],
-    )
-    pcols = [c for c, _ in PROCESS_FIELDS]
-    processes = pd.DataFrame(
-        [[i * 1_000_000, 1, 0, 2] + [0] * (len(pcols) - 4) for i in range(100)], columns=pcols
-    )
-    meta = {"mode": "run", "rate_hz_achieved": 1000.0, "wall_s": 0.1, "samples": 100}
-    s = summarize_frames(meta, th, processes, procs, maps=maps)
-    assert s["gil"]["contention"] == pytest.approx(0.5, abs=0.03)
-    for t in s["threads"]:
-        assert t["time_by_wait"]["gil"] == pytest.approx(0.05, abs=0.002)
-        assert t["time_by_wait"]["lock"] == 0.0
-    # without maps (older runs): futex waits stay `lock`
-    s0 = summarize_frames(meta, th, processes, procs)
-    assert all(t["time_by_wait"]["gil"] == 0.0 for t in s0["threads"])
-
-
 # ----------------------------------------------------------- integration
 
 
-def _run(tmp_path: Path, *target: str, rate: int = 500, extra: tuple[str, ...] = ()) -> tuple:
-    """circuit run on a target; the sampler gets CPU priority over it.
+HASH = """
+import hashlib, sys, threading, time
+n, secs = int(sys.argv[1]), float(sys.argv[2])
+buf = bytes(32 << 20)
+def work():
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        hashlib.sha256(buf).digest()  # releases the GIL for the whole buffer
+ts = [threading.Thread(target=work, name=f"h{i}") for i in range(n)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"""
+
+
+def _run(
+    tmp_path: Path,
+    *target: str,
+    rate: int = 500,
+    extra: tuple[str, ...] = (),
+    script: Path = TARGET,
+    name: str = "run",
+    priority: bool = True,
+) -> tuple:
+    """circuit run on a target; with ``priority`` the sampler gets CPU priority over it.
 
     A GIL measurement needs samples at the requested rate; on a machine
     busy with other work a starved sampler sees only a few intervals
     (docs/pyspy.md).  circuit runs at nice -10 (as root; otherwise nice
     warns and both run at the same priority) and the target back at 0.
+    Without ``priority`` both run at the caller's: a 1 kHz sampler at
+    nice -10 preempts the target a thousand times a second, and on 2 busy
+    cores that showed its threads in ``gil`` 0.04-0.11 more often than the
+    kernel's counters account for (0.00-0.05 at equal priority).
     """
-    out = tmp_path / "run"
-    cmd = ["nice", "-n", "-10", sys.executable, "-m", "circuit", "run", "-q", "-o", str(out)]
-    cmd += ["--force", "--rate", str(rate), "--no-fds", *extra, "--", "nice", "-n", "10"]
-    cmd += [sys.executable, str(TARGET), *target]
+    out = tmp_path / name
+    nice = ["nice", "-n", "-10"] if priority else []
+    cmd = [*nice, sys.executable, "-m", "circuit", "run", "-q", "-o", str(out)]
+    cmd += ["--force", "--rate", str(rate), "--no-fds", *extra, "--"]
+    cmd += ["nice", "-n", "10"] if priority else []
+    cmd += [sys.executable, str(script), *target]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return circuit.load(out), proc.stdout
 
 
-def _workers(summary: dict, pid: int | None = None) -> list[dict]:
+def _workers(summary: dict) -> list[dict]:
     return [t for t in summary["gil"]["threads"] if t["tid"] != t["pid"]]
 
 
+def _off_cpu_share(summary: dict, tid: int) -> float:
+    """A CPU-bound thread's GIL wait as the kernel's counters give it, not
+    the samples: the share of its sampled time neither on a CPU nor queued
+    for one (schedstat's run time and run delay; it sleeps on nothing else)."""
+    (t,) = [t for t in summary["threads"] if t["tid"] == tid]
+    total = sum(t["time_by_wait"].values())
+    return (total - t["cpu_s"] - t["run_delay_s"]) / total
+
+
+# The share of its time a GIL-bound worker may spend queued for a CPU when
+# the target has the cores to itself (0.06-0.29 measured: the woken waiter
+# queues behind the holder and the sampler).
+BUSY = 0.3
+
+
+def _run_delay_share(summary: dict, tid: int) -> float:
+    (t,) = [t for t in summary["threads"] if t["tid"] == tid]
+    return round(float(t["run_delay_s"] / sum(t["time_by_wait"].values())), 2)
+
+
+def _check_against_the_kernel(s: dict, workers: list[dict]) -> None:
+    """GIL wait per thread and over the workers against their off-CPU time.
+
+    Tolerances: per thread, sampling error (at 100 Hz over 2 s, ~200
+    samples of a 0.5-0.7 share: sigma ~0.035; seen up to 0.06); over 2-4
+    threads, half of that, plus the bias measured at 1 kHz (+0.01-0.02,
+    up to +0.05 on 2 busy cores)."""
+    queued = [_run_delay_share(s, t["tid"]) for t in workers]
+    if max(queued) > BUSY:
+        # Other work had the cores: the workers sat in the run queue. The
+        # sampler then keeps the `gil` row of a thread woken from the GIL's
+        # futex until it has run (its schedstat has not moved), so part of
+        # its time queued for a CPU reads as GIL wait (+0.07-0.2 seen at
+        # load average 5-8 on 2 cores).
+        pytest.skip(f"cores busy elsewhere: workers queued for a CPU {queued} of their time")
+    for t in workers:
+        assert t["contention"] == pytest.approx(_off_cpu_share(s, t["tid"]), abs=0.1), workers
+    time = sum(t["time_s"] for t in workers)
+    wait = sum(t["wait_s"] for t in workers)
+    truth = sum(_off_cpu_share(s, t["tid"]) * t["time_s"] for t in workers)
+    assert wait / time == pytest.approx(truth / time, abs=0.05), (wait, truth, time)
+
+
 @pytest.mark.integration
-def test_two_cpu_threads_contend_half_and_switch_at_the_switch_interval(tmp_path: Path) -> None:
-    # 20 ms switch interval: hand-offs stay resolvable even when a loaded
-    # machine slows the sampler to a few hundred Hz (docs/pyspy.md).
-    run, out = _run(tmp_path, "switch", "2", "2", "0.02", rate=1000)
+def test_two_cpu_threads_wait_for_the_gil_as_long_as_the_kernel_says(tmp_path: Path) -> None:
+    run, out = _run(tmp_path, "switch", "2", "2", "0.02", rate=1000, priority=False)
     s = run.summary()
     workers = _workers(s)
     assert len(workers) == 2
-    for t in workers:
-        assert 0.35 <= t["contention"] <= 0.65, workers
+    _check_against_the_kernel(s, workers)
     (p,) = s["gil"]["processes"]
     truth = json.loads(out)
-    nominal = 1 / truth["interval"]
-    assert nominal / 2 <= p["switches_per_s"] <= nominal * 2, (p, truth)
-    # and against the hand-offs counted inside the process
-    assert truth["switches_per_s"] / 2 <= p["switches_per_s"] <= truth["switches_per_s"] * 2
+    if p["source"] == "interpreter":
+        # the interpreter's own counter against the hand-offs the target counted
+        assert p["switches_per_s"] == pytest.approx(truth["switches_per_s"], rel=0.1), (p, truth)
+    else:
+        assert p["switches_per_s"] is None and p["held_s"] is None
     # the waits are GIL waits, not lock waits
     for t in s["threads"]:
         if t["tid"] != t["pid"]:
@@ -351,14 +299,39 @@ def test_two_cpu_threads_contend_half_and_switch_at_the_switch_interval(tmp_path
 
 
 @pytest.mark.integration
-def test_four_cpu_threads_contend_more(tmp_path: Path) -> None:
-    run, _ = _run(tmp_path, "threads", "4", "2")
+@pytest.mark.parametrize("rate", [100, 1000])
+def test_four_cpu_threads_on_two_cores_at_100_hz_and_1_khz(tmp_path: Path, rate: int) -> None:
+    # 0.55-0.70 on 2 cores, not 0.75: a thread handed the GIL may wait in the
+    # run queue first, and that time is CPU contention, not GIL wait
+    run, _ = _run(tmp_path, "threads", "4", "2", rate=rate, priority=False)
     s = run.summary()
     workers = _workers(s)
     assert len(workers) == 4
+    _check_against_the_kernel(s, workers)
+    (p,) = s["gil"]["processes"]
+    assert p["contention"] == round(p["wait_s"] / p["thread_s"], 4)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("rate", [100, 1000])
+def test_threads_hashing_without_the_gil_do_not_contend_however_oversubscribed(
+    tmp_path: Path, rate: int
+) -> None:
+    script = tmp_path / "hash.py"
+    script.write_text(HASH)
+    n = 2 * (os.cpu_count() or 1)
+    run, _ = _run(tmp_path, str(n), "2", rate=rate, script=script)
+    s = run.summary()
+    workers = [t for t in s["threads"] if t["tid"] != t["pid"]]
+    assert len(workers) == n
+    # the CPUs are oversubscribed: every hashing thread spent a good part of
+    # its time runnable, waiting for a CPU (~half with 2 threads per core)
     for t in workers:
-        assert t["contention"] >= 0.6, workers
-    assert s["gil"]["processes"][0]["contention"] >= 0.6
+        assert t["run_delay_s"] > 0.2 * sum(t["time_by_wait"].values()), t
+    for t in _workers(s):
+        assert t["contention"] <= 0.05, _workers(s)
+    (p,) = s["gil"]["processes"]
+    assert p["contention"] <= 0.05, p
 
 
 @pytest.mark.integration
@@ -367,10 +340,10 @@ def test_the_same_work_in_processes_does_not_contend(tmp_path: Path) -> None:
     s = run.summary()
     procs = s["gil"]["processes"]
     assert len(procs) == 3  # parent + 2 children, each its own GIL
-    busy = [p for p in procs if p["held_s"] > 0.2]
+    busy = [p for p in procs if p["thread_s"] > 1.5]
     assert len(busy) >= 2, procs
     for p in procs:
-        assert p["contention"] < 0.05, procs
+        assert p["contention"] < 0.02, procs
 
 
 @pytest.mark.integration
@@ -378,11 +351,9 @@ def test_sleeping_threads_do_not_contend(tmp_path: Path) -> None:
     run, _ = _run(tmp_path, "sleep", "4", "2")
     s = run.summary()
     (p,) = s["gil"]["processes"]
-    # ~0.0-0.03 on a quiet machine (two threads now and then wake together);
-    # a loaded one adds a little: a woken thread queued for a CPU while another
-    # holds the GIL counts as waiting (0.053 seen in CI).  Two CPU-bound
-    # threads are at ~0.5: 0.1 still tells them apart by 5x.
-    assert p["contention"] < 0.1, p
+    # A thread waking from sleep waits for the GIL only when another woke
+    # within the same ~50 us: well under 1% of their time.
+    assert p["contention"] < 0.01, p
     for t in s["threads"]:
         if t["tid"] != t["pid"]:
             assert t["time_by_wait"]["sleep"] > 1.5
@@ -424,45 +395,37 @@ def test_gil_classification_agrees_with_py_spy_owns_gil(tmp_path: Path) -> None:
     # lock is never what a CPU-bound worker waits in
     workers = th[th["tid"] != th["pid"]]
     assert (workers["wait"].astype(str) == "lock").mean() < 0.05
-    assert np.isfinite(run.summary()["gil"]["contention"])
 
 
-def _rows(samples: list[tuple[int, list[tuple[str, int]]]], pid: int = 1) -> pd.DataFrame:
-    """(t_ns, [(wait, cpu_ns) per thread]) -> a threads frame, tids pid*100+k."""
-    return _threads(
-        [
-            (t, pid, pid * 100 + k, wait, 1500, cpu)
-            for t, per in samples
-            for k, (wait, cpu) in enumerate(per)
-        ]
+@pytest.mark.integration
+def test_one_runs_gil_figures_are_the_same_in_summary_report_and_bench(tmp_path: Path) -> None:
+    from circuit.analysis import bench as B
+    from circuit.analysis.gil import run_gil
+    from circuit.analysis.report import Table, run_document
+
+    run, _ = _run(tmp_path, "threads", "4", "1.5")
+    cli = subprocess.run(
+        [sys.executable, "-m", "circuit", "summary", "--json", str(run.path)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-
-
-def test_threads_taking_turns_inside_each_interval_wait_for_the_gil() -> None:
-    # 100 Hz: two threads swap the GIL every 5 ms (the switch interval), so
-    # each runs half of every 10 ms interval and both are `running` at most
-    # samples.  Each waited half of its time; counting the remainder as
-    # neither put contention near 0 (0.3 measured on real threads).
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    samples = [(i * 10_000_000, [("running", i * 5_000_000)] * 2) for i in range(100)]
-    th = classify_gil(_rows(samples), maps)
-    g = gil_metrics(with_durations(th, 10_000_000), maps, 10_000_000)
-    for t in g["threads"]:
-        assert t["contention"] == pytest.approx(0.5, abs=0.03)
-
-
-def test_cpu_time_that_moves_at_the_scheduler_tick_is_not_gil_waiting() -> None:
-    # 1 kHz: two threads running GIL-free C code on two cores.  schedstat
-    # moves their CPU time 4 ms at a time (HZ=250): three intervals in four
-    # show none.  That is not a thread queued behind the GIL holder.
-    maps = _maps([(0, 1, 1000, 2000, "rw-p")])
-    samples = [
-        (
-            i * 1_000_000,
-            [("running", (i // 4) * 4_000_000), ("running", ((i + 2) // 4) * 4_000_000)],
-        )
-        for i in range(400)
-    ]
-    th = classify_gil(_rows(samples), maps)
-    g = gil_metrics(with_durations(th, 1_000_000), maps, 1_000_000)
-    assert g["contention"] < 0.1, g["threads"]
+    gil = json.loads(cli.stdout)["gil"]
+    (p,) = gil["processes"]
+    assert p["contention"] > 0.3 and len(gil["threads"]) == 5  # a real figure, not 0 = 0
+    assert run_gil(run) == gil  # what the plots and the export draw from
+    # the report: one table row per process, the summary's numbers
+    (sec,) = [x for x in run_document(run).sections if x.id == "gil"]
+    (table,) = [b for b in sec.body if isinstance(b, Table)]
+    (row,) = table.rows
+    assert row[:3] == [p["pid"], p["source"], p["threads"]]
+    assert row[5] == f"{p['contention']:.4f}" == f"{gil['contention']:.4f}"
+    # the bench: the runs table's row, and the bench report's per-run figure
+    summary = json.loads(cli.stdout)
+    assert B.run_metrics(summary, {"pid": p["pid"]})["gil_contention"] == gil["contention"]
+    results = pd.DataFrame(
+        [{"workload": "w", "model": "threads", "tasks": 4, "run": str(run.path)}]
+    )
+    runs = B.per_run_waits(results)
+    assert runs["gil_contention"].tolist() == [gil["contention"]]
+    assert B.gil_vs_threads(runs)["gil_contention"].tolist() == [gil["contention"]]

@@ -108,3 +108,18 @@ def test_a_process_is_never_credited_less_cpu_than_its_threads_used():
     # ...and never less than the counters either (threads that were never seen)
     procs = _procs([(0, 2, 1, 0, 0), (490 * MS, 2, 1, 600 * MS, 0)])
     assert summarize_frames(meta, threads, procs, pd.DataFrame())["cpu_s"] == 0.6
+
+
+def test_the_gil_line_says_what_the_figures_rest_on() -> None:
+    from circuit.commands.summary import _gil_line
+
+    base = {"pid": 7, "threads": 3, "wait_s": 1.5, "thread_s": 3.0, "contention": 0.5}
+    futex = {**base, "source": "futex", "source_note": "futex: no permission to read memory"}
+    line = _gil_line({**futex, "held_s": None, "held_share": None, "switches_per_s": None})
+    assert line == (
+        "PID 7: contention 0.50 (3 threads ran Python, waited 1.500 s of 3.000 s); "
+        "holder and hand-offs not measured [futex: no permission to read memory]"
+    )
+    inter = {**base, "source": "interpreter", "source_note": "interpreter 3.12"}
+    line = _gil_line({**inter, "held_s": 0.9, "held_share": 0.9, "switches_per_s": 200.0})
+    assert line.endswith(", held 0.900 s (90% of the time), 200 hand-offs/s [interpreter 3.12]")

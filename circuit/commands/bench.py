@@ -48,7 +48,8 @@ columns (medians over the repeats):
   threads mostly   running or the wait reason the workload's threads spent most time in
   The io-http server is its own process in the traced tree, left out of these
   columns (its CPU is server_cpu_s in the saved table).  gil_contention in the
-  saved table: GIL-wait / (GIL-wait + GIL-held), measured from outside.
+  saved table: the share of the time of the workload's threads that ran Python
+  spent waiting for the GIL (docs/pyspy.md); gil_source: what it rests on.
 
 saved in DIR: bench.json (the matrix), results.parquet/.csv (one row per
 cell), runs.parquet/.csv (one row per run), runs/<cell>_r<k>/ (run folders).

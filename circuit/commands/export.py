@@ -17,11 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  perfetto, chrome  Chrome Trace Event JSON (the same file for both): one slice\n"
             "                    per thread state interval, named by wait reason (running,\n"
             "                    sleep, lock, gil, poll, socket, ...), marks as instants, CPU\n"
-            "                    (cores) and open fds by kind as counters. Open it at\n"
+            "                    (cores) and open fds by kind as counters, and a GIL holder\n"
+            "                    track where the interpreter's GIL state was read. Open it at\n"
             "                    https://ui.perfetto.dev (Open trace file) or chrome://tracing.\n"
             "  csv               a zip of CSV files, one per table: threads.csv (raw samples),\n"
             "                    intervals.csv (merged states with start/end ns), processes.csv,\n"
-            "                    fds.csv, procs.csv, marks.csv - for spreadsheets and scripts."
+            "                    fds.csv, procs.csv, gil.csv, marks.csv - for spreadsheets and\n"
+            "                    scripts."
         ),
         epilog=(
             "examples:\n"

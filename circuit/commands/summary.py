@@ -96,12 +96,28 @@ def render(s: dict[str, Any]) -> None:
             _fmt_waits(t["time_by_wait"], total),
         )
     con.print(tt)
-    for g in (s.get("gil") or {}).get("processes", []):
-        if g["wait_s"] > 0:
-            con.print(
-                f"GIL of PID {g['pid']}: contention {g['contention']:.2f} "
-                f"(waited {g['wait_s']:.3f} s, held {g['held_s']:.3f} s), "
-                f"{g['switches_per_s']:.0f} hand-offs/s"
-            )
+    gil = s.get("gil") or {}
+    if gil.get("source"):
+        con.print(f"GIL (source: {gil['source']}; docs/pyspy.md):")
+    for g in gil.get("processes") or []:
+        if g["threads"]:
+            con.print("  " + escape(_gil_line(g)))
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def _gil_line(g: dict[str, Any]) -> str:
+    """One process's GIL figures, and what they rest on."""
+    c = "n/a" if g["contention"] is None else f"{g['contention']:.2f}"
+    line = (
+        f"PID {g['pid']}: contention {c} ({g['threads']} threads ran Python, waited "
+        f"{g['wait_s']:.3f} s of {g['thread_s']:.3f} s)"
+    )
+    if g["source"] == "interpreter":
+        line += f", held {g['held_s']:.3f} s ({100 * (g['held_share'] or 0):.0f}% of the time)"
+        if g["switches_per_s"] is not None:
+            line += f", {g['switches_per_s']:.0f} hand-offs/s"
+        note = g.get("source_note")
+        return line + (f" [{note}]" if note else " [interpreter]")
+    note = g.get("source_note") or "futex: the interpreter's GIL state was not read"
+    return line + f"; holder and hand-offs not measured [{note}]"
