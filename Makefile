@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean browser
+.PHONY: demo test lint format clean browser perf
 
 $(STAMP): pyproject.toml setup.py tracer/_fasttick.c
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py tracer/_fasttick.c
 demo: $(STAMP)
 	$(PY) -m circuit demo -o circuit-runs/demo --force
 
-test: $(STAMP) browser
+test: $(STAMP) browser perf
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
@@ -27,6 +27,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium not installed: the report's browser test will be skipped"
+
+# perf for the kernel's side of the GIL tests (tests/test_gil_truth.py: futex
+# waits): installed via apt-get when missing and we are root; otherwise those
+# tests compare with the threads' own clocks instead.
+perf:
+	@command -v perf >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; } \
+	  || echo "perf not installed: the GIL tests will use the threads' own clocks instead"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
