@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -51,6 +52,7 @@ typedef struct {
     Py_ssize_t nsched_len;
     PyObject *nrow;
     long long npcount, nstatus_ns;
+    int check; /* did not run, asleep in its last row, CPUs saturated: read it again */
 } Thr;
 
 typedef struct {
@@ -80,6 +82,8 @@ typedef struct {
     Proc *procs;
     Py_ssize_t nprocs;
     long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns, probe_max;
+    int loadavg_fd; /* /proc/loadavg: its runnable count says when CPUs are saturated */
+    long long ncpu;
     PyObject *running, *state_r, *empty;
     int sigfd; /* burst(): readable when one of sigmask is pending */
     sigset_t sigmask;
@@ -236,13 +240,15 @@ static PyObject *FastTick_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
 }
 
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"tick_ns",      "page",           "slow_ns", "idle_refresh",
-                             "check_min_ns", "fd_scan_min_ns", "running", "probe_max",
-                             NULL};
+    static char *kwlist[] = {"tick_ns",      "page",           "slow_ns",   "idle_refresh",
+                             "check_min_ns", "fd_scan_min_ns", "running",   "probe_max",
+                             "loadavg_fd",   "ncpu",           NULL};
     PyObject *running;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLUL", kwlist, &self->tick_ns, &self->page,
+    self->loadavg_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLUL|iL", kwlist, &self->tick_ns, &self->page,
                                      &self->slow_ns, &self->idle_refresh, &self->check_min_ns,
-                                     &self->fd_scan_min_ns, &running, &self->probe_max))
+                                     &self->fd_scan_min_ns, &running, &self->probe_max,
+                                     &self->loadavg_fd, &self->ncpu))
         return -1;
     Py_XSETREF(self->running, Py_NewRef(running));
     Py_XSETREF(self->state_r, PyUnicode_InternFromString("R"));
@@ -481,16 +487,27 @@ static PyObject *read_prow(FastTick *self, Proc *p, long long now, int slow_due,
                          p->io[2], p->io[3]);
 }
 
-static int sample_proc(FastTick *self, Proc *p, long long now) {
+/* Whether a row says its thread was asleep (any state but R). */
+static int row_asleep(Thr *t) {
+    PyObject *state = PyTuple_GET_ITEM(t->row, 3);
+    return !PyUnicode_Check(state) || PyUnicode_GET_LENGTH(state) != 1 ||
+           PyUnicode_READ_CHAR(state, 0) != 'R';
+}
+
+static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
     char buf[READ_MAX];
     if (p->maps_due && now >= p->maps_due) return FALLBACK;
-    int ran = 0;
+    int ran = 0, check = 0;
     for (Py_ssize_t i = 0; i < p->nthr; i++) {
         Thr *t = &p->thr[i];
         Py_ssize_t n = rd(t->sched_fd, t->nsched, SCHED_MAX);
         if (n < 0) return FALLBACK;
         t->nsched_len = n;
-        if (n != t->sched_len || memcmp(t->nsched, t->sched, n) != 0) ran = 1;
+        t->check = 0;
+        if (n != t->sched_len || memcmp(t->nsched, t->sched, n) != 0)
+            ran = 1;
+        else if (saturated && row_asleep(t))
+            check = t->check = 1;
     }
     if (ran) {
         p->dirty = 1;
@@ -508,9 +525,9 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
                 return FALLBACK;
         }
     }
-    if (!ran) {
-        /* (a big process: taskstats checks it for less while it idles) */
-        if (p->idle_back && ++p->idle_run >= p->idle_back) return FALLBACK;
+    /* (a big process: taskstats checks it for less while it idles) */
+    if (!ran && p->idle_back && ++p->idle_run >= p->idle_back) return FALLBACK;
+    if (!ran && !check) {
         if (p->skips >= self->idle_refresh) {
             /* Its own files now and then (IDLE_REFRESH), here rather than on
              * the Python path: its parent may change, its RSS shrink. */
@@ -530,7 +547,8 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     int have_lead = 0;
     for (Py_ssize_t i = 0; i < p->nthr; i++) {
         Thr *t = &p->thr[i];
-        if (t->nsched_len == t->sched_len && memcmp(t->nsched, t->sched, t->sched_len) == 0)
+        if (!t->check && t->nsched_len == t->sched_len &&
+            memcmp(t->nsched, t->sched, t->sched_len) == 0)
             continue;
         Py_ssize_t n = rd(t->stat_fd, buf, READ_MAX);
         PyObject *like = NULL;
@@ -613,7 +631,7 @@ static int sample_proc(FastTick *self, Proc *p, long long now) {
     Py_SETREF(p->prow, prow);
     Py_SETREF(p->rows, rows);
     p->skips = 0;
-    return DONE_RAN;
+    return ran ? DONE_RAN : DONE_IDLE;
 }
 
 #define GIL_REVALIDATE_EVERY 64 /* gilstate.REVALIDATE_EVERY */
@@ -682,13 +700,33 @@ static int append_pid(PyObject *list, long pid) {
 /* Sample every loaded process at `now`, appending (t_ns, *prow, *counts) and
  * (t_ns, rows) as Sampler._sample does; the pids that ran go to `ran`, those
  * the Python path must take for this tick to `back`.  -1 on a Python error. */
+/* More runnable tasks than CPUs (the reader itself included): a thread
+ * woken since its last sample may be waiting for a CPU, with a schedstat
+ * that does not move until it runs (see ProcBackend.saturated). */
+static int saturated(FastTick *self) {
+    char buf[128];
+    if (self->loadavg_fd < 0 || self->ncpu <= 0) return 0;
+    Py_ssize_t n = rd(self->loadavg_fd, buf, sizeof buf - 1);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    /* "0.52 0.58 0.59 3/317 12345": the fourth field's first number */
+    const char *q = buf;
+    for (int f = 0; f < 3 && q; f++) {
+        q = strchr(q, ' ');
+        if (q) q++;
+    }
+    if (!q) return 0;
+    return strtoll(q, NULL, 10) > self->ncpu;
+}
+
 static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *gbuf,
                     PyObject *ran, PyObject *back, Py_ssize_t *nrows) {
     PyObject *t = PyLong_FromLongLong(now);
     if (!t) return -1;
+    int busy = saturated(self);
     for (Py_ssize_t k = 0; k < self->nprocs; k++) {
         Proc *p = &self->procs[k];
-        int r = sample_proc(self, p, now);
+        int r = sample_proc(self, p, now, busy);
         if (r == ERROR) goto fail;
         if (r == FALLBACK) {
             if (append_pid(back, p->pid) < 0) goto fail;

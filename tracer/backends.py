@@ -68,6 +68,13 @@ class Backend(ABC):
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.classify = Classifier()
+        # More runnable tasks than CPUs at this tick: a thread asleep in its
+        # last row may have been woken and be waiting for a CPU, so it is
+        # read again even though it has not run (check_saturation).
+        self.saturated = False
+
+    def check_saturation(self) -> None:  # noqa: B027 (backends without the count never are)
+        """Set ``saturated`` for this tick."""
 
     def warn(self, msg: str) -> None:
         if msg not in self.warnings:
@@ -263,6 +270,7 @@ class ProcBackend(Backend):
         self.tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         self.page = os.sysconf("SC_PAGE_SIZE")
         self._loadavg = os.open("/proc/loadavg", os.O_RDONLY)
+        self.ncpu = os.cpu_count() or 1
         self._last_pid = -1
         self._foreign: set[int] = set()
         self._can_syscall = True
@@ -343,7 +351,7 @@ class ProcBackend(Backend):
         # threads or fds: the previous rows, the very same list, are reused.
         scheds: list[bytes] | None = None
         fp = p.fp
-        idle = False
+        idle = recheck = False
         if p.scheds is not None and not p.relist and p.rows is not None:
             if self._taskstats is not None and self.taskstats_checks(p):
                 # Taken before any read: a thread running after it shows next time.
@@ -355,6 +363,11 @@ class ProcBackend(Backend):
                 except OSError:
                     scheds = None  # a thread went away: the full path sorts it out
                 idle = scheds == p.scheds
+            # A thread woken since its last sample but still waiting for a
+            # CPU has not run: its schedstat has not moved, yet it is no
+            # longer asleep.  That can only happen while CPUs are saturated.
+            recheck = self.saturated and any(r[3] != "R" for r in p.rows)
+            idle = idle and not recheck
         if idle:
             p.fp = fp
             if p.io_idx:
@@ -397,7 +410,7 @@ class ProcBackend(Backend):
                     sched = self._tread(p, th, "schedstat", 128)
                     th.sched_fd = th.fds.get("schedstat", -1)
                 row = th.row
-                if sched == th.sched and row is not None:
+                if sched == th.sched and row is not None and not (recheck and row[3] != "R"):
                     if row[5] in fd_io:
                         # Blocked in read/write: the fd scan may have learnt
                         # since what that fd is (numbers are reused at once).
@@ -405,7 +418,7 @@ class ProcBackend(Backend):
                         io_idx.append(len(rows))
                     rows.append(row)
                     continue
-                ran = True
+                ran = ran or sched != th.sched
                 th.sched = sched
                 row = th.row = self._thread_row(p, th, sched, row, fd_kinds, t_ns)
                 if row[5] in fd_io:
@@ -687,6 +700,14 @@ class ProcBackend(Backend):
         return out
 
     # -- process tree --------------------------------------------------------
+
+    def check_saturation(self) -> None:
+        try:
+            self.saturated = (
+                procfs.parse_loadavg_running(os.pread(self._loadavg, 128, 0)) > self.ncpu
+            )
+        except (OSError, ValueError):
+            self.saturated = False
 
     def fork_watch(self) -> tuple[int, int]:
         """(an open /proc/loadavg, the last pid new_children saw in it): the

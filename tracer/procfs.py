@@ -125,6 +125,11 @@ def parse_loadavg_last_pid(data: bytes) -> int:
     return int(data.split()[4])
 
 
+def parse_loadavg_running(data: bytes) -> int:
+    """How many tasks are runnable (on a CPU or queued for one) right now, system-wide."""
+    return int(data.split()[3].split(b"/")[0])
+
+
 # ---------------------------------------------------------------- fd kinds
 
 FD_KINDS = (

@@ -109,6 +109,8 @@ def _fast_tick(backend: Backend) -> Any:
         FD_SCAN_MIN_NS,
         backend.classify("R", -1, 0, "", None),
         PID_PROBE_MAX,
+        backend.fork_watch()[0],
+        backend.ncpu,
     )
 
 
@@ -386,6 +388,7 @@ class Sampler:
     # -- one sample ----------------------------------------------------------
 
     def tick(self, t_ns: int) -> None:
+        self.backend.check_saturation()
         # Only a process that ran can have forked: the /proc scan for new
         # children is skipped while none of the traced processes ran.
         if self._ran and self.traced and t_ns >= self._next_child_scan:
