@@ -202,7 +202,7 @@ time.sleep(1.2)
 def test_orphans_of_the_traced_tree_are_adopted_traced_and_reaped(tmp_path):
     import ctypes
 
-    from circuit.tracer.session import PR_SET_CHILD_SUBREAPER
+    from circuit.tracer.prctl import PR_SET_CHILD_SUBREAPER
 
     _, run = trace(tmp_path, ORPHAN)
     procs = run.procs[run.procs.cmdline.str.endswith("orphan-marker")]
