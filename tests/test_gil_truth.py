@@ -25,6 +25,7 @@ takes 14 traced runs of 2.5 s.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -82,9 +83,13 @@ def _circuit_thread(summary: dict[str, Any], tid: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ rules
 
 
-def check_releasing(obs: Observation, summary: dict[str, Any]) -> None:
+def check_releasing(obs: Observation, summary: dict[str, Any], rate: int) -> None:
     """GIL-free C work: contention ≤ 0.05 per thread and per process; GIL
-    held time within 0.05 s + 10% of py-spy's owns_gil share × lifetime."""
+    held time within 0.05 s + 10% of py-spy's owns_gil share × lifetime,
+    plus three standard errors of the two samplers' estimates of a share
+    (binomial: py-spy's samples of the thread, circuit's at ``rate``), which
+    neither can beat: zlib threads hold the GIL ~5% of the time, ~12 of
+    py-spy's ~200 samples of a thread."""
     for tid in _workers(obs):
         c = _circuit_thread(summary, tid)
         assert c["contention"] <= 0.05, (tid, c)
@@ -94,9 +99,12 @@ def check_releasing(obs: Observation, summary: dict[str, Any]) -> None:
             pytest.skip("py-spy is not installed: the held-time rule is not checked")
         raise AssertionError(f"py-spy did not measure the run: {obs.held_why}")
     for tid in _workers(obs):
-        truth = obs.held[tid].share * obs.life(tid)
+        share, life = obs.held[tid].share, obs.life(tid)
+        truth = share * life
         held = _circuit_thread(summary, tid)["held_s"]
-        assert abs(held - truth) <= 0.05 + 0.10 * truth, (tid, held, truth, obs.held[tid])
+        var = share * (1 - share)
+        sd = life * math.sqrt(var / max(obs.held[tid].all_samples, 1) + var / (life * rate))
+        assert abs(held - truth) <= 0.05 + 0.10 * truth + 3 * sd, (tid, held, truth, obs.held[tid])
 
 
 def check_holding(obs: Observation, summary: dict[str, Any], role: str) -> None:
@@ -117,7 +125,7 @@ def check_holding(obs: Observation, summary: dict[str, Any], role: str) -> None:
 @pytest.mark.parametrize("rate", RATES)
 @pytest.mark.parametrize("mode", RELEASING)
 def test_gil_releasing_work_is_not_contended(runs, mode: str, rate: int) -> None:
-    check_releasing(*runs(mode, rate))
+    check_releasing(*runs(mode, rate), rate)
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -196,17 +204,20 @@ def test_lock_is_not_gil_and_gil_wait_holds_on(runs, version: str) -> None:
     blocked = obs.futex.other.get(waiter, 0.0) if obs.futex is not None else life
     assert blocked >= 0.9 * life, (blocked, life)  # the oracle: a lock wait all along
     by_wait = next(t for t in summary["threads"] if t["tid"] == waiter)["time_by_wait"]
-    assert by_wait.get("gil", 0.0) <= 0.05, by_wait
+    # The waiter may wait for the GIL for real (at start, behind the
+    # counting threads): against the kernel's figure where perf ran.
+    gil_truth = obs.futex.gil.get(waiter, 0.0) if obs.futex is not None else 0.0
+    assert abs(by_wait.get("gil", 0.0) - gil_truth) <= 0.05, (by_wait, gil_truth)
     # the bulk of it as `lock`: circuit's periodic py-spy dump stops the
     # target (state t) for up to a few hundred ms on a loaded machine
     assert by_wait.get("lock", 0.0) >= 0.8 * blocked, by_wait
-    assert _circuit_thread(summary, waiter)["wait_s"] <= 0.05
+    assert abs(_circuit_thread(summary, waiter)["wait_s"] - gil_truth) <= 0.05
     check_holding(obs, summary, role="count")
 
 
 @pytest.mark.parametrize("version", OTHER_VERSIONS)
 def test_gil_releasing_work_on(runs, version: str) -> None:
-    check_releasing(*runs("hash", 1000, _python(version)))
+    check_releasing(*runs("hash", 1000, _python(version)), 1000)
 
 
 def test_workload_names_its_threads() -> None:
