@@ -129,18 +129,42 @@ def model_comparison(results: pd.DataFrame) -> pd.DataFrame:
 
 def scaling(results: pd.DataFrame) -> pd.DataFrame:
     """Median wall seconds per workload, model and task count (for wall vs tasks);
-    only workloads measured at two or more task counts."""
+    only the (workload, model) pairs measured at two or more task counts: a
+    single point is no line."""
     if not _has(results, "model", "tasks", "wall_s") or results.empty:
         return pd.DataFrame(columns=["workload", "model", "tasks", "wall_s", "runs"])
     keys = _keys(results, ("workload", "model", "tasks"))
     g = results.groupby(keys, sort=True, dropna=False)["wall_s"]
     out = g.median().to_frame()
     out["runs"] = g.size()
-    out = out.reset_index()
-    if "workload" in out.columns:
-        counts = out.groupby("workload")["tasks"].transform("nunique")
-        out = out[counts >= 2].reset_index(drop=True)
-    return out
+    return lines(out.reset_index(), "tasks")
+
+
+def lines(df: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The rows of the (workload, model) series that have two or more distinct
+    ``x``: what a plot can draw as lines rather than lone points."""
+    if df.empty or x not in df.columns:
+        return df.iloc[0:0]
+    series = _keys(df, ("workload", "model"))
+    if not series:
+        return df if df[x].nunique() >= 2 else df.iloc[0:0]
+    counts = df.groupby(series, dropna=False)[x].transform("nunique")
+    return df[counts >= 2].reset_index(drop=True)
+
+
+def compared_cells(cmp: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`model_comparison` that compare models like for like:
+    per workload, the task count run under the most models (the largest such
+    count on a tie).  A sweep of one model over task counts adds rows that
+    belong to scaling, not to the comparison of models."""
+    if cmp.empty or "tasks" not in cmp.columns or "model" not in cmp.columns:
+        return cmp
+    by = ["workload"] if "workload" in cmp.columns else []
+    keys = [*by, "tasks"]
+    n = cmp.groupby(keys, dropna=False)["model"].nunique().rename("_n").reset_index()
+    n = n.sort_values([*by, "_n", "tasks"], kind="stable")
+    best = n.groupby(by, dropna=False).tail(1) if by else n.tail(1)
+    return cmp.merge(best[keys], on=keys, how="inner")
 
 
 MODEL_ORDER = (
@@ -248,12 +272,13 @@ def _server_pids(run: Any) -> set[int]:
 
 
 def sleep_split(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per workload and model: median thread-seconds per wait reason and median
-    CPU seconds (from per_run_waits output)."""
+    """Per workload, model and task count: median thread-seconds per wait reason
+    and median CPU seconds (from per_run_waits output).  Runs of different task
+    counts are never pooled: 4 tasks sleep 4 times as long as 1."""
     cols = [c for c in runs.columns if c.startswith("wait_") and c.endswith("_s")]
     if runs.empty or "model" not in runs.columns or not cols:
         return pd.DataFrame()
-    keys = _keys(runs, ("workload", "model"))
+    keys = _keys(runs, ("workload", "model", "tasks"))
     vals = cols + _keys(runs, ("cpu_s", "wall_s"))
     return order_models(runs.groupby(keys, sort=True)[vals].median().reset_index())
 
@@ -293,8 +318,21 @@ class Cell:
         return f"{self.workload}_{self.model}_t{self.tasks}_r{repeat}"
 
 
-def matrix(workloads: list[str], models: list[str], tasks: list[int]) -> list[Cell]:
-    return [Cell(w, m, n) for w in workloads for n in tasks for m in models]
+def matrix(
+    workloads: list[str],
+    models: list[str],
+    tasks: list[int],
+    extra: list[Cell] | None = None,
+) -> list[Cell]:
+    """Every workload x task count x model, plus the ``extra`` cells (a sweep),
+    each once, grouped by workload, then task count, then model."""
+    cells = [Cell(w, m, n) for w in workloads for n in tasks for m in models]
+    cells += [c for c in extra or [] if c not in cells]
+    cells = list(dict.fromkeys(cells))
+    # First-seen order of the names: the order the user listed them in.
+    wrank = {w: i for i, w in enumerate(dict.fromkeys(c.workload for c in cells))}
+    mrank = {m: i for i, m in enumerate(dict.fromkeys(c.model for c in cells))}
+    return sorted(cells, key=lambda c: (wrank[c.workload], c.tasks, mrank[c.model]))
 
 
 def schedule(cells: list[Cell], repeat: int) -> list[tuple[Cell, int]]:

@@ -668,6 +668,206 @@ def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _models_title(models: list[str]) -> str:
+    """The comparison's heading from the models actually run, in the article's order."""
+    if not models:
+        return "Concurrency models"
+    if len(models) == 1:
+        return f"One model: {models[0]}"
+    t = " vs ".join(models)
+    return t[0].upper() + t[1:]
+
+
+def _tasks(n: Any) -> str:
+    return f"{int(n)} task" + ("" if int(n) == 1 else "s")
+
+
+def _cell_name(r: Any) -> Para:
+    """`workload` model, N tasks: the words naming one cell of a bench."""
+    parts: Para = []
+    if "workload" in r:
+        parts += [V(r["workload"], code=True), " "]
+    parts.append(V(r["model"]))
+    if "tasks" in r and pd.notna(r["tasks"]):
+        parts += [", ", V(_tasks(r["tasks"]))]
+    return parts
+
+
+def _bench_models(cmp: pd.DataFrame, results: pd.DataFrame) -> Section:
+    from . import plots
+
+    models = (
+        B.order_models(pd.DataFrame({"model": results["model"].astype(str).unique()}))[
+            "model"
+        ].tolist()
+        if "model" in results
+        else []
+    )
+    sec = Section(
+        "models",
+        _models_title(models),
+        [
+            "The same workload under each concurrency model, side by side: wall time is what "
+            "the user waits, CPU time what the machine spent. I/O-bound work gets faster with "
+            "any model that overlaps the waiting. CPU-bound Python code only gets faster with "
+            "more CPUs running Python at once (processes), because of the GIL; C code that "
+            "releases the GIL, such as hashlib on large buffers (cpu-hash), runs on several "
+            "CPUs from threads too.",
+        ],
+    )
+    if cmp.empty:
+        sec.missing("the results table has no model / wall_s columns.")
+        return sec
+    cols = [
+        c
+        for c in ("workload", "model", "tasks", "wall_s", "cpu_s", "parallelism", "runs")
+        if c in cmp
+    ]
+    sec.body.append(
+        Table(
+            cols,
+            [
+                [_n(v) if isinstance(v, float) else v for v in r]
+                for r in cmp[cols].itertuples(index=False)
+            ],
+        )
+    )
+    at = B.compared_cells(cmp)
+    sec.body.append(Figure("models", plots.model_comparison(at), "Wall vs CPU time per model"))
+    for wk, d in at.groupby("workload") if "workload" in at else [(None, at)]:
+        d = d.sort_values("wall_s")
+        best = d.iloc[0]
+        base = d[d["model"] == "sequential"]
+        parts: Para = []
+        if wk is not None:
+            parts += ["Workload ", V(wk, code=True)]
+        if "tasks" in d:
+            parts += [" with ", V(_tasks(best["tasks"]))]
+        parts.append(": ")
+        # Medians within TIE_SHARE of the best are not told apart (the
+        # run-to-run spread on a shared machine is larger than that).
+        tied = d[d["wall_s"] <= best["wall_s"] * (1 + TIE_SHARE)]["model"].tolist()
+        if len(d) == 1:
+            parts += ["only ", V(best["model"]), " was run, ", V(_s(best["wall_s"]))]
+        elif len(tied) > 1:
+            parts += [
+                "fastest were ",
+                V(_and(list(map(str, tied)))),
+                f", within {TIE_SHARE:.0%} of each other, at ",
+                V(_s(best["wall_s"])),
+            ]
+        else:
+            parts += ["fastest was ", V(best["model"]), " at ", V(_s(best["wall_s"]))]
+        if len(base) and best["model"] != "sequential" and best["wall_s"] > 0:
+            parts += [
+                ", ",
+                V(f"{base['wall_s'].iloc[0] / best['wall_s']:.2f}×"),
+                " faster than sequential (",
+                V(_s(base["wall_s"].iloc[0])),
+                ")",
+            ]
+        if "parallelism" in d:
+            parts += [
+                "; parallelism per model: ",
+                V(
+                    ", ".join(
+                        f"{m} {p:.2f}" for m, p in zip(d["model"], d["parallelism"], strict=True)
+                    )
+                ),
+            ]
+        sec.say(*parts, ".")
+    return sec
+
+
+def _bench_scaling(sc: pd.DataFrame) -> Section:
+    from . import plots
+
+    sec = Section(
+        "scaling",
+        "Scaling with the number of tasks",
+        [
+            "How wall time grows as tasks are added, per model. A flat line means the model "
+            "overlaps the tasks; a line rising in proportion means they ran one after another. "
+            "On a machine with C cores, CPU work that runs in parallel stays flat up to C tasks, "
+            "then rises."
+        ],
+    )
+    if sc.empty:
+        sec.missing("no workload and model of this bench ran at two or more task counts.")
+        return sec
+    sec.body.append(Figure("scaling", plots.scaling(sc), "Wall time vs tasks"))
+    for key, g in sc.groupby([c for c in ("workload", "model") if c in sc]):
+        g = g.sort_values("tasks")
+        a, b = g.iloc[0], g.iloc[-1]
+        parts: Para = [
+            V(" / ".join(map(str, key if isinstance(key, tuple) else (key,)))),
+            ": ",
+            V(" → ".join(str(int(n)) for n in g["tasks"])),
+            " tasks took ",
+            V(" → ".join(_s(float(w)) for w in g["wall_s"])),
+        ]
+        if a["wall_s"] > 0:
+            parts += [
+                ": ",
+                V(f"{b['wall_s'] / a['wall_s']:.1f}×"),
+                " the wall time for ",
+                V(f"{b['tasks'] / a['tasks']:g}×"),
+                " the tasks",
+            ]
+        sec.say(*parts, ".")
+    return sec
+
+
+def _bench_sleep(split: pd.DataFrame) -> Section:
+    from . import plots
+
+    sec = Section(
+        "sleep",
+        "The effect of sleep state",
+        [
+            "The kernel puts a blocked thread to sleep, and a sleeping thread uses no CPU. "
+            "Summing every thread's sampled time by what it was doing shows, per model, how much "
+            "was spent running and how much asleep — and why: a timer, a lock, the GIL, an "
+            "epoll wait, a single socket. Against it, the CPU actually used (black diamonds): "
+            "running counts threads in state R, which includes runnable threads waiting for a "
+            "CPU, so on a busy machine it exceeds the CPU used."
+        ],
+    )
+    if split.empty:
+        sec.missing("no run folder of this bench could be read.")
+        return sec
+    # The figure has one bar per model: the task count the models were compared at.
+    shown = B.compared_cells(split)
+    caption = "Thread time by state, per model"
+    if "tasks" in shown and shown["tasks"].nunique() == 1:
+        caption += f" ({int(shown['tasks'].iloc[0])} tasks)"
+    elif "tasks" in shown:
+        caption += " (per workload, the task count most models ran)"
+    sec.body.append(Figure("sleep", plots.sleep_split(shown), caption))
+    wc = [c for c in split.columns if c.startswith("wait_")]
+    for _, r in split.iterrows():
+        tot = float(r[wc].sum())
+        run_s = float(r.get("wait_running_s", 0.0))
+        parts: Para = [
+            *_cell_name(r),
+            ": ",
+            V(_s(tot)),
+            " of thread time, ",
+            V(f"{100 * (tot - run_s) / tot:.0f}%" if tot else "0%"),
+            " asleep",
+        ]
+        top = sorted(
+            ((float(r[c]), c[5:-2]) for c in wc if c != "wait_running_s" and r[c] > 0),
+            reverse=True,
+        )[:2]
+        if top:
+            parts += [" (mostly ", V(", ".join(f"{w} {_s(v)}" for v, w in top)), ")"]
+        if "cpu_s" in r:
+            parts += ["; CPU used ", V(_s(float(r["cpu_s"])))]
+        sec.say(*parts, ".")
+    return sec
+
+
 def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
     from . import plots
 
@@ -706,148 +906,7 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
             *[[k, V(v)] for k, v in meta.items() if isinstance(v, (str, int, float))][:8],
         ],
     )
-    secs: list[Section] = []
-
-    s1 = Section(
-        "models",
-        "Sequential vs threads vs asyncio vs processes",
-        [
-            "The same workload under each concurrency model, side by side: wall time is what "
-            "the user waits, CPU time what the machine spent. I/O-bound work gets faster with "
-            "any model that overlaps the waiting; CPU-bound work only gets faster with more "
-            "CPUs actually running Python at once (processes), because of the GIL.",
-        ],
-    )
-    if cmp.empty:
-        s1.missing("the results table has no model / wall_s columns.")
-    else:
-        cols = [
-            c
-            for c in ("workload", "model", "tasks", "wall_s", "cpu_s", "parallelism", "runs")
-            if c in cmp
-        ]
-        s1.body.append(
-            Table(
-                cols,
-                [
-                    [_n(v) if isinstance(v, float) else v for v in r]
-                    for r in cmp[cols].itertuples(index=False)
-                ],
-            )
-        )
-        s1.body.append(Figure("models", plots.model_comparison(cmp), "Wall vs CPU time per model"))
-        for wk, d in cmp.groupby("workload") if "workload" in cmp else [(None, cmp)]:
-            if "tasks" in d:
-                d = d[d["tasks"] == d["tasks"].max()]
-            d = d.sort_values("wall_s")
-            best = d.iloc[0]
-            base = d[d["model"] == "sequential"]
-            parts: Para = []
-            if wk is not None:
-                parts += ["Workload ", V(wk, code=True), ": "]
-            # Medians within TIE_SHARE of the best are not told apart (the
-            # run-to-run spread on a shared machine is larger than that).
-            tied = d[d["wall_s"] <= best["wall_s"] * (1 + TIE_SHARE)]["model"].tolist()
-            if len(tied) > 1:
-                parts += [
-                    "fastest were ",
-                    V(_and(list(map(str, tied)))),
-                    f", within {TIE_SHARE:.0%} of each other, at ",
-                    V(_s(best["wall_s"])),
-                ]
-            else:
-                parts += ["fastest was ", V(best["model"]), " at ", V(_s(best["wall_s"]))]
-            if len(base) and best["model"] != "sequential" and best["wall_s"] > 0:
-                parts += [
-                    ", ",
-                    V(f"{base['wall_s'].iloc[0] / best['wall_s']:.2f}×"),
-                    " faster than sequential (",
-                    V(_s(base["wall_s"].iloc[0])),
-                    ")",
-                ]
-            if "parallelism" in d:
-                parts += [
-                    "; parallelism per model: ",
-                    V(
-                        ", ".join(
-                            f"{m} {p:.2f}"
-                            for m, p in zip(d["model"], d["parallelism"], strict=True)
-                        )
-                    ),
-                ]
-            s1.say(*parts, ".")
-    secs.append(s1)
-
-    s2 = Section(
-        "scaling",
-        "Scaling with the number of tasks",
-        [
-            "How wall time grows as tasks are added, per model. A flat line means the model "
-            "overlaps the tasks; a line rising in proportion means they ran one after another."
-        ],
-    )
-    if sc.empty or sc["tasks"].nunique() < 2:
-        s2.missing("the bench has fewer than two task counts.")
-    else:
-        s2.body.append(Figure("scaling", plots.scaling(sc), "Wall time vs tasks"))
-        for key, g in sc.groupby([c for c in ("workload", "model") if c in sc]):
-            g = g.sort_values("tasks")
-            a, b = g.iloc[0], g.iloc[-1]
-            s2.say(
-                V(" / ".join(map(str, key if isinstance(key, tuple) else (key,)))),
-                ": ",
-                V(int(a["tasks"])),
-                " → ",
-                V(int(b["tasks"])),
-                " tasks took ",
-                V(_s(a["wall_s"])),
-                " → ",
-                V(_s(b["wall_s"])),
-                ".",
-            )
-    secs.append(s2)
-
-    s3 = Section(
-        "sleep",
-        "The effect of sleep state",
-        [
-            "The kernel puts a blocked thread to sleep, and a sleeping thread uses no CPU. "
-            "Summing every thread's sampled time by what it was doing shows, per model, how much "
-            "was spent running and how much asleep — and why: a timer, a lock, the GIL, an "
-            "epoll wait, a single socket. Against it, the CPU actually used (black diamonds): "
-            "running counts threads in state R, which includes runnable threads waiting for a "
-            "CPU, so on a busy machine it exceeds the CPU used."
-        ],
-    )
-    if split.empty:
-        s3.missing("no run folder of this bench could be read.")
-    else:
-        s3.body.append(Figure("sleep", plots.sleep_split(split), "Thread time by state, per model"))
-        wc = [c for c in split.columns if c.startswith("wait_")]
-        for _, r in split.iterrows():
-            tot = float(r[wc].sum())
-            run_s = float(r.get("wait_running_s", 0.0))
-            parts: Para = []
-            if "workload" in r:
-                parts += [V(r["workload"], code=True), " "]
-            parts += [
-                V(r["model"]),
-                ": ",
-                V(_s(tot)),
-                " of thread time, ",
-                V(f"{100 * (tot - run_s) / tot:.0f}%" if tot else "0%"),
-                " asleep",
-            ]
-            top = sorted(
-                ((float(r[c]), c[5:-2]) for c in wc if c != "wait_running_s" and r[c] > 0),
-                reverse=True,
-            )[:2]
-            if top:
-                parts += [" (mostly ", V(", ".join(f"{w} {_s(v)}" for v, w in top)), ")"]
-            if "cpu_s" in r:
-                parts += ["; CPU used ", V(_s(float(r["cpu_s"])))]
-            s3.say(*parts, ".")
-    secs.append(s3)
+    secs = [_bench_models(cmp, results), _bench_scaling(sc), _bench_sleep(split)]
 
     s4 = Section(
         "gil",
@@ -863,7 +922,13 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
     if gvt.empty:
         s4.say("No GIL data in this bench: no run had a Python process whose threads ran Python.")
     else:
-        s4.body.append(Figure("gil", plots.gil(None, gvt), "GIL contention vs threads"))
+        # Lines only, when there are any: a model run at one thread count is a lone point.
+        drawn = B.lines(gvt, "threads")
+        s4.body.append(
+            Figure(
+                "gil", plots.gil(None, drawn if len(drawn) else gvt), "GIL contention vs threads"
+            )
+        )
         for _, r in gvt.iterrows():
             s4.say(
                 V(r.get("workload", "")),
@@ -880,14 +945,12 @@ def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
     if not cmp.empty and "parallelism" in cmp and "model" in cmp:
         th = cmp[cmp["model"].astype(str).str.contains("thread")]
         for _, r in th.iterrows():
-            if "workload" in r:
-                s4.say(
-                    "Threads on ",
-                    V(r["workload"], code=True),
-                    ": parallelism ",
-                    V(_n(float(r["parallelism"]), 2)),
-                    " (CPU seconds per wall second).",
-                )
+            s4.say(
+                *_cell_name(r),
+                ": parallelism ",
+                V(_n(float(r["parallelism"]), 2)),
+                " (CPU seconds per wall second).",
+            )
     secs.append(s4)
 
     s5 = Section(

@@ -171,3 +171,79 @@ def test_per_run_waits_leaves_out_the_http_server_and_the_zombie_sample() -> Non
     assert row["wait_other_s"] == 0.0
     assert row["threads_seen"] == 1
     assert row["sockets_peak"] == 1 and row["epoll_peak"] == 0
+
+
+def _sleep_runs() -> pd.DataFrame:
+    """per_run_waits output: io-sleep under threads at 1 and 4 tasks (thread-
+    seconds asleep grow with the tasks), 3 repeats each."""
+    rows = [
+        {
+            "workload": "io-sleep",
+            "model": "threads",
+            "tasks": n,
+            "repeat": r,
+            "cpu_s": 0.01 * n,
+            "wait_sleep_s": 0.4 * n + 0.01 * r,
+            "wait_running_s": 0.01,
+        }
+        for r in range(3)
+        for n in (1, 4)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_sleep_split_never_pools_task_counts() -> None:
+    split = B.sleep_split(_sleep_runs()).set_index("tasks")
+    assert sorted(split.index) == [1, 4]
+    assert split.loc[1, "wait_sleep_s"] == pytest.approx(0.41)  # median of its 3 repeats
+    assert split.loc[4, "wait_sleep_s"] == pytest.approx(1.61)
+    assert split.loc[4, "cpu_s"] == pytest.approx(0.04)
+
+
+def test_scaling_keeps_only_lines() -> None:
+    """A (workload, model) at one task count is a point, not a line: left out,
+    even when the workload has other models at several counts."""
+    rows = [
+        {"workload": "cpu", "model": m, "tasks": n, "wall_s": w}
+        for m, n, w in (
+            ("threads", 1, 0.25),
+            ("threads", 2, 0.5),
+            ("threads", 4, 1.0),
+            ("sequential", 2, 0.5),
+            ("processes", 2, 0.3),
+        )
+    ]
+    sc = B.scaling(pd.DataFrame(rows))
+    assert set(sc["model"]) == {"threads"}
+    assert sc["tasks"].tolist() == [1, 2, 4]
+
+
+def test_compared_cells_take_the_task_count_most_models_ran() -> None:
+    rows = [("cpu", m, 2) for m in ("sequential", "threads", "asyncio", "processes")]
+    rows += [("cpu", "threads", n) for n in (1, 4, 8)]
+    rows += [("io", m, n) for m in ("sequential", "threads") for n in (2, 4)]  # a tie: 4
+    rows += [("solo", "threads", n) for n in (1, 2)]
+    cmp = pd.DataFrame(rows, columns=["workload", "model", "tasks"]).assign(wall_s=1.0)
+    got = B.compared_cells(cmp)
+    assert sorted(got[got["workload"] == "cpu"]["model"]) == sorted(
+        ["sequential", "threads", "asyncio", "processes"]
+    )
+    assert set(got[got["workload"] == "cpu"]["tasks"]) == {2}
+    assert set(got[got["workload"] == "io"]["tasks"]) == {4}
+    assert got[got["workload"] == "solo"]["tasks"].tolist() == [2]
+    assert B.compared_cells(cmp.drop(columns="tasks")).equals(cmp.drop(columns="tasks"))
+
+
+def test_lines_keep_series_with_two_x_values() -> None:
+    df = pd.DataFrame(
+        [("cpu", "threads", n, 0.1 * n) for n in (1, 2, 4)]
+        + [("cpu", "asyncio", 1, 0.0), ("io", "threads", 2, 0.0)],
+        columns=["workload", "model", "threads", "gil_share"],
+    )
+    got = B.lines(df, "threads")
+    assert got[["workload", "model"]].drop_duplicates().values.tolist() == [["cpu", "threads"]]
+    assert got["threads"].tolist() == [1, 2, 4]
+    assert B.lines(df.drop(columns=["workload", "model"]), "threads").equals(
+        df.drop(columns=["workload", "model"])
+    )
+    assert B.lines(df, "tasks").empty

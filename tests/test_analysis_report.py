@@ -138,3 +138,111 @@ def test_models_within_noise_of_the_fastest_are_named_together(tmp_path) -> None
     assert "1.98×" in text  # 0.8 / 0.405, two decimals like the table
     text = md([r for r in rows if r["model"] != "threads"])
     assert "fastest was" in text
+
+
+def _bench_md(tmp_path, rows: list[dict], runs: dict | None = None, monkeypatch=None) -> str:
+    """The bench report's Markdown for a hand-built per-run table; ``runs``
+    maps each row's ``run`` to a hand-built run (the folders need not exist)."""
+    import pandas as pd
+
+    from circuit.analysis import bench as B
+    from circuit.analysis.report import bench_document, render_markdown
+    from circuit.errors import CircuitError
+
+    if runs is not None:
+
+        def load(path: str):
+            if path not in runs:
+                raise CircuitError("no such run")
+            return runs[path]
+
+        monkeypatch.setattr(B, "_default_loader", load)
+    doc = bench_document(tmp_path, pd.DataFrame(rows))
+    names = {f.name: f"{f.name}.png" for s in doc.sections for f in s.body if hasattr(f, "fig")}
+    return render_markdown(doc, names)
+
+
+def _sweep_rows() -> list[dict]:
+    """cpu-count: 4 models at 2 tasks, threads and thread-pool also at 1 and 4;
+    every threaded cell at exactly one CPU second per wall second."""
+    cells = [("cpu-count", m, 2) for m in ("sequential", "threads", "thread-pool", "asyncio")]
+    cells += [("cpu-count", m, n) for m in ("threads", "thread-pool") for n in (1, 4)]
+    return [
+        {
+            "workload": w,
+            "model": m,
+            "tasks": n,
+            "repeat": r,
+            "wall_s": 0.25 * n,
+            "cpu_s": 0.25 * n,
+            "parallelism": 1.0,
+        }
+        for w, m, n in cells
+        for r in range(3)
+    ]
+
+
+def test_bench_report_never_repeats_a_line(tmp_path) -> None:
+    text = _bench_md(tmp_path, _sweep_rows())
+    lines = [x for x in text.splitlines() if x.strip() and not x.startswith(("|", "!["))]
+    repeated = {x for x in lines if lines.count(x) > 1}
+    assert not repeated, repeated
+    # each threaded cell's parallelism, named by its model and task count
+    for m in ("threads", "thread-pool"):
+        for word in ("1 task", "2 tasks", "4 tasks"):
+            assert f"`cpu-count` **{m}**, **{word}**: parallelism **1.00**" in text
+
+
+def test_bench_report_compares_models_at_one_task_count(tmp_path) -> None:
+    text = _bench_md(tmp_path, _sweep_rows())
+    assert "## Sequential vs threads vs thread-pool vs asyncio" in text
+    # the sweep's 4-task cells (threads alone there) are no comparison of models
+    (line,) = [x for x in text.splitlines() if x.startswith("Workload `cpu-count`")]
+    assert "with **2 tasks**" in line and "sequential" in line and "asyncio" in line
+    # the sweep is a scaling line per model: 1 -> 2 -> 4 tasks
+    assert "**cpu-count / threads**: **1 → 2 → 4** tasks took" in text
+    assert "**4.0×** the wall time for **4×** the tasks" in text
+    assert "cpu-count / sequential" not in text  # one task count: a point, not a line
+
+
+def test_bench_report_heading_names_the_models_run(tmp_path) -> None:
+    rows = [r for r in _sweep_rows() if r["model"] in ("threads", "asyncio")]
+    text = _bench_md(tmp_path, rows)
+    assert "Sequential" not in text and "sequential" not in text
+    assert "## Threads vs asyncio" in text
+    text = _bench_md(tmp_path, [r for r in rows if r["model"] == "threads"])
+    assert "## One model: threads" in text
+    assert "only **threads** was run" in text
+
+
+def test_bench_sleep_lines_per_task_count(tmp_path, monkeypatch) -> None:
+    """4 sleeping tasks sleep 4 times as long as 1: one line each, never their median."""
+    runs = {}
+    rows = []
+    for n in (1, 4):
+        for r in range(3):
+            th = thread_frame(
+                [
+                    (t, 1, 1 + k, "w", "S", "sleep", 230, 0, 0, 0)
+                    for k in range(n)
+                    for t in range(0, 400, 10)
+                ]
+            )
+            runs[f"r{n}{r}"] = fake_run(th)
+            rows.append(
+                {
+                    "workload": "io-sleep",
+                    "model": "threads",
+                    "tasks": n,
+                    "repeat": r,
+                    "wall_s": 0.4,
+                    "cpu_s": 0.01,
+                    "run": f"r{n}{r}",
+                }
+            )
+    text = _bench_md(tmp_path, rows, runs, monkeypatch)
+    assert "`io-sleep` **threads**, **1 task**: **0.400 s** of thread time, **100%** asleep" in text
+    assert (
+        "`io-sleep` **threads**, **4 tasks**: **1.600 s** of thread time, **100%** asleep" in text
+    )
+    assert "1.000 s" not in text  # the median of a 1-task and a 4-task run

@@ -241,6 +241,8 @@ def test_tiny_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--tasks", "0"], "--tasks values must be at least 1"),
         (["--scale", "0"], "--scale must be"),
         (["--repeat", "0"], "--repeat must be at least 1"),
+        (["--sweep", "cpu-count:threads"], "--sweep takes WORKLOADS:MODELS:N"),
+        (["--sweep", "cpu-count:fibers:2"], "unknown model 'fibers'"),
     ],
 )
 def test_bench_bad_input(
@@ -259,7 +261,7 @@ def test_demo_is_the_default_bench() -> None:
     a = build_parser().parse_args(["demo"])
     assert a.func is demo.run  # the default bench, then its report
     assert a.output == Path("circuit-runs/demo")
-    assert a.workloads == "io-sleep,io-http,cpu-count"
+    assert a.workloads == "io-sleep,io-http,cpu-count,cpu-hash"
     assert a.models == "sequential,threads,asyncio,processes"
     assert (a.tasks, a.repeat, a.scale) == ("2", 3, bench.DEFAULT_SCALE)
 
@@ -273,3 +275,76 @@ def test_a_failed_run_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert "run runs/io-sleep_sequential_t1_r1 failed (no result from the workload)" in err
     assert "1 failed" in err
+
+
+def test_matrix_adds_sweep_cells_once_in_order() -> None:
+    sweep = [Cell("cpu-count", "threads", n) for n in (1, 2, 4)]
+    sweep += [Cell("cpu-hash", "threads", 4)]
+    cells = matrix(["io-sleep", "cpu-count"], ["sequential", "threads"], [2], sweep)
+    assert len(cells) == len(set(cells)) == 7  # (cpu-count, threads, 2) is in the grid
+    assert cells == [
+        Cell("io-sleep", "sequential", 2),
+        Cell("io-sleep", "threads", 2),
+        Cell("cpu-count", "threads", 1),
+        Cell("cpu-count", "sequential", 2),
+        Cell("cpu-count", "threads", 2),
+        Cell("cpu-count", "threads", 4),
+        Cell("cpu-hash", "threads", 4),
+    ]
+
+
+def test_parse_sweep() -> None:
+    from circuit.commands.bench import parse_sweep
+    from circuit.workloads import MODELS_ALL, WORKLOADS
+
+    def p(*specs: str) -> list[tuple[str, str, int]]:
+        return parse_sweep(list(specs), WORKLOADS, MODELS_ALL)
+
+    assert p("cpu-count,cpu-hash:threads:1,2") == [
+        ("cpu-count", "threads", 1),
+        ("cpu-count", "threads", 2),
+        ("cpu-hash", "threads", 1),
+        ("cpu-hash", "threads", 2),
+    ]
+    assert p("cpu-count:threads:1", "cpu-count:threads:1,4") == [
+        ("cpu-count", "threads", 1),
+        ("cpu-count", "threads", 4),
+    ]
+    assert p("cpu-count:threads:1", "none") == []
+    assert p("none", "io-sleep:all:2")[0] == ("io-sleep", "sequential", 2)
+    for bad, says in (
+        ("cpu-count:threads", "WORKLOADS:MODELS:N"),
+        ("video:threads:1", "unknown workload 'video'"),
+        ("cpu-count:fibers:1", "unknown model 'fibers'"),
+        ("cpu-count:threads:0", "at least 1"),
+    ):
+        with pytest.raises(CircuitError, match=says):
+            p(bad)
+
+
+def test_demo_adds_the_thread_sweep_and_bench_does_not() -> None:
+    from circuit.cli import build_parser
+    from circuit.commands import bench
+
+    demo = build_parser().parse_args(["demo"])
+    assert demo.sweep is None and demo.default_sweep == bench.DEMO_SWEEP
+    assert bench.DEMO_SWEEP == "cpu-count,cpu-hash:threads:1,2,4"
+    plain = build_parser().parse_args(["bench"])
+    assert plain.sweep is None and plain.default_sweep is None
+    off = build_parser().parse_args(["demo", "--sweep", "none"])
+    assert off.sweep == ["none"]
+
+
+@pytest.mark.integration
+def test_bench_sweep_runs_its_cells(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    argv = ["bench", "--workloads", "io-sleep", "--models", "sequential", "--tasks", "2"]
+    argv += ["--sweep", "io-sleep:threads:1,2", "--repeat", "1", "--scale", "0.02", "-q"]
+    assert main([*argv, "-o", str(out)]) == 0
+    info = json.loads((out / "bench.json").read_text())
+    assert info["matrix"]["sweep"] == [["io-sleep", "threads", 1], ["io-sleep", "threads", 2]]
+    ran = [(r["model"], r["tasks"]) for r in info["runs"]]
+    assert ran == [("threads", 1), ("sequential", 2), ("threads", 2)]
+    res = pd.read_parquet(out / "results.parquet").set_index(["model", "tasks"])
+    assert res.loc[("threads", 2), "speedup_median"] > 1.3  # 0.08 s and 0.06 s overlapped
+    assert math.isnan(res.loc[("threads", 1), "speedup_median"])  # no sequential at 1 task

@@ -147,3 +147,34 @@ def test_generic_table_differs():
     assert arm.syscall_name(98) == "futex"
     assert X86.syscall_name(202) == "futex"
     assert X86.syscall_name(-1) == ""
+
+
+@pytest.mark.parametrize(
+    ("nr", "arg0", "want"),
+    [
+        (270, 0, "sleep"),  # pselect6(0, NULL, NULL, NULL, t): Python 3.10's time.sleep
+        (23, 0, "sleep"),  # select(0, ...)
+        (7, 0, "sleep"),  # poll(NULL, 0, t)
+        (271, 0, "sleep"),  # ppoll(NULL, 0, t, ...)
+        (270, 6, "poll"),  # pselect6 on fds 0-5: a select-based loop
+        (23, 1, "poll"),  # select on fd 0 alone: nfds is 1
+        (7, 0x7FFC0000, "poll"),  # poll on an fd array
+        (271, 0x7FFC0000, "poll"),
+        (232, 0, "poll"),  # epoll_wait on epoll fd 0 (stdin closed): still an event loop
+        (281, 0, "poll"),
+        (441, 0, "poll"),
+        (230, 1, "sleep"),  # clock_nanosleep(CLOCK_MONOTONIC, ...): 3.11 and later
+    ],
+)
+def test_multiplexers_on_no_fds_are_sleep(nr: int, arg0: int, want: str) -> None:
+    # arg0 is the first syscall argument: nfds of select, the fd array of poll.
+    assert X86("S", nr, arg0, "poll_schedule_timeout", None) == want
+    assert X86("R", nr, arg0, "", None) == "running"
+
+
+def test_multiplexers_on_no_fds_are_sleep_on_arm64() -> None:
+    arm = Classifier("aarch64")
+    assert arm("S", 72, 0, "", None) == "sleep"  # pselect6(0, ...)
+    assert arm("S", 73, 0, "", None) == "sleep"  # ppoll(NULL, ...)
+    assert arm("S", 72, 4, "", None) == "poll"
+    assert arm("S", 22, 0, "", None) == "poll"  # epoll_pwait on fd 0

@@ -273,3 +273,47 @@ t = threading.Thread(target=f); t.start(); t.join()
     assert run.meta["backend"] == "psutil"
     (t,) = thread_summary(run, name="sleeper")
     assert t["time_by_state"].get("S", 0) > 0.5
+
+
+# time.sleep is pselect6(0, NULL, NULL, NULL, t) in 3.10 and clock_nanosleep
+# from 3.11; select.select on a pipe is pselect6 on one fd in every version.
+PYENV = "/root/.pyenv/versions"
+OTHER_PYTHONS = [
+    f"{PYENV}/3.10.13/bin/python3.10",
+    f"{PYENV}/3.12.1/bin/python3.12",
+    f"{PYENV}/3.13.0/bin/python3.13",
+]
+
+SELECT_THEN_SLEEP = (
+    NAME
+    + """
+import os, select, threading, time
+r, w = os.pipe()
+def f():
+    osname("waiter")
+    for _ in range(30):
+        select.select([r], [], [], 0.03)  # nothing to read: waits on one fd
+        time.sleep(0.03)
+t = threading.Thread(target=f); t.start(); t.join()
+"""
+)
+
+
+@pytest.mark.parametrize("python", OTHER_PYTHONS, ids=lambda p: os.path.basename(p))
+def test_time_sleep_is_sleep_and_select_on_a_fd_is_poll(tmp_path, python):
+    """The same syscall (pselect6 in 3.10) on no fds is a sleep, on a fd a poll.
+    Turns of 30 ms keep the thread waking every few samples, so the C tick (the
+    autouse fixture runs both ticks) reuses its rows asleep, which it may only
+    do on the same syscall *and* first argument."""
+    from circuit.tracer.session import Options, run_command
+
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"{python} is not installed")
+    status, _ = run_command(
+        [python, "-c", code(SELECT_THEN_SLEEP)], Options(out=tmp_path / "r", quiet=True)
+    )
+    assert status == 0
+    (t,) = thread_summary(circuit.load(tmp_path / "r"), name="waiter")
+    # 0.9 s in each; a 100 Hz sample is 0.01 s, late wake-ups add to each.
+    assert 0.7 < t["time_by_wait"].get("sleep", 0) < 1.2, t["time_by_wait"]
+    assert 0.7 < t["time_by_wait"].get("poll", 0) < 1.2, t["time_by_wait"]

@@ -232,6 +232,86 @@ def test_cpu_count_wall_times(cpu_runs: dict[str, list[dict[str, Any]]]) -> None
     assert wall["sequential"] / wall["processes"] > 1.2, wall
 
 
+# ---------------------------------------------------------------- cpu-hash
+
+HASH_THREADS = (1, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def hash_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict[str, Any]]]:
+    """cpu-hash under threads at 1, 2 and 4 tasks, 3 times interleaved."""
+    base = tmp_path_factory.mktemp("hash")
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in HASH_THREADS}
+    for rep in range(3):
+        for n in HASH_THREADS:
+            run, s, res = trace_workload(base / f"t{n}r{rep}", "cpu-hash", "threads", n, CPU_SCALE)
+            workers = wait_shares(run, res["pid"]).drop(index=res["pid"])
+            runs[n].append(
+                {
+                    "wall": res["wall_s"],
+                    "cpu": res["cpu_s"],
+                    "par": res["cpu_s"] / res["wall_s"],
+                    "delay": delay_share(s),
+                    "workers": len(workers),
+                    "gil": float(workers.get("gil", pd.Series([0.0])).max()),
+                }
+            )
+    return runs
+
+
+@pytest.mark.integration
+def test_cpu_hash_every_model_does_the_same_work() -> None:
+    """Untraced and small: every model runs it, for about the same CPU time."""
+    cpu = {}
+    for m in available_models():
+        res = _untraced("cpu-hash", "--model", m, "--tasks", "2", "--scale", "0.05")
+        assert res["workload"] == "cpu-hash" and res["model"] == m
+        cpu[m] = res["cpu_s"]
+    # 2 x 205 MiB of SHA-256 in every model; interpreter and fork costs aside.
+    for c in cpu.values():
+        assert 0.6 < c / cpu["sequential"] < 1.6, cpu
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cpu_hash_threads_use_both_cores(hash_sweep: dict[int, list[dict[str, Any]]]) -> None:
+    """hashlib releases the GIL: on 2 cores, 2 hashing threads take the time of
+    one (2 counting threads take twice as long, test_cpu_count_wall_times)."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("threads need 2 CPUs to run in parallel")
+    assert all(r["workers"] == n for n, v in hash_sweep.items() for r in v), hash_sweep
+    wall = {n: round(float(med(v, "wall")), 3) for n, v in hash_sweep.items()}
+    par = {n: round(float(med(v, "par")), 2) for n, v in hash_sweep.items()}
+    # Run-queue delay of 1 and 2 threads says whether 2 cores were free (4
+    # threads on 2 cores wait for a CPU by design).
+    delay = {n: round(float(med(hash_sweep[n], "delay")), 2) for n in (1, 2)}
+    if max(delay.values()) > BUSY or par[1] < 0.9:
+        pytest.skip(
+            f"cores busy elsewhere (run-queue delay per CPU second {delay}; "
+            f"CPU per wall second {par}): walls {wall}"
+        )
+    # Both cores at once: 2 CPU seconds per wall second is perfect, 1 is the GIL.
+    assert par[2] > 1.6, (par, wall)
+    assert par[4] > 1.6, (par, wall)
+    # Twice the work in about the same time (the GIL would make it 2x) ...
+    assert wall[2] < 1.35 * wall[1], wall
+    # ... and then the cores are the limit: 4 tasks take about twice 2.
+    assert 1.6 < wall[4] / wall[2] < 2.5, wall
+    # The threads do not queue for the GIL (a counting thread spends ~half its
+    # time so beside another).
+    assert max(r["gil"] for r in hash_sweep[2]) < 0.1, hash_sweep[2]
+
+
+@pytest.mark.integration
+def test_cpu_hash_asyncio_blocks_the_loop(tmp_path: Path) -> None:
+    """On the event loop as written: one thread, one hash at a time."""
+    run, s, res = trace_workload(tmp_path, "cpu-hash", "asyncio", 2, CPU_SCALE)
+    assert proc(s, res["pid"])["threads_peak"] == 1
+    assert res["cpu_s"] / res["wall_s"] < 1.15, res
+    shares = wait_shares(run, res["pid"])
+    assert shares.loc[res["pid"], "running"] > 0.9, shares
+
+
 # ---------------------------------------------------------------- io-http
 
 HTTP_TASKS = 3

@@ -4,7 +4,8 @@ The vocabulary is public (it is a column in the run format and a key in
 ``circuit summary --json``):
 
     running  on a CPU or runnable (state R)
-    sleep    nanosleep / clock_nanosleep / pause
+    sleep    nanosleep / clock_nanosleep / pause, or select / poll on no fds at
+             all (Python 3.10's time.sleep is pselect6(0, NULL, NULL, NULL, t))
     lock     futex (a lock, a condition variable; ``gil`` is split out later)
     poll     epoll_wait / poll / select and friends
     socket   blocked in a read/write/accept/connect on a socket
@@ -132,6 +133,12 @@ _GROUPS = {
     "child": ("wait4", "waitid"),
     "disk": ("fsync", "fdatasync", "io_getevents"),
 }
+# Multiplexers called on no fds are timers: select(0, ...) and pselect6(0, ...)
+# (the first argument is nfds; Python 3.10's time.sleep), poll(NULL, 0, ...) and
+# ppoll(NULL, ...) (the first argument is the fd array; NULL can only go with
+# nfds 0, anything else fails at once with EFAULT).  epoll_wait's first
+# argument is an epoll fd, which may be 0: never a timer by its argument.
+_NO_FDS_SLEEP = ("select", "pselect6", "poll", "ppoll")
 # read/write-like calls: the answer depends on what fd 0 (the first argument) is.
 _FD_IO = ("read", "write", "readv", "writev", "pread64", "pwrite64", "splice", "sendfile")
 
@@ -158,6 +165,9 @@ _WCHAN_HINTS = (
 class Classifier:
     """Turns (state, syscall nr, arg0, wchan) into a wait reason.
 
+    ``arg0`` is the syscall's first argument: the fd of read/write-like calls,
+    nfds of select, the fd array of poll.
+
     ``fd_kind`` resolves the first argument of read/write-like syscalls to the
     kind of fd it names (``socket``, ``pipe``, ``file``...), when known.
     """
@@ -171,6 +181,7 @@ class Classifier:
                 if n in table:  # the generic table has no pause, poll, select...
                     self.by_nr[table[n]] = reason
         self.fd_io = {table[n] for n in _FD_IO if n in table}
+        self.no_fds_sleep = {table[n] for n in _NO_FDS_SLEEP if n in table}
 
     def __call__(self, state: str, nr: int, arg0: int, wchan: str, fd_kind: str | None) -> str:
         if state == "R":
@@ -179,6 +190,8 @@ class Classifier:
             return "disk"
         if state not in ("S", "I"):
             return "other"  # stopped, traced, zombie, dead
+        if arg0 == 0 and nr in self.no_fds_sleep:
+            return "sleep"
         reason = self.by_nr.get(nr)
         if reason is not None:
             return reason

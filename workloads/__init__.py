@@ -9,6 +9,8 @@ Workloads (what one task does):
     io-http    one real HTTP request to a server process on loopback that answers
                after 4 or 3 units (cycling), without blocking itself
     cpu-count  the article's counting loop: 100,000,000 increments per task at scale 1
+    cpu-hash   SHA-256 of 4 GiB per task at scale 1, in 4 MiB calls: C code that
+               releases the GIL, so threads do run it on several CPUs at once
     disk       write a file, fsync it, drop it from the page cache, read it back
     mixed      alternate CPU bursts and sleeps
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-WORKLOADS = ("io-sleep", "io-http", "cpu-count", "disk", "mixed")
+WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash", "disk", "mixed")
 MODELS_ALL = (
     "sequential",
     "threads",
@@ -41,6 +43,11 @@ ASYNC_MODELS = ("asyncio", "asyncio-uvloop")
 UNITS = (4.0, 3.0)
 # The article's counting loop, per task at scale 1.
 COUNT = 100_000_000
+# cpu-hash: bytes hashed per task at scale 1, and per hashlib call.  hashlib
+# releases the GIL for the whole call on buffers this size, so the time goes to
+# C code that needs no GIL; one buffer per task, hashed again and again.
+HASH_BYTES = 4 * 2**30
+HASH_CHUNK = 4 * 2**20
 # disk: bytes written (and read back) per task at scale 1.
 DISK_BYTES = 64 * 2**20
 # mixed: per round, a CPU burst of MIXED_COUNT increments then MIXED_WAIT_S of sleep,

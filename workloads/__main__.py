@@ -10,6 +10,8 @@ from typing import NoReturn
 from . import (
     COUNT,
     DISK_BYTES,
+    HASH_BYTES,
+    HASH_CHUNK,
     MIXED_COUNT,
     MIXED_ROUNDS,
     MIXED_WAIT_S,
@@ -26,6 +28,8 @@ workloads (one task does):
   io-http     one HTTP GET to a server process on 127.0.0.1 that answers after 4, 3... units
               (requests for blocking models, aiohttp for asyncio models)
   cpu-count   the article's loop: count to {COUNT:,} x scale
+  cpu-hash    hashlib.sha256 of {HASH_BYTES // 2**30} GiB x scale, {HASH_CHUNK // 2**20} MiB per call
+              (C code that releases the GIL: threads run it in parallel)
   disk        write {DISK_BYTES // 2**20} MiB x scale, fsync, drop from the page cache, read back
   mixed       {MIXED_ROUNDS} x (count to {MIXED_COUNT:,} x scale, then sleep {MIXED_WAIT_S:g} s x scale)
 

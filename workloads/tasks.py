@@ -11,6 +11,7 @@ process models can run them in children.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ from typing import Any
 
 from circuit.marks import mark
 
-from . import DISK_BYTES, MIXED_COUNT, MIXED_ROUNDS, MIXED_WAIT_S, duration
+from . import (
+    DISK_BYTES,
+    HASH_BYTES,
+    HASH_CHUNK,
+    MIXED_COUNT,
+    MIXED_ROUNDS,
+    MIXED_WAIT_S,
+    duration,
+)
 
 CHUNK = 2**20
 
@@ -39,6 +48,11 @@ def count(n: int) -> int:
     while count < n:
         count = count + 1
     return count
+
+
+def hash_calls(scale: float) -> int:
+    """How many HASH_CHUNK-byte hashlib calls one cpu-hash task makes (at least 1)."""
+    return max(1, round(HASH_BYTES * scale / HASH_CHUNK))
 
 
 def http_delay(p: Params, i: int) -> float:
@@ -69,6 +83,14 @@ def _cpu_count(p: Params, i: int) -> None:
     from . import COUNT
 
     count(int(COUNT * p.scale))
+
+
+def _cpu_hash(p: Params, i: int) -> None:
+    # One buffer per task, made once: the time goes to hashing, not to
+    # allocating.  Each call hashes all of it with the GIL released.
+    block = bytes([i % 251]) * HASH_CHUNK
+    for _ in range(hash_calls(p.scale)):
+        hashlib.sha256(block).digest()
 
 
 def _disk(p: Params, i: int) -> None:
@@ -112,6 +134,7 @@ SYNC = {
     "io-sleep": _io_sleep,
     "io-http": _io_http,
     "cpu-count": _cpu_count,
+    "cpu-hash": _cpu_hash,
     "disk": _disk,
     "mixed": _mixed,
 }
@@ -143,6 +166,10 @@ async def _aio_cpu_count(p: Params, i: int, ctx: dict[str, Any]) -> None:
     _cpu_count(p, i)  # on the loop, as written: nothing to await
 
 
+async def _aio_cpu_hash(p: Params, i: int, ctx: dict[str, Any]) -> None:
+    _cpu_hash(p, i)  # on the loop, as written: the loop waits for each call
+
+
 async def _aio_disk(p: Params, i: int, ctx: dict[str, Any]) -> None:
     _disk(p, i)  # plain file I/O blocks the loop; asyncio has no async files
 
@@ -157,6 +184,7 @@ ASYNC = {
     "io-sleep": _aio_sleep,
     "io-http": _aio_http,
     "cpu-count": _aio_cpu_count,
+    "cpu-hash": _aio_cpu_hash,
     "disk": _aio_disk,
     "mixed": _aio_mixed,
 }

@@ -15,14 +15,18 @@ from typing import Any
 from circuit.commands import add_pyspy_options, default_run_dir, pyspy_observers
 from circuit.errors import CircuitError
 
-DEFAULT_WORKLOADS = ("io-sleep", "io-http", "cpu-count")
+DEFAULT_WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash")
 DEFAULT_MODELS = ("sequential", "threads", "asyncio", "processes")
 DEFAULT_TASKS = (2,)
 DEFAULT_REPEAT = 3
 # 0.1: the article's 4 s and 3 s calls become 0.4 s and 0.3 s, its count
-# 10,000,000 per task (~0.5 s on a 2020s core).  The default bench is then 36
-# traced runs and takes about a minute on 2 cores.
+# 10,000,000 per task and cpu-hash 410 MiB per task (each ~0.25 s on a 2020s
+# core).  The default bench is then 48 traced runs, under a minute on 2 cores.
 DEFAULT_SCALE = 0.1
+# `circuit demo` adds these cells: the CPU workloads under threads at 1, 2 and
+# 4 tasks, so its scaling and GIL sections have lines, not points.  On 2 cores
+# counting threads take N times as long as one, hashing threads do not.
+DEMO_SWEEP = "cpu-count,cpu-hash:threads:1,2,4"
 BENCH_FILE = "bench.json"
 RUNS_DIR = "runs"
 
@@ -32,8 +36,10 @@ its own traced program, several times; print and save one table: per cell
 the median and spread of wall time, CPU time, parallelism, speedup vs
 sequential, context switches per second, peak fds by kind.
 
-Without options: the article's comparison (io-sleep, io-http, cpu-count under
-sequential, threads, asyncio, processes; 2 tasks; 3 repeats; scale 0.1).
+Without options: the article's comparison (io-sleep, io-http, cpu-count and
+cpu-hash under sequential, threads, asyncio, processes; 2 tasks; 3 repeats;
+scale 0.1).  --sweep adds cells outside that grid, e.g. one model at several
+task counts.
 """
 
 EPILOG = """\
@@ -57,6 +63,7 @@ cell), runs.parquet/.csv (one row per run), runs/<cell>_r<k>/ (run folders).
 examples:
   circuit bench                                     the article's comparison
   circuit bench --workloads cpu-count --models all --tasks 1,2,4,8 --repeat 5
+  circuit bench --sweep cpu-count,cpu-hash:threads:1,2,4,8   the grid plus a thread sweep
   circuit bench --workloads io-http --models asyncio,threads --tasks 1,8,64
   circuit bench --python /usr/bin/python3.13t --workloads cpu-count
 """
@@ -74,7 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_bench_options(p: argparse.ArgumentParser, output: Path | None = None) -> None:
+def add_bench_options(
+    p: argparse.ArgumentParser, output: Path | None = None, sweep: str | None = None
+) -> None:
     p.add_argument(
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
@@ -93,6 +102,17 @@ def add_bench_options(p: argparse.ArgumentParser, output: Path | None = None) ->
         metavar="N[,N...]",
         help="tasks per run; several values make a scaling sweep (default 2)",
     )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=None,
+        metavar="WORKLOADS:MODELS:N[,N...]",
+        help=(
+            "also run these cells, e.g. cpu-count,cpu-hash:threads:1,2,4 (repeatable; "
+            f"none for no sweep; default {sweep or 'none'})"
+        ),
+    )
+    p.set_defaults(default_sweep=sweep)
     p.add_argument(
         "--repeat", type=int, default=DEFAULT_REPEAT, metavar="R", help="runs per cell (default 3)"
     )
@@ -148,6 +168,26 @@ def parse_tasks(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def parse_sweep(
+    specs: list[str], workloads: tuple[str, ...], models: tuple[str, ...]
+) -> list[tuple[str, str, int]]:
+    """(workload, model, tasks) of each ``WORKLOADS:MODELS:N[,N...]`` spec; ``none`` clears."""
+    cells: list[tuple[str, str, int]] = []
+    for spec in specs:
+        if spec.strip() == "none":
+            cells = []
+            continue
+        parts = spec.split(":")
+        if len(parts) != 3:
+            raise CircuitError(
+                f"--sweep takes WORKLOADS:MODELS:N[,N...] (e.g. {DEMO_SWEEP}), got {spec!r}"
+            )
+        ws = parse_names(parts[0], workloads, "workload")
+        ms = parse_names(parts[1], models, "model")
+        cells += [(w, m, n) for w in ws for m in ms for n in parse_tasks(parts[2])]
+    return list(dict.fromkeys(cells))
+
+
 def _prepare(out: Path, force: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
@@ -186,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
     valid_models = MODELS_ALL if args.python else available_models()
     models = parse_names(args.models, valid_models, "model")
     tasks = parse_tasks(args.tasks)
+    specs = getattr(args, "sweep", None)
+    if specs is None:
+        specs = [getattr(args, "default_sweep", None) or "none"]
+    sweep = parse_sweep(specs, WORKLOADS, valid_models)
     if args.repeat < 1:
         raise CircuitError(f"--repeat must be at least 1, got {args.repeat}")
     msg = check(workloads[0], "sequential", tasks[0], args.scale)  # names checked above
@@ -197,7 +241,9 @@ def run(args: argparse.Namespace) -> int:
         raise CircuitError(f"--python: no such interpreter: {args.python}")
     out = args.output or default_run_dir("bench")
     _prepare(out, args.force)
-    return bench(out, workloads, models, tasks, args.repeat, args.scale, args, quiet=args.quiet)
+    return bench(
+        out, workloads, models, tasks, args.repeat, args.scale, args, quiet=args.quiet, sweep=sweep
+    )
 
 
 def bench(
@@ -209,14 +255,15 @@ def bench(
     scale: float,
     args: argparse.Namespace,
     quiet: bool = False,
+    sweep: list[tuple[str, str, int]] | None = None,
 ) -> int:
     import pandas as pd
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from circuit.analysis.bench import aggregate, matrix, schedule
+    from circuit.analysis.bench import Cell, aggregate, matrix, schedule
 
-    cells = matrix(workloads, models, tasks)
+    cells = matrix(workloads, models, tasks, [Cell(*c) for c in sweep or []])
     plan = schedule(cells, repeat)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
@@ -227,6 +274,7 @@ def bench(
             "workloads": workloads,
             "models": models,
             "tasks": tasks,
+            "sweep": [list(c) for c in sweep or []],
             "repeat": repeat,
             "scale": scale,
             "python": args.python or sys.executable,

@@ -1,4 +1,5 @@
-"""circuit demo: the article's comparison (the default ``circuit bench``) and its report."""
+"""circuit demo: the article's comparison (the default ``circuit bench`` plus a
+thread-count sweep of the CPU workloads) and its report."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from circuit.commands import bench
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the article's comparison: the default circuit bench and its report",
+        help="the article's comparison: the default circuit bench, a thread sweep, a report",
         description=(
-            "Run the default `circuit bench` into circuit-runs/demo (io-sleep, io-http and "
-            "cpu-count under sequential, threads, asyncio and processes, every run traced), "
-            "then write its report: circuit-runs/demo/report.html and report.md. "
-            "Takes every `circuit bench` option."
+            "Run the default `circuit bench` into circuit-runs/demo (io-sleep, io-http, "
+            "cpu-count and cpu-hash under sequential, threads, asyncio and processes) plus a "
+            f"thread sweep ({bench.DEMO_SWEEP}), every run traced, then write its report: "
+            "circuit-runs/demo/report.html and report.md. "
+            "Takes every `circuit bench` option (--sweep none: the plain default bench)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=bench.EPILOG,
     )
-    bench.add_bench_options(p, output=Path("circuit-runs/demo"))
+    bench.add_bench_options(p, output=Path("circuit-runs/demo"), sweep=bench.DEMO_SWEEP)
     p.set_defaults(func=run)
 
 
