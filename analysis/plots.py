@@ -475,8 +475,11 @@ def gil(
     has_c = contention is not None and len(contention) > 0
     if hold.empty and not has_c and not threads:
         return _empty_figure(title, "no GIL data in this run (no Python threads)")
-    fig, axes = _subplots(1, 2, figsize=(10, 3.8))
-    a, b = axes
+    if run is None:  # a bench: no run's hold times to show beside it
+        fig, a = _subplots(1, 1, figsize=(6, 3.8))
+        b = None
+    else:
+        fig, (a, b) = _subplots(1, 2, figsize=(10, 3.8))
     if has_c:
         assert contention is not None
         for i, (mo, g) in enumerate(
@@ -502,7 +505,9 @@ def gil(
         _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12])
     else:
         a.set_axis_off()
-    if len(hold):
+    if b is None:
+        pass
+    elif len(hold):
         ms = (hold["end_ns"] - hold["start_ns"]).to_numpy() / 1e6
         b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=WAIT_COLORS["gil"], alpha=0.85)
         b.axvline(
@@ -519,10 +524,11 @@ def gil(
         b.grid(color="#eee")
     else:
         b.set_axis_off()
-        note = "" if run is None else _wrap(holder_note(run.meta).replace("$", r"\$"), 48)
-        why = "needs a run" if run is None else "GIL holder not available:\n" + note
+        note = _wrap(holder_note(run.meta).replace("$", r"\$"), 48)
+        why = "GIL holder not available:\n" + note
         b.text(0.5, 0.5, why, ha="center", va="center", color="#555", fontsize=9)
-    b.set_title("GIL hold times", fontsize=11)
+    if b is not None:
+        b.set_title("GIL hold times", fontsize=11)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
     return fig

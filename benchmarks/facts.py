@@ -178,7 +178,7 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     results = load_results() if results is None else results
     f: dict[str, str] = {}
     for name, d in results.items():
-        kind = d["benchmark"]
+        kind = d.get("benchmark")
         if kind == "overhead":
             _overhead_facts(name, d, f)
         elif kind == "sampler_cost":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, machine_line, md_table, median, write_results
+from _common import machine, median, write_results
 
 from circuit.tracer.gilstate import NOT_READY, GilReader, locate
 
@@ -88,28 +88,10 @@ def main() -> int:
     args = ap.parse_args()
     m = machine()
     rows = [measure(exe, args.reads) for exe in interpreters()]
-    table = "\n".join(
-        [
-            "# GIL state reads (circuit.tracer.gilstate)",
-            "",
-            machine_line(m),
-            "",
-            md_table(
-                ["interpreter", "locate", "locate ms", "read µs (cached)", "read µs (uncached)"],
-                [
-                    [
-                        r["exe"],
-                        r["locate"],
-                        r.get("locate_ms", ""),
-                        r.get("read_us_cached", ""),
-                        r.get("read_us_uncached", ""),
-                    ]
-                    for r in rows
-                ],
-            ),
-        ]
+    write_results(
+        "gilstate_cost",
+        {"benchmark": "gilstate_cost", "machine": m, "reads": args.reads, "rows": rows},
     )
-    write_results("gilstate_cost", {"machine": m, "reads": args.reads, "rows": rows}, table)
     return 0
 
 

@@ -371,7 +371,19 @@ def scale(d: dict[str, Any]) -> str:
     )
 
 
+def gilstate_cost(d: dict[str, Any]) -> str:
+    cols = ["interpreter", "locate", "locate ms", "read µs (cached)", "read µs (uncached)"]
+    keys = ["exe", "locate", "locate_ms", "read_us_cached", "read_us_uncached"]
+    rows = [[str(r.get(k, "")) for k in keys] for r in d["rows"]]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(
+        ["# GIL state reads (circuit.tracer.gilstate)", "", machine_line(d["machine"]), "", *lines]
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "gilstate_cost": gilstate_cost,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
     "floor": floor,

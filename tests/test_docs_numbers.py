@@ -34,7 +34,7 @@ CLAIMS: dict[str, list[str]] = {
         "The bench took [[bench_e2e.median]] on [[machine.cores]] cores",
     ],
     "docs/workloads.md": [
-        "(36 traced runs; [[bench_e2e.median]] on [[machine.cores]] cores,",
+        "(48 traced runs; [[bench_e2e.median]] on [[machine.cores]] cores,",
     ],
     "docs/format.md": [
         "the costliest file ([[floor.file.status.all]] of kernel time per read here,",
@@ -161,7 +161,7 @@ CONSTANTS: dict[str, list[str]] = {
         r"\b\d+M thread-samples\b|\bat \d+M\b",
         r"\b10,000 open fds\b",
         r"\bpool of 2\b|\b3-process job\b|\ball 101\b",
-        r"2 tasks, 3 repeats, scale 0\.1: 36 traced runs",
+        r"2 tasks, 3 repeats, scale 0\.1: 48 traced runs",
         r"\bevery 100 samples\b|\bEvery 50th\b|\b2\^20\b",
         r"\b8 (?:or more threads|threads or more)\b|\bthe 1000 asked\b",
         r"\bevery (?:5|20) ms\b|\b(?:1|10) ms (?:of )?sleep\b|\bafter 10 ms\b",
