@@ -324,10 +324,11 @@ def test_threads_hashing_without_the_gil_do_not_contend_however_oversubscribed(
     s = run.summary()
     workers = [t for t in s["threads"] if t["tid"] != t["pid"]]
     assert len(workers) == n
-    # the CPUs are oversubscribed: every hashing thread spent a good part of
-    # its time runnable, waiting for a CPU (~half with 2 threads per core)
-    for t in workers:
-        assert t["run_delay_s"] > 0.2 * sum(t["time_by_wait"].values()), t
+    # the CPUs are oversubscribed: the hashing threads spent a good part of
+    # their time runnable, waiting for a CPU (~half with 2 threads per core;
+    # one thread alone may have been lucky)
+    queued = sum(t["run_delay_s"] for t in workers)
+    assert queued > 0.2 * sum(sum(t["time_by_wait"].values()) for t in workers), workers
     for t in _workers(s):
         assert t["contention"] <= 0.05, _workers(s)
     (p,) = s["gil"]["processes"]
