@@ -207,7 +207,7 @@ def test_lock_is_not_gil_and_gil_wait_holds_on(runs, version: str) -> None:
     (waiter,) = _workers(obs, "lock")
     life = obs.threads[waiter].lifetime_s
     blocked = obs.futex.other.get(waiter, 0.0) if obs.futex is not None else life
-    assert blocked >= 0.9 * life, (blocked, life)  # the oracle: a lock wait all along
+    assert blocked >= 0.8 * life, (blocked, life)  # the oracle: a lock wait nearly all along
     by_wait = next(t for t in summary["threads"] if t["tid"] == waiter)["time_by_wait"]
     # The waiter may wait for the GIL for real (at start, behind the
     # counting threads): against the kernel's figure where perf ran.
