@@ -9,12 +9,14 @@ enough that the wrong model would fail (the sum vs the max of the waits).
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +237,28 @@ def test_cpu_count_wall_times(cpu_runs: dict[str, list[dict[str, Any]]]) -> None
 # ---------------------------------------------------------------- cpu-hash
 
 HASH_THREADS = (1, 2, 4)
+# Above this many cores of CPU used by the rest of the machine while a run
+# lasted, the 2 cores were not free for it.
+OTHERS_CORES = 0.3
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def others_cores(f: Any) -> tuple[Any, float]:
+    """Call ``f()``; return its result and the cores the rest of the machine used
+    meanwhile: machine-wide busy time less this process's and its children's
+    (the tracer runs here, the workload is its reaped child)."""
+    m0, t0, w0 = machine_busy_s(), os.times(), time.monotonic()
+    out = f()
+    m1, t1, w1 = machine_busy_s(), os.times(), time.monotonic()
+    mine = sum(t1[:4]) - sum(t0[:4])
+    return out, max(0.0, (m1 - m0) - mine) / max(w1 - w0, 1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +268,17 @@ def hash_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict[
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in HASH_THREADS}
     for rep in range(3):
         for n in HASH_THREADS:
-            run, s, res = trace_workload(base / f"t{n}r{rep}", "cpu-hash", "threads", n, CPU_SCALE)
+            go = functools.partial(
+                trace_workload, base / f"t{n}r{rep}", "cpu-hash", "threads", n, CPU_SCALE
+            )
+            (run, _s, res), others = others_cores(go)
             workers = wait_shares(run, res["pid"]).drop(index=res["pid"])
             runs[n].append(
                 {
                     "wall": res["wall_s"],
                     "cpu": res["cpu_s"],
                     "par": res["cpu_s"] / res["wall_s"],
-                    "delay": delay_share(s),
+                    "others": others,
                     "workers": len(workers),
                     "gil": float(workers.get("gil", pd.Series([0.0])).max()),
                 }
@@ -282,21 +309,23 @@ def test_cpu_hash_threads_use_both_cores(hash_sweep: dict[int, list[dict[str, An
     assert all(r["workers"] == n for n, v in hash_sweep.items() for r in v), hash_sweep
     wall = {n: round(float(med(v, "wall")), 3) for n, v in hash_sweep.items()}
     par = {n: round(float(med(v, "par")), 2) for n, v in hash_sweep.items()}
-    # Run-queue delay of 1 and 2 threads says whether 2 cores were free (4
-    # threads on 2 cores wait for a CPU by design).
-    delay = {n: round(float(med(hash_sweep[n], "delay")), 2) for n in (1, 2)}
-    if max(delay.values()) > BUSY or par[1] < 0.9:
+    # Measured from the machine, not from the threads (threads taking turns
+    # with the GIL wait for a CPU after each hand-over whatever the load).
+    others = {n: round(float(med(v, "others")), 2) for n, v in hash_sweep.items()}
+    if max(others.values()) > OTHERS_CORES:
         pytest.skip(
-            f"cores busy elsewhere (run-queue delay per CPU second {delay}; "
-            f"CPU per wall second {par}): walls {wall}"
+            f"cores busy elsewhere (other processes used {others} cores during the runs): "
+            f"walls {wall}, CPU per wall second {par}"
         )
-    # Both cores at once: 2 CPU seconds per wall second is perfect, 1 is the GIL.
-    assert par[2] > 1.6, (par, wall)
-    assert par[4] > 1.6, (par, wall)
-    # Twice the work in about the same time (the GIL would make it 2x) ...
-    assert wall[2] < 1.35 * wall[1], wall
-    # ... and then the cores are the limit: 4 tasks take about twice 2.
-    assert 1.6 < wall[4] / wall[2] < 2.5, wall
+    # Each task hashes the same bytes: CPU time grows with the tasks.
+    cpu = {n: float(med(v, "cpu")) for n, v in hash_sweep.items()}
+    assert 1.6 < cpu[2] / cpu[1] < 2.4 and 1.6 < cpu[4] / cpu[2] < 2.4, cpu
+    # Both cores at once: 2 CPU seconds per wall second is perfect, 1 is the
+    # GIL; the bounds sit halfway, as other jobs on the machine take a share.
+    assert par[2] > 1.4, (par, wall)
+    assert par[4] > 1.4, (par, wall)
+    # Twice the work in about the same time (the GIL would make it 2x).
+    assert wall[2] < 1.5 * wall[1], wall
     # The threads do not queue for the GIL (a counting thread spends ~half its
     # time so beside another).
     assert max(r["gil"] for r in hash_sweep[2]) < 0.1, hash_sweep[2]
