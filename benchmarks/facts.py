@@ -195,6 +195,12 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     e2e = results["bench_e2e"]["median_s"]
     f["bench_e2e.median"] = f"{e2e:.1f} s"
     f["verdict.bench"] = _verdict(e2e < 120.0)
+    demo = results["bench_e2e"].get("demo_median_s")
+    if demo is not None:
+        f["bench_e2e.demo_median"] = f"{demo:.1f} s"
+        dw = results["bench_e2e"]["demo_walls_s"]
+        f["bench_e2e.demo_range"] = f"{min(dw):.1f}–{max(dw):.1f} s"
+        f["verdict.demo"] = _verdict(demo < 90.0)
     s = results["scale"]
     f["scale.steady_share"] = f"{s['median']['steady_share'] * 100:.1f}%"
     f["scale.achieved_share"] = f"{s['median']['achieved_share'] * 100:.1f}%"
