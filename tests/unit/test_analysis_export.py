@@ -87,7 +87,6 @@ def test_chrome_trace_structure_hand_built() -> None:
     assert [a["socket"] for a in fdc] == [0, 1, 2]
 
 
-@pytest.mark.integration
 def test_gil_holder_track_where_the_interpreter_said_who_held_it(tmp_path: Path) -> None:
     th = thread_frame(GIL_ROWS_FOR_BENCH)
     run = fake_run(th)
@@ -108,6 +107,7 @@ def test_gil_holder_track_where_the_interpreter_said_who_held_it(tmp_path: Path)
         assert len(pd.read_csv(z.open("gil.csv"))) == 3
 
 
+@pytest.mark.integration
 def test_export_cli_real_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "runs" / "threads"
     trace_workload(out, "threads", "io", 2)
