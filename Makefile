@@ -21,14 +21,14 @@ test: $(STAMP) browser perf
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
-# chromium for the report's browser test (tests/test_report.py): installed via
+# chromium for the report's browser test (tests/integration/test_report.py): installed via
 # apt-get when missing and we are root; otherwise that one test skips.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium not installed: the report's browser test will be skipped"
 
-# perf for the kernel's side of the GIL tests (tests/test_gil_truth.py: futex
+# perf for the kernel's side of the GIL tests (tests/integration/test_gil_truth.py: futex
 # waits): installed via apt-get when missing and we are root; otherwise those
 # tests compare with the threads' own clocks instead.
 perf:

@@ -2,7 +2,7 @@
 
 A figure is a table cell, a ratio of two, or a range across rows, formatted
 as the docs show it ("36%", "0.36 µs", "16–56 µs"), under a name such as
-``floor.c_saving.100``.  tests/test_docs_numbers.py binds each number in
+``floor.c_saving.100``.  tests/unit/test_docs_numbers.py binds each number in
 README.md and docs/*.md to one of these names and fails when the text and
 the results disagree.
 

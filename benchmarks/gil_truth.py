@@ -3,7 +3,7 @@
     python -m benchmarks.gil_truth --mode hash --python 3.12 --rate 100 --rate 1000
 
 (from the repository root, with the venv's python) runs ``circuit run --rate R
--- PYTHON tests/gil_work.py MODE N SECONDS`` under ``perf record`` of futex
+-- PYTHON tests/targets/gil_work.py MODE N SECONDS`` under ``perf record`` of futex
 syscalls and wake-ups and two py-spy samplers (benchmarks/oracles.py), then
 prints, per worker thread, what the thread measured itself, how long the
 kernel saw it blocked on the GIL's futex words, how often py-spy saw it hold
@@ -46,7 +46,7 @@ from benchmarks.oracles import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOAD = ROOT / "tests" / "gil_work.py"
+WORKLOAD = ROOT / "tests" / "targets" / "gil_work.py"
 CIRCUIT = [sys.executable, "-m", "circuit"]
 
 
@@ -124,7 +124,7 @@ def observe(
     workdir: Path | None = None,
     timeout: float = 120.0,
 ) -> Observation:
-    """Run ``cmd`` (which starts tests/gil_work.py, itself or through a tracer
+    """Run ``cmd`` (which starts tests/targets/gil_work.py, itself or through a tracer
     such as ``circuit run``) under ``perf record`` and, once the target
     process (the one running ``script``) is up, two py-spy samplers for
     ``pyspy_seconds`` (0: none; the target must outlive them)."""
@@ -202,7 +202,7 @@ def traced(
     pyspy_seconds: int = 0,
     perf: bool = True,
 ) -> tuple[Observation, dict[str, Any]]:
-    """``circuit run`` of tests/gil_work.py under the oracles, and ``circuit
+    """``circuit run`` of tests/targets/gil_work.py under the oracles, and ``circuit
     summary --json`` of the run."""
     cmd = [*CIRCUIT, "run", "-q", "--force", "--rate", str(rate), "-o", str(out), "--"]
     cmd += [python, str(WORKLOAD), mode, str(threads), str(seconds)]

@@ -23,7 +23,7 @@ from _common import machine, median, write_results
 
 from circuit.tracer.gilstate import NOT_READY, GilReader, locate
 
-TARGET = Path(__file__).resolve().parent.parent / "tests" / "gilstate_target.py"
+TARGET = Path(__file__).resolve().parent.parent / "tests" / "targets" / "gilstate_target.py"
 
 
 def interpreters() -> list[str]:

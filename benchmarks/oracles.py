@@ -1,7 +1,7 @@
 """Independent GIL oracles: what the kernel, py-spy and the target itself say.
 
 None of this uses circuit, so a wrong rule in circuit's GIL model shows up as
-a disagreement with these figures (tests/test_gil_truth.py, and
+a disagreement with these figures (tests/integration/test_gil_truth.py, and
 ``python -m benchmarks.gil_truth`` to rerun the comparison on a new kernel).
 
 * **Kernel futex time** (:func:`futex_waits`, :func:`split_futex_time`):
@@ -19,7 +19,7 @@ a disagreement with these figures (tests/test_gil_truth.py, and
   two run side by side on the same PID for the same number of ticks, so a
   thread's count in the first over its count in the second is its GIL-held
   share.
-* **Self-measurement** (:func:`thread_truths`): tests/gil_work.py reads each
+* **Self-measurement** (:func:`thread_truths`): tests/targets/gil_work.py reads each
   worker's clocks and scheduler counters at its first and last line; off-CPU
   time = lifetime − CPU − run delay (blocked on the GIL, a lock, I/O...).
 
@@ -435,7 +435,7 @@ def by_native_tid(
 
 @dataclass(frozen=True)
 class ThreadTruth:
-    """One worker of tests/gil_work.py, from its own first to its last line."""
+    """One worker of tests/targets/gil_work.py, from its own first to its last line."""
 
     tid: int
     name: str
@@ -455,7 +455,7 @@ class ThreadTruth:
 
 
 def thread_truths(report: dict[str, Any]) -> dict[int, ThreadTruth]:
-    """Per tid, from the JSON that tests/gil_work.py prints."""
+    """Per tid, from the JSON that tests/targets/gil_work.py prints."""
     out = {}
     for th in report["threads"]:
         a, b = th["start"], th["end"]

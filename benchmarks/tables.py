@@ -9,7 +9,7 @@ rendering sits in docs/performance.md between two markers::
     <!-- /results -->
 
 The figures the prose around them quotes come from the same files
-(benchmarks/facts.py); tests/test_docs_numbers.py checks both.
+(benchmarks/facts.py); tests/unit/test_docs_numbers.py checks both.
 
 Usage:
     python benchmarks/tables.py           # rewrite results/*.md and the tables in the docs

@@ -1,11 +1,6 @@
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
-
-# tests/helpers.py is imported as a plain module by the test files.
-sys.path.insert(0, str(Path(__file__).parent))
 
 # A shell without job control starts background jobs (`make test &`, nohup)
 # with SIGINT and SIGQUIT ignored, and an ignored signal stays ignored across

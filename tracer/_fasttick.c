@@ -18,7 +18,7 @@
  * Anything else (a thread asleep somewhere new, which needs its wait
  * channel and a classification; a new thread; an exit; an fd scan, count or
  * maps read that is due; a read error) sends the process back to the Python
- * path for this tick, which is the reference: tests/test_fasttick.py checks
+ * path for this tick, which is the reference: tests/integration/test_fasttick.py checks
  * both give the same rows.  Python reloads the process here after its own
  * sample.  The loop around the ticks (burst) is at the end.
  */

@@ -9,7 +9,7 @@ switch_number)``.
 
 CPython 3.10-3.13 with the default GIL on x86_64 and aarch64 Linux (aarch64
 from the same offsets, derived with a cross compiler but not yet run on
-aarch64 hardware).  The offsets below come from tests/gil_offsets_probe.py
+aarch64 hardware).  The offsets below come from tests/support/gil_offsets_probe.py
 (offsetof() against each version's internal headers); 3.13 also
 describes itself (``_Py_DebugOffsets`` at the start of ``_PyRuntime``) and
 those are used when present.  Every located layout is checked against the
@@ -63,7 +63,7 @@ class _Offsets:
 
 
 # Identical on x86_64 and aarch64 (the pthread types whose sizes differ lie
-# after these fields).  Checked by tests/test_gilstate.py where headers exist.
+# after these fields).  Checked by tests/unit/test_gilstate.py where headers exist.
 OFFSETS: dict[tuple[int, int], _Offsets] = {
     # version:        gil, interp_main, interp_gil_ptr, threads_head, tstate_next, tid
     (3, 10): _Offsets(352, 40, 0, 8, 8, 176),
