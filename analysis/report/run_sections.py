@@ -25,9 +25,9 @@ import pandas as pd
 
 from circuit.tracer.waits import Classifier
 
-from . import bench as B
-from . import metrics as M
-from .summary import summarize_frames
+from .. import bench as B
+from .. import metrics as M
+from ..summary import summarize_frames
 
 # Models whose median walls are within this share of the fastest are named
 # together: closer than that is run-to-run noise on a shared machine.
@@ -188,7 +188,7 @@ def _gap(pr: pd.DataFrame, per: int) -> str:
 
 
 def _sec_timeline(run: Any, s: dict[str, Any], iv: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "threads",
@@ -290,7 +290,7 @@ def _sec_sleep(s: dict[str, Any], iv: pd.DataFrame, cls: Classifier) -> Section:
 
 
 def _sec_ctx(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "switches",
@@ -348,7 +348,7 @@ def _sec_ctx(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
 
 
 def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "cpu",
@@ -390,8 +390,8 @@ def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
 
 
 def _sec_gil(run: Any, s: dict[str, Any], th: pd.DataFrame, per: int) -> Section:
-    from . import plots
-    from .gil import holder_note, holder_runs, holder_timeline
+    from .. import plots
+    from ..gil import holder_note, holder_runs, holder_timeline
 
     sec = Section(
         "gil",
@@ -507,7 +507,7 @@ def _c(contention: float | None) -> str:
 
 
 def _sec_fds(run: Any, s: dict[str, Any], pr: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "fds",
@@ -694,7 +694,7 @@ def _cell_name(r: Any) -> Para:
 
 
 def _bench_models(cmp: pd.DataFrame, results: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     models = (
         B.order_models(pd.DataFrame({"model": results["model"].astype(str).unique()}))[
@@ -780,7 +780,7 @@ def _bench_models(cmp: pd.DataFrame, results: pd.DataFrame) -> Section:
 
 
 def _bench_scaling(sc: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "scaling",
@@ -819,7 +819,7 @@ def _bench_scaling(sc: pd.DataFrame) -> Section:
 
 
 def _bench_sleep(split: pd.DataFrame) -> Section:
-    from . import plots
+    from .. import plots
 
     sec = Section(
         "sleep",
@@ -869,7 +869,7 @@ def _bench_sleep(split: pd.DataFrame) -> Section:
 
 
 def bench_document(path: Path, results: pd.DataFrame | None = None) -> Document:
-    from . import plots
+    from .. import plots
 
     results = B.read_results(path) if results is None else results
     meta = B.bench_meta(path)
@@ -1175,7 +1175,7 @@ def write_report(target: str | Path, out: str | Path | None = None) -> tuple[Pat
     if B.is_bench(target):
         doc = bench_document(target)
     else:
-        from .run import load
+        from ..run import load
 
         doc = run_document(load(target))
     html_path = Path(out) if out else target.with_name(target.name + "-report.html")

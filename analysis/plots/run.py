@@ -27,9 +27,9 @@ from matplotlib.patches import Patch
 
 from circuit.tracer.waits import WAIT_REASONS
 
-from . import metrics as m
-from .gil import holder_note, holder_runs, holder_timeline, run_gil
-from .style import FD_COLORS, WAIT_COLORS
+from .. import metrics as m
+from ..gil import holder_note, holder_runs, holder_timeline, run_gil
+from ..style import FD_COLORS, WAIT_COLORS
 
 MODEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 MAX_LANES = 40
