@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuit.commands import add_pyspy_options, default_run_dir, pyspy_observers
+from circuit.commands import default_run_dir
 from circuit.errors import CircuitError
+from circuit.tracer.pyspy_options import add_pyspy_options, pyspy_observers
 
 DEFAULT_WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash")
 DEFAULT_MODELS = ("sequential", "threads", "asyncio", "processes")
