@@ -1,16 +1,18 @@
-"""Bench-level analysis: the ``circuit bench`` matrix and tables, and comparisons
-across runs, models and workloads.
+"""Bench-level analysis: the tables of a ``circuit bench`` folder and
+comparisons across its runs, models and workloads.
 
-``circuit bench`` writes a bench folder: ``bench.json``, ``runs.parquet|csv``
-(one row per traced run: workload, model, tasks, repeat, wall_s, cpu_s,
-parallelism, run = path of the run folder, ...), ``results.parquet|csv`` (one
-row per cell: medians and spread, speedup) and the run folders.
+A bench folder (written by :mod:`circuit.bench`) holds ``bench.json``,
+``runs.parquet|csv`` (one row per traced run: workload, model, tasks,
+repeat, wall_s, cpu_s, parallelism, run = path of the run folder, ...),
+``results.parquet|csv`` (one row per cell: medians and spread, speedup) and
+the run folders.
 
 The report functions take the per-run table (:func:`read_results`) and degrade
 gracefully: a missing column gives an empty or narrower frame, never an
-exception.  The bench functions (:func:`matrix`, :func:`run_metrics`,
-:func:`aggregate`) are pure: per-run numbers come from a run's summary plus the
-workload's own JSON record, so they are unit-tested on hand-built inputs.
+exception.  The table functions (:func:`run_metrics`, :func:`aggregate`) are
+pure: per-run numbers come from a run's summary plus the workload's own JSON
+record, so they are unit-tested on hand-built inputs.  Processes a workload
+starts as helpers (io-http's server) are left out of the workload's figures.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pandas as pd
 from circuit.errors import CircuitError
 from circuit.tracer.schema import FD_KIND_COLUMNS, META_FILE
 from circuit.tracer.waits import WAIT_REASONS
+from circuit.workloads import HELPER_MODULES
 
 from .gil import combine
 
@@ -41,7 +43,7 @@ RESULT_FILES = (
     "results.jsonl",
     "results.json",
 )
-BENCH_FILE = "bench.json"
+BENCH_FILE = "bench.json"  # the matrix and the runs, as circuit.bench records them
 
 
 def is_bench(path: str | Path) -> bool:
@@ -226,12 +228,12 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
             pr = run.processes
         except (CircuitError, OSError):
             continue
-        # The io-http server is a process of the traced tree, not the
-        # workload's: left out, as from the bench table (run_metrics).
-        server = _server_pids(run)
-        if server:
-            th = th[~th["pid"].isin(server)]
-            pr = pr[~pr["pid"].isin(server)]
+        # A helper (io-http's server) is a process of the traced tree, not
+        # the workload's: left out, as from the bench table (run_metrics).
+        helpers = _helper_pids(run)
+        if helpers:
+            th = th[~th["pid"].isin(helpers)]
+            pr = pr[~pr["pid"].isin(helpers)]
         per = run_period(run.meta)
         row: dict[str, Any] = {"row": i}
         if len(th):
@@ -244,7 +246,7 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
                 row[f"wait_{w}_s"] = float(by.get(w, 0.0))
             row["threads_seen"] = int(df[["pid", "tid"]].drop_duplicates().shape[0])
             gil = run_gil(run)
-            work = [p["pid"] for p in gil["processes"] if p["pid"] not in server]
+            work = [p["pid"] for p in gil["processes"] if p["pid"] not in helpers]
             c = combine(gil["processes"], work)["contention"]
             row["gil_contention"] = np.nan if c is None else float(c)
         peaks = fd_peaks(pr)
@@ -260,14 +262,19 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
     return results.drop(columns=[c for c in w.columns if c in results]).join(w, how="inner")
 
 
-def _server_pids(run: Any) -> set[int]:
+def is_helper(cmdline: Any) -> bool:
+    """Whether a command line runs one of the workloads' helper modules."""
+    return any(m in str(cmdline) for m in HELPER_MODULES)
+
+
+def _helper_pids(run: Any) -> set[int]:
     try:
         procs = getattr(run, "procs", None)
     except (CircuitError, OSError):
         return set()
     if procs is None or procs.empty or "cmdline" not in procs.columns:
         return set()
-    mask = procs["cmdline"].astype(str).str.contains(SERVER_MARKER, regex=False)
+    mask = procs["cmdline"].map(is_helper).astype(bool)
     return {int(p) for p in procs.loc[mask, "pid"]}
 
 
@@ -297,48 +304,13 @@ def gil_vs_threads(runs: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(keys, sort=True)["gil_contention"].median().reset_index()
 
 
-# -- circuit bench: the matrix, per-run metrics, per-cell table ------------------
+# -- circuit bench: per-run metrics, per-cell table ------------------------------
 
 KEYS = ("workload", "model", "tasks")
 # Metrics reported per cell as median, min and max over the repeats.
 SPREAD_METRICS = ("wall_s", "run_wall_s", "cpu_s", "parallelism", "ctx_per_s")
 FD_KINDS = tuple(c[len("fds_") :] for c in FD_KIND_COLUMNS)
-SERVER_MARKER = "circuit.workloads.server"
 BASELINE_MODEL = "sequential"
-
-
-@dataclass(frozen=True)
-class Cell:
-    workload: str
-    model: str
-    tasks: int
-
-    def run_name(self, repeat: int) -> str:
-        """Folder name of one run of this cell (repeat counts from 1)."""
-        return f"{self.workload}_{self.model}_t{self.tasks}_r{repeat}"
-
-
-def matrix(
-    workloads: list[str],
-    models: list[str],
-    tasks: list[int],
-    extra: list[Cell] | None = None,
-) -> list[Cell]:
-    """Every workload x task count x model, plus the ``extra`` cells (a sweep),
-    each once, grouped by workload, then task count, then model."""
-    cells = [Cell(w, m, n) for w in workloads for n in tasks for m in models]
-    cells += [c for c in extra or [] if c not in cells]
-    cells = list(dict.fromkeys(cells))
-    # First-seen order of the names: the order the user listed them in.
-    wrank = {w: i for i, w in enumerate(dict.fromkeys(c.workload for c in cells))}
-    mrank = {m: i for i, m in enumerate(dict.fromkeys(c.model for c in cells))}
-    return sorted(cells, key=lambda c: (wrank[c.workload], c.tasks, mrank[c.model]))
-
-
-def schedule(cells: list[Cell], repeat: int) -> list[tuple[Cell, int]]:
-    """Every cell once, then every cell again...: repeats are interleaved so a
-    slow minute on the machine hits all models alike, not one cell's repeats."""
-    return [(c, r) for r in range(1, repeat + 1) for c in cells]
 
 
 def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
@@ -357,7 +329,7 @@ def run_metrics(summary: dict[str, Any], result: dict[str, Any] | None) -> dict[
     def is_server(p: dict[str, Any]) -> bool:
         if server_pid is not None:
             return p["pid"] == server_pid
-        return SERVER_MARKER in str(p.get("cmdline", ""))
+        return is_helper(p.get("cmdline", ""))
 
     work = [p for p in procs if not is_server(p)]
     server = [p for p in procs if is_server(p)]

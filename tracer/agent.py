@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuit.commands import add_pyspy_options, pyspy_observers
 from circuit.errors import CircuitError
 
+from .pyspy_options import add_pyspy_options, pyspy_observers
 from .session import Options, attach
 
 

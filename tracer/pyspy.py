@@ -1,4 +1,5 @@
-"""py-spy beside the sampler: periodic / on-demand / final stack dumps, and profiles.
+"""py-spy beside the sampler: periodic / on-demand / final stack dumps, and
+profiles (``py-spy record``, run by :mod:`.pyspy_record`).
 
 Every dump is a background ``py-spy dump --json --pid PID`` (one per traced
 Python process: py-spy's ``--subprocesses`` does not return children in
@@ -33,6 +34,7 @@ from circuit.marks import ENV_RUN_DIR
 
 from .observers import Observer
 from .procfs import is_python_image
+from .pyspy_record import Profiles, private_file
 from .schema import PYSPY_DIR
 
 DUMPS_FILE = "dumps.jsonl"
@@ -150,7 +152,7 @@ class PySpyObserver(Observer):
     _final_done: bool = field(default=False, init=False)
     _demand: bool = field(default=False, init=False)
     _no_python: bool = field(default=False, init=False)  # the last periodic round found none
-    _records: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
+    _profiles: Profiles | None = field(default=None, init=False)  # py-spy record
     _root: int = field(default=0, init=False)
     _streak: dict[int, int] = field(default_factory=dict, init=False)
     _transient: int = field(default=0, init=False)
@@ -251,7 +253,7 @@ class PySpyObserver(Observer):
         if reason != "target exited":
             self.final_dump()  # attach: the target is still there (duration, Ctrl-C)
         self._collect(wait=True)
-        profiles = self._stop_profiles()
+        profiles = self._profiles.stop() if self._profiles else []
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -311,7 +313,8 @@ class PySpyObserver(Observer):
         return known[1]
 
     def children(self) -> list[int]:
-        return [d.proc.pid for d in self._inflight.values()] + [p.pid for p in self._records]
+        recorders = self._profiles.pids() if self._profiles else []
+        return [d.proc.pid for d in self._inflight.values()] + recorders
 
     def _start_dump(self, pid: int, trigger: str) -> None:
         self._seq += 1
@@ -321,7 +324,7 @@ class PySpyObserver(Observer):
         err = self._tmp / f"dump-{self._seq}.err"
         t0 = time.monotonic_ns()
         try:
-            with _private(out) as fo, _private(err) as fe:
+            with private_file(out) as fo, private_file(err) as fe:
                 proc = subprocess.Popen(
                     [*self._args(), "--pid", str(pid)],
                     stdin=subprocess.DEVNULL,
@@ -453,60 +456,17 @@ class PySpyObserver(Observer):
         if not self._is_python(pid):
             self._fail("not-python", f"--profile: PID {pid} is not a Python process")
             return
-        for fmt, name in (("flamegraph", "profile.svg"), ("speedscope", "profile.speedscope.json")):
-            args = [
-                self.exe or "py-spy",
-                "record",
-                "--pid",
-                str(pid),
-                "--subprocesses",
-                "--format",
-                fmt,
-                "-o",
-                str(self.run_dir / name),
-            ]
-            args += [f"--{o}" for o in ("gil", "idle", "native") if getattr(self, o)]
-            if not self.native:
-                args.append("--nonblocking")
-            try:
-                with _private(self.run_dir / f"{name}.log") as log:
-                    self._records.append(
-                        subprocess.Popen(
-                            args,
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL,
-                            stderr=log,
-                            start_new_session=True,
-                        )
-                    )
-            except OSError as e:
-                self._fail("exec", f"cannot run py-spy record: {e.strerror}")
-
-    def _stop_profiles(self) -> list[str]:
-        done = []
-        for p in self._records:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                p.wait(self.timeout + 10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                self._fail("timeout", "py-spy record did not stop in time and was killed")
-        for name in ("profile.svg", "profile.speedscope.json"):
-            if (self.run_dir / name).exists():
-                os.chmod(self.run_dir / name, 0o600)
-                done.append(f"{PYSPY_DIR}/{name}")
-                log = self.run_dir / f"{name}.log"
-                if log.exists() and log.stat().st_size == 0:
-                    log.unlink()
-        if self._records and not done:
-            self._fail("profile", "py-spy record wrote no profile (see pyspy/*.log)")
-        return done
-
-
-def _private(path: Path) -> Any:
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        assert self.exe is not None
+        self._profiles = Profiles(
+            self.exe,
+            self.run_dir,
+            self._fail,
+            gil=self.gil,
+            idle=self.idle,
+            native=self.native,
+            timeout=self.timeout,
+        )
+        self._profiles.start(pid)
 
 
 def _thread(t: dict[str, Any]) -> dict[str, Any]:

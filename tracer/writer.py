@@ -237,10 +237,12 @@ def _plain(pa: Any, np: Any, values: Iterable, dtype: Any) -> Any:
     return arr
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any], mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` as JSON in one step (a reader or a crash
+    sees the old file or the new one); created with ``mode`` (less the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
             f.write("\n")

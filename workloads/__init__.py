@@ -39,6 +39,13 @@ MODELS_ALL = (
 )
 ASYNC_MODELS = ("asyncio", "asyncio-uvloop")
 
+# io-http's loopback server: a process of the traced tree that serves the
+# workload rather than being it.
+SERVER_MODULE = "circuit.workloads.server"
+# Modules a workload runs as helper processes beside its own: the bench
+# leaves them out of the workload's figures (its CPU, threads, fds, waits).
+HELPER_MODULES = (SERVER_MODULE,)
+
 # The article's two API calls take 4 s and 3 s; task i lasts UNITS[i % 2] * scale.
 UNITS = (4.0, 3.0)
 # The article's counting loop, per task at scale 1.

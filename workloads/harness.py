@@ -19,10 +19,10 @@ from typing import Any
 
 from circuit.marks import mark
 
+from . import SERVER_MODULE
 from .tasks import Params, run_all_async, run_task
 
 BOOT_ENV = "CIRCUIT_WORKLOADS_BOOT"
-SERVER_MODULE = "circuit.workloads.server"
 
 
 class WorkloadError(Exception):

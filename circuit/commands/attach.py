@@ -6,12 +6,8 @@ import argparse
 import math
 import sys
 
-from circuit.commands import (
-    add_pyspy_options,
-    add_sampling_options,
-    default_run_dir,
-    sampling_options,
-)
+from circuit.commands import add_sampling_options, default_run_dir, sampling_options
+from circuit.tracer.pyspy_options import add_pyspy_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,19 +1,20 @@
-"""circuit bench: run workloads x models x tasks, trace every run, tabulate."""
+"""circuit bench: run workloads x models x tasks, trace every run, tabulate.
+
+This module parses the options and prints; :mod:`circuit.bench` runs the bench.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuit.commands import add_pyspy_options, default_run_dir, pyspy_observers
+from circuit.commands import default_run_dir
 from circuit.errors import CircuitError
+from circuit.tracer.pyspy_options import add_pyspy_options, pyspy_observers
 
 DEFAULT_WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash")
 DEFAULT_MODELS = ("sequential", "threads", "asyncio", "processes")
@@ -27,8 +28,6 @@ DEFAULT_SCALE = 0.1
 # 4 tasks, so its scaling and GIL sections have lines, not points.  On 2 cores
 # counting threads take N times as long as one, hashing threads do not.
 DEMO_SWEEP = "cpu-count,cpu-hash:threads:1,2,4"
-BENCH_FILE = "bench.json"
-RUNS_DIR = "runs"
 
 DESCRIPTION = """\
 Run every workload under every model (and every number of tasks), each as
@@ -188,38 +187,11 @@ def parse_sweep(
     return list(dict.fromkeys(cells))
 
 
-def _prepare(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise CircuitError(
-                f"{out} already exists; use --force to replace it or pick another -o"
-            )
-        if not _replaceable(out):
-            raise CircuitError(
-                f"{out} is not a folder circuit wrote (no {BENCH_FILE} or run folders); "
-                "not deleting it: pick another -o"
-            )
-        shutil.rmtree(out)
-    try:
-        (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CircuitError(f"cannot create {out}: {e.strerror}") from None
-
-
-def _replaceable(out: Path) -> bool:
-    if not out.is_dir():
-        return False
-    if (out / BENCH_FILE).exists():
-        return True
-    # an earlier `circuit demo`: one run folder per model
-    kids = list(out.iterdir())
-    return bool(kids) and all((k / "meta.json").exists() for k in kids)
-
-
 # ------------------------------------------------------------------- run
 
 
 def run(args: argparse.Namespace) -> int:
+    from circuit.bench import BenchConfig, prepare, run_bench
     from circuit.workloads import MODELS_ALL, WORKLOADS, available_models, check
 
     workloads = parse_names(args.workloads, WORKLOADS, "workload")
@@ -240,188 +212,76 @@ def run(args: argparse.Namespace) -> int:
     if args.python and not shutil.which(args.python):
         raise CircuitError(f"--python: no such interpreter: {args.python}")
     out = args.output or default_run_dir("bench")
-    _prepare(out, args.force)
-    return bench(
-        out, workloads, models, tasks, args.repeat, args.scale, args, quiet=args.quiet, sweep=sweep
+    prepare(out, args.force)
+    cfg = BenchConfig(
+        workloads,
+        models,
+        tasks,
+        args.repeat,
+        args.scale,
+        sweep=sweep,
+        python=args.python,
+        rate=args.rate,
+        observers=lambda: pyspy_observers(args),
     )
-
-
-def bench(
-    out: Path,
-    workloads: list[str],
-    models: list[str],
-    tasks: list[int],
-    repeat: int,
-    scale: float,
-    args: argparse.Namespace,
-    quiet: bool = False,
-    sweep: list[tuple[str, str, int]] | None = None,
-) -> int:
-    import pandas as pd
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from circuit.analysis.bench import Cell, aggregate, matrix, schedule
-
-    cells = matrix(workloads, models, tasks, [Cell(*c) for c in sweep or []])
-    plan = schedule(cells, repeat)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.monotonic()
-    info: dict[str, Any] = {
-        "tool": "circuit bench",
-        "started": started,
-        "matrix": {
-            "workloads": workloads,
-            "models": models,
-            "tasks": tasks,
-            "sweep": [list(c) for c in sweep or []],
-            "repeat": repeat,
-            "scale": scale,
-            "python": args.python or sys.executable,
-            "rate_hz": args.rate,
-        },
-        "cells": len(cells),
-        "order": "repeats interleaved: every cell once, then again",
-        "runs": [],
-        "finished": False,
-    }
-    _write_json(out / BENCH_FILE, info)
-    rows: list[dict[str, Any]] = []
-    stopped = False
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-    ) as progress:
-        bar = progress.add_task("bench", total=len(plan))
-        try:
-            for cell, rep in plan:
-                name = cell.run_name(rep)
-                progress.update(bar, description=f"{name:<40}")
-                row = run_one(out, cell, rep, scale, args)
-                rows.append(row)
-                info["runs"].append(
-                    {
-                        k: row[k]
-                        for k in ("run", "workload", "model", "tasks", "repeat", "exit_code")
-                    }
-                )
-                progress.advance(bar)
-                if not row["ok"] and row.get("stop_reason") != "interrupted":
-                    why = (
-                        f"exit status {row['exit_code']}"
-                        if row["exit_code"] not in (None, 0)
-                        else "no result from the workload"
-                    )
-                    progress.console.print(
-                        f"circuit: run {row['run']} failed ({why}): see {out / row['run']}",
-                        markup=False,
-                        soft_wrap=True,
-                    )
-                if row.get("stop_reason") == "interrupted":
-                    stopped = True
-                    break
-        except KeyboardInterrupt:  # between two runs: keep what was measured
-            stopped = True
-    if not rows:
-        raise CircuitError("interrupted before the first run finished: no results")
-    runs = pd.DataFrame(rows)
-    results = aggregate(runs)
-    runs.to_parquet(out / "runs.parquet", index=False)
-    runs.to_csv(out / "runs.csv", index=False)
-    results.to_parquet(out / "results.parquet", index=False)
-    results.to_csv(out / "results.csv", index=False)
-    info.update(
-        finished=not stopped,
-        elapsed_s=round(time.monotonic() - t0, 3),
-        ended=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        failed_runs=int((~runs["ok"].astype(bool)).sum()),
-        tables={"results": "results.parquet", "runs": "runs.parquet"},
-    )
-    _write_json(out / BENCH_FILE, info)
-    render(results)
-    failed = info["failed_runs"]
+    with _progress_bar(args.quiet) as bar:
+        result = run_bench(out, cfg, _BarProgress(bar, out))
+    render(result.results)
+    failed = result.info["failed_runs"]
     print(
-        f"circuit: bench saved in {out} ({len(rows)} runs in {info['elapsed_s']:.0f} s"
+        f"circuit: bench saved in {out} ({len(result.runs)} runs in "
+        f"{result.info['elapsed_s']:.0f} s"
         + (f", {failed} failed" if failed else "")
-        + (", interrupted" if stopped else "")
+        + (", interrupted" if result.stopped else "")
         + ")",
         file=sys.stderr,
     )
-    if stopped:
+    if result.stopped:
         return 130
     return 1 if failed else 0
 
 
-def run_one(
-    out: Path, cell: Any, rep: int, scale: float, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Trace one run of one cell; return its row of the runs table."""
-    import circuit
-    from circuit.analysis.bench import run_metrics
-    from circuit.tracer.session import Options, run_command
+def _progress_bar(quiet: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    name = cell.run_name(rep)
-    run_dir = out / RUNS_DIR / name
-    result_file = run_dir / "workload.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "circuit.workloads",
-        cell.workload,
-        "--model",
-        cell.model,
-        "--tasks",
-        str(cell.tasks),
-        "--scale",
-        repr(scale),
-        "--result",
-        str(result_file),
-    ]
-    if args.python:
-        cmd += ["--python", args.python]
-    opts = Options(
-        out=run_dir,
-        rate=args.rate,
-        force=True,
-        quiet=True,
-        observers=_quiet(pyspy_observers(args)),  # failures go to each run's meta.json
-        extra_meta={"bench": {"workload": cell.workload, "model": cell.model, "tasks": cell.tasks}},
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
     )
-    _, meta = run_command(cmd, opts)
-    result = None
-    if result_file.exists():
-        try:
-            result = json.loads(result_file.read_text())
-        except json.JSONDecodeError:
-            result = None
-    summary = circuit.load(run_dir).summary()
-    return {
-        "workload": cell.workload,
-        "model": cell.model,
-        "tasks": cell.tasks,
-        "scale": scale,
-        "repeat": rep,
-        "run": f"{RUNS_DIR}/{name}",
-        "stop_reason": meta.get("stop_reason"),
-        **run_metrics(summary, result),
-    }
 
 
-def _quiet(observers: list) -> list:
-    for o in observers:
-        o.quiet = True
-    return observers
+class _BarProgress:
+    """The bench's progress on a rich progress bar; a failed run said as it ends."""
 
+    def __init__(self, bar: Any, out: Path) -> None:
+        self.bar = bar
+        self.out = out
+        self.task: Any = None
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    def started(self, total: int) -> None:
+        self.task = self.bar.add_task("bench", total=total)
+
+    def run_started(self, name: str) -> None:
+        self.bar.update(self.task, description=f"{name:<40}")
+
+    def run_done(self, row: dict[str, Any]) -> None:
+        self.bar.advance(self.task)
+        if not row["ok"] and row.get("stop_reason") != "interrupted":
+            why = (
+                f"exit status {row['exit_code']}"
+                if row["exit_code"] not in (None, 0)
+                else "no result from the workload"
+            )
+            self.bar.console.print(
+                f"circuit: run {row['run']} failed ({why}): see {self.out / row['run']}",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def _num(x: Any, fmt: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from circuit.analysis import bench as B
 from circuit.errors import CircuitError
+from circuit.workloads import SERVER_MODULE
 from tests.support.report_data import GIL_ROWS_FOR_BENCH, process_frame, thread_frame
 
 
@@ -161,7 +162,7 @@ def test_per_run_waits_leaves_out_the_http_server_and_the_zombie_sample() -> Non
     procs = pd.DataFrame(
         {
             "pid": [1, 9],
-            "cmdline": ["python -m circuit.workloads io-http", f"python -m {B.SERVER_MARKER}"],
+            "cmdline": ["python -m circuit.workloads io-http", f"python -m {SERVER_MODULE}"],
         }
     )
     run = SimpleNamespace(meta={"rate_hz_achieved": 100.0}, threads=th, processes=pr, procs=procs)

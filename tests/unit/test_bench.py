@@ -11,15 +11,8 @@ import pandas as pd
 import pytest
 
 import circuit
-from circuit.analysis.bench import (
-    FD_KINDS,
-    Cell,
-    aggregate,
-    matrix,
-    run_metrics,
-    schedule,
-    top_wait,
-)
+from circuit.analysis.bench import FD_KINDS, aggregate, run_metrics, top_wait
+from circuit.bench import Cell, matrix, schedule
 from circuit.cli import main
 from circuit.commands.bench import parse_names, parse_tasks
 from circuit.errors import CircuitError
