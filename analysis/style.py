@@ -13,6 +13,8 @@ WAIT_COLORS: dict[str, str] = {
     "child": "#7f7f7f",
     "other": "#e7cbe0",
 }
+# Holding the GIL: a colour no wait reason uses (waiting for it is WAIT_COLORS["gil"]).
+GIL_HELD_COLOR = "#e6a100"
 FD_COLORS: dict[str, str] = {
     "file": "#8c8c8c",
     "socket": "#1f77b4",

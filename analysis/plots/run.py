@@ -22,6 +22,7 @@ from circuit.tracer.waits import WAIT_REASONS
 from .. import metrics as m
 from ..gil import holder_note, holder_runs, holder_timeline, run_gil
 from ..style import FD_COLORS, WAIT_COLORS
+from ..style import GIL_HELD_COLOR as HELD_COLOR
 from .base import MODEL_COLORS, _empty_figure, _short, _styled, _subplots
 
 MAX_LANES = 40
@@ -370,7 +371,7 @@ def gil(
         pass
     elif len(hold):
         ms = (hold["end_ns"] - hold["start_ns"]).to_numpy() / 1e6
-        b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=WAIT_COLORS["gil"], alpha=0.85)
+        b.hist(ms, bins=min(30, max(5, len(ms) // 2)), color=HELD_COLOR, alpha=0.85)
         b.axvline(
             float(np.median(ms)),
             color="black",
@@ -403,14 +404,15 @@ def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
     rest = np.maximum(np.array([t["time_s"] for t in threads]) - wait - held, 0.0)
     ax.barh(y, wait, color=WAIT_COLORS["gil"], label="waiting for the GIL")
     if any(t["held_s"] is not None for t in threads):
-        ax.barh(y, held, left=wait, color="#2ca02c", label="holding the GIL")
+        ax.barh(y, held, left=wait, color=HELD_COLOR, label="holding the GIL")
     ax.barh(y, rest, left=wait + held, color="#dddddd", label="other")
     ax.set_yticks(
         y, [f"{t['pid']}/{t['tid']}" if t["pid"] != t["tid"] else str(t["tid"]) for t in threads]
     )
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
-    ax.legend(frameon=False, fontsize=8)
+    # below the bars: inside, it hides the thread it lands on
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     ax.set_title("GIL per thread", fontsize=11)
 
 
