@@ -64,7 +64,7 @@ def new_sampler(backend_name: str, pid: int, tmp: str, tag: str) -> Sampler:
     d = Path(tmp) / tag
     d.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(d, {"format_version": 1})
-    # "-py": the Python tick instead of the C one (tracer/_fasttick.c).
+    # "-py": the Python tick instead of the C one (tracer/backends/_fasttick.c).
     name, python_tick = backend_name.removesuffix("-py"), backend_name.endswith("-py")
     # proc-nots: the /proc path as a user without CAP_NET_ADMIN gets it, no taskstats.
     backend = ProcBackend(taskstats=False) if name == "proc-nots" else make_backend(name)

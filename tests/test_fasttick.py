@@ -1,4 +1,4 @@
-"""The C steady-state tick (tracer/_fasttick.c) against the Python path.
+"""The C steady-state tick (tracer/backends/_fasttick.c) against the Python path.
 
 The Python path (``Sampler._sample``) is the reference: the C tick must
 give the same rows, and hand a process back whenever it cannot.  Both run
@@ -29,7 +29,7 @@ pytestmark = [
 ]
 
 try:
-    from circuit.tracer import _fasttick  # type: ignore[attr-defined]
+    from circuit.tracer.backends import _fasttick  # type: ignore[attr-defined]
 except ImportError:
     _fasttick = None
 
@@ -53,7 +53,9 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     # Python at several times the CPU.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
-    assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
+    assert _fasttick is not None, (
+        "tracer/backends/_fasttick.c did not build: see the pip install log"
+    )
     assert _fasttick.API == 5
 
 

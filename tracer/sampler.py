@@ -95,7 +95,7 @@ def _fast_tick(backend: Backend) -> Any:
     if not isinstance(backend, ProcBackend) or os.environ.get("CIRCUIT_PYTHON_TICK"):
         return None
     try:
-        from . import _fasttick  # type: ignore[attr-defined]
+        from .backends import _fasttick  # type: ignore[attr-defined]
     except ImportError:
         return None
     if getattr(_fasttick, "API", 0) != 5:
@@ -179,7 +179,7 @@ class Sampler:
         self._next_child_scan = 0
         self.thread_samples = 0
         self.period_ns = 10_000_000
-        # The steady-state tick in C (tracer/_fasttick.c) for the processes
+        # The steady-state tick in C (tracer/backends/_fasttick.c) for the processes
         # it can take; the others, and any process it hands back for this
         # tick, take the Python path (_sample), which stays the reference.
         self._fast = _fast_tick(backend)
@@ -378,7 +378,7 @@ class Sampler:
 
     @property
     def tick_impl(self) -> str:
-        """Which steady-state tick samples: ``c`` (tracer/_fasttick.c) or ``python``."""
+        """Which steady-state tick samples: ``c`` (tracer/backends/_fasttick.c) or ``python``."""
         return "python" if self._fast is None else "c"
 
     @property

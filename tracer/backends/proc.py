@@ -22,9 +22,9 @@ from collections.abc import Collection
 from itertools import repeat
 from typing import Any
 
-from . import procfs
-from .taskstats import TaskStats
-from .waits import Classifier
+from .. import procfs
+from ..taskstats import TaskStats
+from ..waits import Classifier
 
 # A thread row, in schema order minus the timestamp:
 # (pid, tid, name, state, wait, syscall, arg0, wchan,

@@ -1011,7 +1011,7 @@ static PyMethodDef FastTick_methods[] = {
 };
 
 static PyTypeObject FastTickType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer._fasttick.FastTick",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer.backends._fasttick.FastTick",
     .tp_basicsize = sizeof(FastTick),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = FastTick_new,
