@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 
 import circuit
-from circuit.tracer.backends import SLOW_COUNTER_NS
+from circuit.tracer.backends.proc import SLOW_COUNTER_NS
 from circuit.tracer.procfs import FD_KINDS
 
 pytestmark = pytest.mark.integration
