@@ -699,3 +699,54 @@ def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
             s.close()
     assert running and not idle
     assert fingerprint is not None  # the Python path asks taskstats
+
+
+# A spinning thread (so its fd table is rescanned less and less often) and a
+# main thread that opens a file when told.
+OPENS = """
+import os, sys, threading
+def spin():
+    while True:
+        pass
+threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.readline()
+os.open(sys.executable, os.O_RDONLY)
+print("opened", flush=True)
+threading.Event().wait()
+"""
+
+
+@needs_c
+def test_an_fd_opened_while_the_c_tick_holds_the_process_is_seen_at_once(tmp_path, monkeypatch):
+    # Its fd count moved: the C tick hands it back and the Python path scans
+    # at that very tick (FdSchedule.due), not at a later one.
+    import subprocess
+
+    ticks = []
+
+    def tick_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ticks.append(time.monotonic_ns())
+            s.tick(ticks[-1])
+            time.sleep(0.01)  # (more than CHECK_MIN_NS: the count is checked every tick)
+
+    with Spawned(OPENS, stdin=subprocess.PIPE) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        if s.backend.fd_count(s.traced[t.pid].handle) is None:
+            s.close()
+            pytest.skip("this kernel does not count a process's fds (Linux < 6.2)")
+        try:
+            tick_for(1.5)  # its scans back off: the next is far
+            assert t.proc.stdin is not None and t.proc.stdout is not None
+            t.proc.stdin.write("go\n")
+            t.proc.stdin.flush()
+            assert t.proc.stdout.readline().strip() == "opened"
+            opened = time.monotonic_ns()
+            tick_for(0.2)
+        finally:
+            s.close()
+    path = os.path.realpath(sys.executable)
+    seen = [r[0] for r in s.sink.buffers["fds"] if r[3] == "open" and r[5] == path]
+    assert seen == [min(t for t in ticks if t > opened)], (seen, opened)

@@ -658,8 +658,10 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             p->count_at = now + self->check_min_ns;
             struct stat sb;
             if (p->fd_dir >= 0 && fstat(p->fd_dir, &sb) == 0 && sb.st_size &&
-                sb.st_size != p->nfds)
+                sb.st_size != p->nfds) {
+                p->scan_at = now;
                 return FALLBACK;
+            }
         }
     }
     /* (a big process: taskstats checks it for less while it idles) */
