@@ -1,4 +1,5 @@
-"""The optional C part of the sampler: its steady-state tick (tracer/_fasttick.c).
+"""The optional C part of the sampler: the /proc backend's steady-state tick
+(tracer/backends/_fasttick.c).
 
 Everything else is in pyproject.toml.  ``optional=True``: without a C
 compiler the install still succeeds and circuit samples in Python.
@@ -9,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "circuit.tracer._fasttick",
-            ["tracer/_fasttick.c"],
+            "circuit.tracer.backends._fasttick",
+            ["tracer/backends/_fasttick.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

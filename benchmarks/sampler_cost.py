@@ -64,7 +64,7 @@ def new_sampler(backend_name: str, pid: int, tmp: str, tag: str) -> Sampler:
     d = Path(tmp) / tag
     d.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(d, {"format_version": 1})
-    # "-py": the Python tick instead of the C one (tracer/_fasttick.c).
+    # "-py": the Python tick instead of the C one (tracer/backends/_fasttick.c).
     name, python_tick = backend_name.removesuffix("-py"), backend_name.endswith("-py")
     # proc-nots: the /proc path as a user without CAP_NET_ADMIN gets it, no taskstats.
     backend = ProcBackend(taskstats=False) if name == "proc-nots" else make_backend(name)
@@ -84,7 +84,7 @@ def cost_once(
     for _ in range(3):
         s.tick(time.monotonic_ns())
         time.sleep(spacing)
-    s.writer.flush()
+    s.sink.flush()
     budget_ts = 4_000 if backend_name.startswith("psutil") else 20_000
     ticks = max(10, min(200, budget_ts // max(nthreads, 1)))
     th0 = s.thread_samples
@@ -98,7 +98,7 @@ def cost_once(
         cpu += time.thread_time() - c
         time.sleep(spacing)
     c = time.thread_time()
-    s.writer.flush()
+    s.sink.flush()
     flush = time.thread_time() - c
     n = s.thread_samples - th0
     s.close()

@@ -16,67 +16,29 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import (
-    IDLE_REFRESH,
-    PID_PROBE_MAX,
-    SLOW_COUNTER_NS,
-    Backend,
-    ProcBackend,
-    ProcessGone,
+from .backends import Backend, ProcessGone
+from .fdscan import (
+    CHECK_MIN_NS,
+    FD_BUDGET,
+    FD_SCAN_MAX_BACKOFF_COUNTED_NS,
+    FD_SCAN_MIN_NS,
+    FULL_FD_SCAN_NS,
+    SMALL_FD_TABLE,
+    UNREADABLE_RETRY_NS,
+    FdSchedule,
+    FdTable,
 )
 from .gilstate import GilReader, locate
-from .procfs import FD_KINDS, fd_kind, link_inode, parse_python_maps
+from .procfs import parse_python_maps
 from .pyimage import NOT_READY
-from .writer import RunWriter
+from .sink import Sink
 
 FLUSH_INTERVAL_S = 1.0
-# fd scanning is throttled per process so it uses at most ~1/FD_BUDGET of the
-# wall clock: a target with 10,000 fds costs ~8 ms to list, so it is listed
-# every ~80 ms instead of every sample (its counts are carried in between).
-FD_BUDGET = 10
-# An fd closed and reopened under the same number between two scans looks
-# unchanged to an incremental scan; a full re-resolution this often (and after
-# every exec, which closes and reopens many) heals that.
-FULL_FD_SCAN_NS = 1_000_000_000
-# fd scans run at most at 100 Hz: at --rate 1000 a busy process would
-# otherwise spend most of the sampler's time listing an fd table that rarely
-# changes; counts are carried between scans.
-FD_SCAN_MIN_NS = 10_000_000
-FD_SCAN_MAX_BACKOFF_NS = 50_000_000
-# Where the backend can count a process's fds cheaply (Linux >= 6.2: the size
-# of /proc/PID/fd), a count that moved triggers a scan at once, so a quiet
-# table can back off further: what the count misses (a close and an open
-# under one number) is seen at most this late.  (Each scan of a process the
-# C tick holds takes a sample on the Python path: ~0.1-0.3 ms after a sleep.
-# At 250 ms, the two workers of a CPU-bound pool cost ~0.1% of a core more.)
-FD_SCAN_MAX_BACKOFF_COUNTED_NS = 1_000_000_000
-# The look for new children and the fd count check run at most this often
-# (every sample up to ~110 Hz): at 1 kHz, new processes and fds are seen
-# within ~9 ms rather than 1 ms, for ~1% of a core less.
-CHECK_MIN_NS = 9_000_000
-# Numbers are reused at once (Python's imports open and close files all the
-# time), so small tables, the common case, are re-resolved on every scan.
-SMALL_FD_TABLE = 64
-# A socket with no address yet (created, not yet bound) is looked up again at
-# the next scans, then only at full scans (a never-bound socket costs little).
-SOCKET_RETRIES = 20
 # The python image mappings are read when a process is first seen and again
 # this long after, each once: a process seen right after fork/exec has not
 # mapped libpython yet (the dynamic loader does that a moment later), and a
 # multiprocessing "spawn" child exec's python again without changing its name.
 MAPS_REREAD_NS = (100_000_000, 1_000_000_000)
-# A process the C tick hands back this many samples in a row goes back to
-# the Python path for a while before it is tried again: FAST_RETRY_MIN_NS,
-# doubled each time it happens again within FAST_RETRY_NS, up to that.  (A
-# flat second kept short jobs out of C for good: a starting interpreter's fd
-# table changes at every sample while it imports, three hand-backs in a row.)
-FAST_MAX_BACKS = 3
-FAST_RETRY_MIN_NS = 40_000_000
-FAST_RETRY_NS = 1_000_000_000
-# A process taskstats can check for less (root, TASKSTATS_MIN_THREADS or
-# more threads) goes to the C tick only while its threads run, and back to
-# the Python path after this many samples in a row where none ran.
-TASKSTATS_IDLE_BACK = 3
 # While the C tick holds every traced process, the loop sleeps and ticks in
 # C too (Sampler.burst), and Python runs at least this often: at each flush
 # anyway, and sooner when run_loop's ``due`` asks (an observer's next work:
@@ -89,57 +51,14 @@ GIL_RETRY_NS = 1_000_000_000
 GIL_RETRIES = 5
 
 
-def _fast_tick(backend: Backend) -> Any:
-    """The C steady-state tick for the /proc backend, or None (no compiler
-    at install, not Linux, or CIRCUIT_PYTHON_TICK=1 to take the Python path)."""
-    if not isinstance(backend, ProcBackend) or os.environ.get("CIRCUIT_PYTHON_TICK"):
-        return None
-    try:
-        from . import _fasttick  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    if getattr(_fasttick, "API", 0) != 5:
-        return None  # built from another version of the source
-    return _fasttick.FastTick(
-        backend.tick_ns,
-        backend.page,
-        SLOW_COUNTER_NS,
-        IDLE_REFRESH,
-        CHECK_MIN_NS,
-        FD_SCAN_MIN_NS,
-        backend.classify("R", -1, 0, "", None),
-        PID_PROBE_MAX,
-        backend.fork_watch()[0],
-        backend.ncpu,
-    )
-
-
-def _gil_args(reader: GilReader) -> tuple[int, int, int, int]:
-    """What the C tick needs to read a process's GIL as GilReader.read does."""
-    lay = reader.layout
-    pthread = -1 if lay.pthread_tid_offset is None else lay.pthread_tid_offset
-    return reader.fd, lay.gil_addr, lay.tid_offset, pthread
-
-
 @dataclass
 class _Traced:
     pid: int
     handle: object
-    fds: dict[int, str] = field(default_factory=dict)
-    kinds: dict[int, str] = field(default_factory=dict)
-    counts: tuple[int, ...] = (0,) * (len(FD_KINDS) + 1)
-    next_fd_scan: int = 0
-    next_full_scan: int = 0
-    first: bool = True
+    table: FdTable = field(default_factory=FdTable)
+    schedule: FdSchedule = field(default_factory=FdSchedule)
+    first: bool = True  # its first fd scan is still to do
     command: bytes = b""
-    dirty: bool = False  # ran since the last fd scan
-    unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
-    retries: int = 0
-    backoff_ns: int = 0  # grows while scans find no change
-    last_fd_scan: int = 0
-    counted: bool = False  # the backend can count this process's fds cheaply
-    nfds: int = 0  # how many fds the last scan (or, with --no-fds, count) saw
-    next_fd_count: int = 0
     maps: list[tuple[int, int, str, str]] = field(default_factory=list)
     maps_due: list[int] = field(default_factory=list)
     gil: GilReader | None = None  # reads the interpreter's GIL state at each sample
@@ -150,14 +69,14 @@ class Sampler:
     def __init__(
         self,
         backend: Backend,
-        writer: RunWriter,
+        sink: Sink,
         root_pid: int,
         exclude: set[int] | None = None,
         fds: bool = True,
         redact: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.backend = backend
-        self.writer = writer
+        self.sink = sink
         self.root_pid = root_pid
         self.exclude = set(exclude or ())
         self.scan_fds = fds
@@ -179,16 +98,10 @@ class Sampler:
         self._next_child_scan = 0
         self.thread_samples = 0
         self.period_ns = 10_000_000
-        # The steady-state tick in C (tracer/_fasttick.c) for the processes
-        # it can take; the others, and any process it hands back for this
-        # tick, take the Python path (_sample), which stays the reference.
-        self._fast = _fast_tick(backend)
-        self._fast_pids: set[int] = set()
-        # pid -> (sample number of its last hand-back, hand-backs in a row);
-        # pid -> when to try the C tick again.
-        self._fast_backs: dict[int, tuple[int, int]] = {}
-        self._fast_retry: dict[int, int] = {}
-        self._fast_wait: dict[int, tuple[int, int]] = {}  # pid -> (last wait, when)
+        # The backend's steady-state tick in C for the processes it can
+        # take; the others, and any process it hands back for this tick,
+        # take the Python path (_sample), which stays the reference.
+        self.fast = backend.fast_path(sink)
         self.c_samples = 0  # samples taken by the C loop (burst)
         # pid -> where its GIL figures come from: "interpreter 3.12" (read
         # from its memory) or "futex: <why not>" (meta.json's gil_sources)
@@ -211,7 +124,7 @@ class Sampler:
     def _record_info(self, pid: int, ppid: int, t_ns: int, root: bool) -> None:
         info = self.backend.info(pid)
         cmdline = info["cmdline"] if self.redact is None else self.redact(info["cmdline"])
-        self.writer.add(
+        self.sink.add(
             "procs",
             (
                 t_ns,
@@ -238,7 +151,7 @@ class Sampler:
         if maps != tr.maps:
             tr.maps = maps
             for m in maps:
-                self.writer.add("maps", (t_ns, tr.pid, *m))
+                self.sink.add("maps", (t_ns, tr.pid, *m))
             if tr.gil is not None:  # another image: an exec
                 tr.gil.close()
                 tr.gil = None
@@ -261,17 +174,12 @@ class Sampler:
             self.gil_sources[tr.pid] = f"futex: cannot read its memory ({e.strerror})"
             return
         self.gil_sources[tr.pid] = "interpreter {}.{}".format(*found.version)
-        if self._fast is not None:
-            self._fast.drop(tr.pid)  # reloaded with the reader after the next sample
-            self._fast_pids.discard(tr.pid)
+        if self.fast is not None:
+            self.fast.unload(tr.pid)  # reloaded with the reader after the next sample
 
     def _drop(self, tr: _Traced) -> None:
-        if self._fast is not None:
-            self._fast.drop(tr.pid)
-            self._fast_pids.discard(tr.pid)
-            self._fast_backs.pop(tr.pid, None)
-            self._fast_retry.pop(tr.pid, None)
-            self._fast_wait.pop(tr.pid, None)
+        if self.fast is not None:
+            self.fast.forget(tr.pid)
         self.backend.close(tr.handle)
         if tr.gil is not None:
             tr.gil.close()
@@ -290,96 +198,20 @@ class Sampler:
             if done:
                 self.adopted.discard(pid)
 
-    def _fast_load(self, tr: _Traced, ran: bool) -> None:
-        """Hand a process to the C tick after a Python sample (in which it
-        ``ran`` or not), if it can take it."""
-        fast, p, pid = self._fast, tr.handle, tr.pid
-        b = self.backend
-        assert fast is not None and isinstance(b, ProcBackend)
-        big = b.taskstats_checks(p)
-        if (
-            tr.first
-            or p.zombie
-            or p.relist
-            or p.rows is None
-            or p.prow is None
-            or p.scheds is None
-            or len(p.rows) != len(p.order)
-            or (big and not ran)
-        ):
-            fast.drop(pid)  # (taskstats checks a big idle process for less)
-            self._fast_pids.discard(pid)
+    def _load(self, tr: _Traced, ran: bool) -> None:
+        """Offer a process to the C tick after its Python sample (in which
+        it ``ran`` or not); not before its first fd scan."""
+        assert self.fast is not None
+        if tr.first:
+            self.fast.unload(tr.pid)
             return
-        b.reclassify(p, tr.kinds)
-        threads = [
-            (
-                th.tid,
-                th.sched_fd,
-                th.fds.get("stat", -1),
-                th.fds.get("status", -1),
-                th.fds.get("syscall", -1),
-                th.sched,
-                th.row,
-                th.slept,
-                th.pcount,
-                th.status_ns,
-            )
-            for th in p.order
-        ]
-        fast.load(
-            pid,
-            (p.fd_stat, p.fd_statm, p.fd_io, p.fd_dir),
-            threads,
-            p.prow,
-            p.rows,
-            tr.counts,
-            (
-                p.slow_ns,
-                p.rss,
-                p.skips,
-                tr.dirty,
-                tr.counted,
-                tr.nfds,
-                tr.next_fd_count,
-                tr.next_fd_scan,
-                tr.last_fd_scan,
-                tr.maps_due[0] if tr.maps_due else 0,
-                TASKSTATS_IDLE_BACK if big else 0,
-            ),
-            tuple(p.io),
-            None if tr.gil is None else _gil_args(tr.gil),
-        )
-        self._fast_pids.add(pid)
-
-    def _fast_sync(self, tr: _Traced) -> None:
-        """Before the Python path samples a process the C tick handed back:
-        start from what the C tick last read and emitted.  Its threads that
-        did not run since keep their rows (the same objects, stored once by
-        the writer) instead of being read again, and the counters read every
-        SLOW_COUNTER_NS carry on from the C tick's latest values."""
-        assert self._fast is not None
-        state = self._fast.state(tr.pid)
-        if state is None:
-            return
-        prow, rows, (slow_ns, rss, skips, next_fd_count), io, threads = state
-        p = tr.handle
-        if len(threads) != len(p.order):
-            return  # (cannot happen: loaded from p.order, reloaded after each relist)
-        p.prow, p.rows, p.slow_ns, p.rss, p.skips = prow, rows, slow_ns, rss, skips
-        p.io = type(p.io)(*io)
-        p.scheds = [sched for sched, _, _ in threads]
-        for th, row, (sched, pcount, status_ns) in zip(p.order, rows, threads, strict=True):
-            th.row, th.sched, th.pcount, th.status_ns = row, sched, pcount, status_ns
-        # (The C tick emits rows asleep in read/write too: the idle path
-        # reclassifies those when an fd scan learns their fd's kind.)
-        fd_io = self.backend.classify.fd_io
-        p.io_idx = [i for i, row in enumerate(rows) if row[5] in fd_io]
-        tr.next_fd_count = next_fd_count
+        due = tr.maps_due[0] if tr.maps_due else 0
+        self.fast.load(tr.handle, ran, tr.table, tr.schedule, due, tr.gil)
 
     @property
     def tick_impl(self) -> str:
-        """Which steady-state tick samples: ``c`` (tracer/_fasttick.c) or ``python``."""
-        return "python" if self._fast is None else "c"
+        """Which steady-state tick samples: ``c`` (tracer/backends/_fasttick.c) or ``python``."""
+        return "python" if self.fast is None else "c"
 
     @property
     def alive(self) -> bool:
@@ -400,21 +232,20 @@ class Sampler:
                 self._add(pid, ppid, t_ns)
                 if ppid == self.adopter:
                     self.adopted.add(pid)
-        fast = self._fast
+        fast = self.fast
         if fast is None:
             for tr in list(self.traced.values()):
                 if self._sample(tr, t_ns):
                     self._ran = True
             self.samples += 1
             return
-        w = self.writer
-        ran, back, n = fast.tick(t_ns, w.buffers["processes"], w.thread_batches, w.buffers["gil"])
+        ran, back, n = fast.tick(t_ns)
         self._finish_tick(t_ns, ran, back, n)
 
     @property
     def can_burst(self) -> bool:
         """Whether the C loop can take the next samples: it holds every traced process."""
-        return self._fast is not None and 0 < len(self.traced) == len(self._fast_pids)
+        return self.fast is not None and 0 < len(self.traced) == len(self.fast.loaded)
 
     def burst(
         self,
@@ -428,151 +259,104 @@ class Sampler:
         (``FastTick.burst`` says when).  Returns (samples taken, deadlines
         missed, deadline, time of the last sample, time of a sample this
         call took with Python's help or 0): run_loop carries on from there."""
-        assert self._fast is not None and isinstance(self.backend, ProcBackend)
-        loadavg, last_pid = self.backend.fork_watch()
-        w = self.writer
-        (
-            done,
-            missed,
-            deadline,
-            last,
-            ran,
-            n,
-            self._ran,
-            self._next_child_scan,
-            pending,
-            back,
-            last_pid,
-        ) = self._fast.burst(
+        assert self.fast is not None
+        b = self.fast.burst(
             deadline,
             period,
             until,
             signals,
             watch_fd,
-            loadavg,
-            last_pid,
             self.exclude,
             self._ran,
             self._next_child_scan,
-            w.buffers["processes"],
-            w.thread_batches,
-            w.buffers["gil"],
         )
-        self.backend.forks_seen(last_pid)
-        self.samples += done
-        self.c_samples += done
-        self.thread_samples += n
-        for pid in ran:
-            self.traced[pid].dirty = True
-        if pending:
-            if back is None:
-                self.tick(pending)  # a pid was handed out: look for new children
+        self._ran, self._next_child_scan = b.ran_flag, b.next_child_scan
+        self.samples += b.done
+        self.c_samples += b.done
+        self.thread_samples += b.rows
+        for pid in b.ran:
+            self.traced[pid].schedule.dirty = True
+        if b.pending:
+            if b.back is None:
+                self.tick(b.pending)  # a pid was handed out: look for new children
             else:
-                self._finish_tick(pending, (), back, 0)  # (its ran pids are in `ran`)
-        return done, missed, deadline, last, pending
+                self._finish_tick(b.pending, (), b.back, 0)  # (its ran pids are in `ran`)
+        return b.done, b.missed, b.deadline, b.last, b.pending
 
     def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
         """The rest of a tick the C tick began: the processes it handed back,
         and those it does not hold, on the Python path."""
-        fast = self._fast
+        fast = self.fast
         assert fast is not None
         self.thread_samples += n
         if ran:
             self._ran = True
             for pid in ran:
-                self.traced[pid].dirty = True
-        loaded = self._fast_pids
-        todo = [*back, *(pid for pid in self.traced if pid not in loaded)]
-        for pid in back:
-            # A process handed back on every sample (threads that sleep
-            # again after running: GIL contention, I/O) would cost a C
-            # attempt and a reload each time: it stays on the Python path
-            # for a while.
-            last, streak = self._fast_backs.get(pid, (-2, 0))
-            streak = streak + 1 if last == self.samples - 1 else 1
-            self._fast_backs[pid] = (self.samples, streak)
-            if streak >= FAST_MAX_BACKS:
-                wait, when = self._fast_wait.get(pid, (0, 0))
-                recent = t_ns - when < FAST_RETRY_NS + wait
-                wait = min(2 * wait, FAST_RETRY_NS) if recent and wait else FAST_RETRY_MIN_NS
-                self._fast_wait[pid] = (wait, t_ns)
-                self._fast_retry[pid] = t_ns + wait
-                fast.drop(pid)
-                loaded.discard(pid)
-        for pid in back:
-            self._fast_sync(self.traced[pid])
-        retry = self._fast_retry
+                self.traced[pid].schedule.dirty = True
+        todo = [*back, *(pid for pid in self.traced if pid not in fast.loaded)]
+        if back:
+            fast.handed_back(back, self.samples, t_ns)
+            for pid in back:
+                tr = self.traced[pid]
+                fast.sync(tr.handle, tr.schedule)
         for pid in todo:
             tr = self.traced[pid]
             ran = self._sample(tr, t_ns)
             self._ran = self._ran or ran
-            if pid in self.traced and t_ns >= retry.get(pid, 0):
-                self._fast_load(tr, ran)
+            if pid in self.traced and fast.may_load(pid, t_ns):
+                self._load(tr, ran)
         self.samples += 1
 
     def _sample(self, tr: _Traced, t_ns: int) -> bool:
         """Sample one process; True if any of its threads ran (or it exited)."""
-        writer = self.writer
+        backend, sink, sched = self.backend, self.sink, tr.schedule
         if tr.first:
-            tr.command = self.backend.command(tr.handle)
+            tr.command = backend.command(tr.handle)
             if self.scan_fds:
                 # Before the first sample, so read/write waits can name their fd's kind.
                 self._scan_fds(tr, t_ns, full=True)
             else:
                 # No scans: the fd count only says when to look for an exec
                 # (which closes and opens files), as it says when to scan.
-                n = self.backend.fd_count(tr.handle)
-                tr.counted, tr.nfds = n is not None, n or 0
+                n = backend.fd_count(tr.handle)
+                sched.counted, sched.nfds = n is not None, n or 0
                 tr.first = False  # (no first scan to do it; the C tick waits for it)
         try:
-            prow, rows, ran = self.backend.sample(tr.handle, tr.kinds, t_ns)
+            prow, rows, ran = backend.sample(tr.handle, tr.table.kinds, t_ns)
         except ProcessGone:
             self._drop(tr)
             return True
         # A process none of whose threads ran since the last check cannot
         # have exec'd, opened or closed anything: skip it.
-        tr.dirty = tr.dirty or ran
-        if (
-            tr.dirty
-            and tr.counted
-            and tr.next_fd_count <= t_ns < tr.next_fd_scan
-            and t_ns >= tr.last_fd_scan + FD_SCAN_MIN_NS
-        ):
-            tr.next_fd_count = t_ns + CHECK_MIN_NS
-            n = self.backend.fd_count(tr.handle)
-            if n is not None and n != tr.nfds:
-                tr.next_fd_scan = t_ns  # opened or closed something: now
-        if tr.dirty and t_ns >= tr.next_fd_scan:
-            full = len(tr.fds) <= SMALL_FD_TABLE or t_ns >= tr.next_full_scan
-            command = self.backend.command(tr.handle)
+        sched.dirty = sched.dirty or ran
+        if sched.due(t_ns, lambda: backend.fd_count(tr.handle)):
+            full = len(tr.table.fds) <= SMALL_FD_TABLE or t_ns >= sched.full_at
+            command = backend.command(tr.handle)
             execd = bool(command) and command != tr.command
             if execd:
                 tr.command = command
                 full = True
-                self._record_info(tr.pid, prow[1], t_ns, tr.pid == self.root_pid)
+                self._record_info(tr.pid, prow.ppid, t_ns, tr.pid == self.root_pid)
             if self.scan_fds:
                 self._scan_fds(tr, t_ns, full)
             else:
                 # Only the look for an exec, which backs off as a quiet fd
                 # table's rescan does (each takes a sample on the Python path).
-                tr.dirty = False
-                tr.last_fd_scan = t_ns
-                if tr.counted:
-                    tr.nfds = self.backend.fd_count(tr.handle) or tr.nfds
+                if sched.counted:
+                    sched.nfds = backend.fd_count(tr.handle) or sched.nfds
                 most = FD_SCAN_MAX_BACKOFF_COUNTED_NS
-                tr.backoff_ns = 0 if execd else min(max(2 * tr.backoff_ns, self.period_ns), most)
-                tr.next_fd_scan = t_ns + max(self.period_ns, tr.backoff_ns)
+                sched.looked(t_ns, execd, self.period_ns, most_ns=most)
         if tr.maps_due and t_ns >= tr.maps_due[0]:
             tr.maps_due.pop(0)
             self._record_maps(tr, t_ns)
-        writer.add("processes", (t_ns, *prow, *tr.counts))
+        sink.add("processes", (t_ns, *prow, *tr.table.counts))
         if rows:
-            writer.add_threads(t_ns, rows)
+            sink.add_threads(t_ns, rows)
             self.thread_samples += len(rows)
         if tr.gil is not None:
             g = tr.gil.read()
             if g is not None:
-                writer.add("gil", (t_ns, tr.pid, *g))
+                sink.add("gil", (t_ns, tr.pid, *g))
         if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
             self._drop(tr)  # exited: this last sample holds its final totals
         return ran
@@ -581,76 +365,24 @@ class Sampler:
         # CPU time, not wall: a scan preempted on a busy machine must not push
         # the next one far away.
         c0 = time.thread_time_ns()
-        old = tr.fds
-        new = self.backend.fds(tr.handle, {} if full else old)
-        if new is None:
-            tr.next_fd_scan = t_ns + 1_000_000_000  # unreadable: retry once a second
+        sched = tr.schedule
+        changed = tr.table.scan(
+            self.backend, tr.handle, tr.pid, t_ns, full, tr.first, self.sink.add
+        )
+        if changed is None:
+            sched.scan_at = t_ns + UNREADABLE_RETRY_NS
             return
-        # A number whose target changed (reused between scans) is a close + an open.
-        closed = [fd for fd, target in old.items() if new.get(fd) != target]
-        opened = [fd for fd, target in new.items() if old.get(fd) != target]
-        kinds = tr.kinds
-        add = self.writer.add
-        for fd in closed:
-            kind = kinds.pop(fd, "other")
-            tr.unresolved.pop(fd, None)
-            if fd >= 0:
-                add("fds", (t_ns, tr.pid, fd, "close", kind, old[fd], "", "", "", False))
-        socks: dict[int, tuple[str, str, str]] | None = None
-        for fd in sorted(opened):
-            target = new[fd]
-            kind = kinds[fd] = fd_kind(target)
-            if fd < 0:
-                continue  # counted but not named (psutil)
-            proto = local = remote = ""
-            if kind == "socket":
-                if socks is None:
-                    socks = self.backend.sockets(tr.pid)
-                proto, local, remote = socks.get(link_inode(target), ("", "", ""))
-                if not proto:
-                    tr.unresolved[fd] = target  # not bound/connected yet: retry later
-            add("fds", (t_ns, tr.pid, fd, "open", kind, target, proto, local, remote, tr.first))
-        just = set(opened)
-        earlier = [fd for fd in tr.unresolved if fd not in just]
-        if earlier and (full or tr.retries < SOCKET_RETRIES):
-            tr.retries += 1
-            # Sockets that got an address since they were opened: an "addr"
-            # event.  Also when this scan opened others (threads creating
-            # sockets one after the other, then all blocking in recv, leave
-            # no later scan to do it while they are connected).
-            if socks is None:
-                socks = self.backend.sockets(tr.pid)
-            for fd in earlier:
-                target = tr.unresolved[fd]
-                found = socks.get(link_inode(target))
-                if found:
-                    del tr.unresolved[fd]
-                    add("fds", (t_ns, tr.pid, fd, "addr", "socket", target, *found, False))
         if tr.first:
-            tr.counted = self.backend.fd_count(tr.handle) is not None
-        tr.fds = new
-        tr.nfds = len(new)
-        tr.last_fd_scan = t_ns
-        tr.first = tr.dirty = False
-        if opened or closed:
-            by_kind = dict.fromkeys(FD_KINDS, 0)
-            for k in kinds.values():
-                by_kind[k] += 1
-            tr.counts = (len(new), *by_kind.values())
+            sched.counted = self.backend.fd_count(tr.handle) is not None
+        sched.nfds = len(tr.table.fds)
+        tr.first = False
         cost = time.thread_time_ns() - c0
         # A busy process whose fd table does not change (a CPU-bound worker)
-        # is rescanned less and less often, up to FD_SCAN_MAX_BACKOFF_NS; any
-        # change brings it back to every sample.
-        if opened or closed:
-            tr.backoff_ns = 0
-        else:
-            most = FD_SCAN_MAX_BACKOFF_COUNTED_NS if tr.counted else FD_SCAN_MAX_BACKOFF_NS
-            tr.backoff_ns = min(max(2 * tr.backoff_ns, self.period_ns), most)
-        tr.next_fd_scan = t_ns + max(
-            self.period_ns, FD_SCAN_MIN_NS, cost * FD_BUDGET, tr.backoff_ns
-        )
+        # is rescanned less and less often; any change brings it back to
+        # every sample.
+        sched.looked(t_ns, changed, self.period_ns, max(FD_SCAN_MIN_NS, cost * FD_BUDGET))
         if full:
-            tr.next_full_scan = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
+            sched.full_at = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
     def close(self) -> None:
         for tr in list(self.traced.values()):
@@ -701,7 +433,7 @@ def run_loop(
     sampler.period_ns = period
     stats = LoopStats()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    writer = sampler.writer
+    sink = sampler.sink
     deadline = time.monotonic_ns()
     stats.first_ns = deadline
     stop = False
@@ -718,8 +450,8 @@ def run_loop(
             on_tick(now)
         if stop or not sampler.alive:
             break
-        if time.monotonic() - writer.last_flush >= FLUSH_INTERVAL_S:
-            writer.flush()
+        if time.monotonic() - sink.last_flush >= FLUSH_INTERVAL_S:
+            sink.flush()
         deadline += period
         now = time.monotonic_ns()
         if now >= deadline:
@@ -727,7 +459,7 @@ def run_loop(
             stats.missed += skipped
             deadline += skipped * period
         if sampler.can_burst:
-            until = min(now + BURST_MAX_NS, round((writer.last_flush + FLUSH_INTERVAL_S) * 1e9))
+            until = min(now + BURST_MAX_NS, round((sink.last_flush + FLUSH_INTERVAL_S) * 1e9))
             if until_ns is not None:
                 until = min(until, until_ns)
             when = due() if due is not None else None

@@ -17,7 +17,9 @@ META_FILE = "meta.json"
 
 PYSPY_DIR = "pyspy"
 
-# (column, arrow type name).  Order matters: rows are tuples in this order.
+# (column, arrow type name).  Order matters: rows are tuples in this order,
+# and every table starts with t_ns.  A backend's thread row (ThreadRow,
+# tracer/backends/base.py) is a `threads` row without its t_ns.
 THREAD_FIELDS: tuple[tuple[str, str], ...] = (
     ("t_ns", "int64"),
     ("pid", "int32"),
@@ -39,8 +41,10 @@ THREAD_FIELDS: tuple[tuple[str, str], ...] = (
 
 FD_KIND_COLUMNS = tuple(f"fds_{k}" for k in FD_KINDS)
 
-PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
-    ("t_ns", "int64"),
+# What a backend reads of a process at each sample (ProcessRow,
+# tracer/backends/base.py).  A `processes` row is t_ns, these, then the
+# sampler's fd counts.
+PROCESS_SAMPLE_FIELDS: tuple[tuple[str, str], ...] = (
     ("pid", "int32"),
     ("ppid", "int32"),
     ("num_threads", "int32"),
@@ -51,6 +55,11 @@ PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
     ("write_chars", "int64"),
     ("read_bytes", "int64"),
     ("write_bytes", "int64"),
+)
+
+PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    *PROCESS_SAMPLE_FIELDS,
     ("fds", "int32"),
     *((c, "int32") for c in FD_KIND_COLUMNS),
 )

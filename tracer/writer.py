@@ -25,6 +25,7 @@ from typing import Any
 from .merge import merge_parts
 from .parts import DIR_MODE, FILE_MODE, STREAM_SUFFIX, Encoded, Segment, part_files, part_schema
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
+from .sink import TickBuffers
 
 # Arrow type name -> array.array typecode for the integer columns of the schema.
 _INT_CODES = {
@@ -299,6 +300,8 @@ def _clear_run_dir(path: Path) -> None:
 
 
 class RunWriter:
+    """The sink (tracer/sink.py) that writes a run folder."""
+
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         import pyarrow as pa  # imported before the target starts, never on the hot path
         import pyarrow.ipc  # the parts (pa.ipc; pyarrow loads it anyway)
@@ -355,6 +358,9 @@ class RunWriter:
     def add(self, table: str, row: tuple) -> None:
         self.buffers[table].append(row)
 
+    def tick_buffers(self) -> TickBuffers:
+        return TickBuffers(self.buffers["processes"], self.thread_batches, self.buffers["gil"])
+
     # -- flushing ------------------------------------------------------------
 
     def flush(self) -> None:
@@ -367,16 +373,20 @@ class RunWriter:
         later flush starts a new part.
         """
         self.last_flush = time.monotonic()
+        # The lists are emptied in place, not replaced: the C tick holds them
+        # (tick_buffers).
         if self.thread_batches:
-            batches, self.thread_batches = self.thread_batches, []
+            batches = self.thread_batches.copy()
+            self.thread_batches.clear()
             arrays = _thread_arrays(self.pa, batches, self.part_schemas["threads"])
             if arrays is not None:
                 self._append("threads", arrays)
         for name, buf in self.buffers.items():
             if buf:
-                self.buffers[name] = []
+                rows = buf.copy()
+                buf.clear()
                 schema = self.schemas[name]
-                columns = zip(*buf, strict=True)
+                columns = zip(*rows, strict=True)
                 arrays = [_column(self.pa, c, f.type) for c, f in zip(columns, schema, strict=True)]
                 self._append(name, arrays)
 

@@ -1,4 +1,4 @@
-"""The C steady-state tick (tracer/_fasttick.c) against the Python path.
+"""The C steady-state tick (tracer/backends/_fasttick.c) against the Python path.
 
 The Python path (``Sampler._sample``) is the reference: the C tick must
 give the same rows, and hand a process back whenever it cannot.  Both run
@@ -17,7 +17,7 @@ import time
 import pytest
 
 import circuit
-from circuit.tracer.backends import ProcBackend
+from circuit.tracer.backends import ProcBackend, fasttick
 from circuit.tracer.sampler import Sampler
 from circuit.tracer.schema import FORMAT_VERSION
 from circuit.tracer.writer import RunWriter
@@ -29,7 +29,7 @@ pytestmark = [
 ]
 
 try:
-    from circuit.tracer import _fasttick  # type: ignore[attr-defined]
+    from circuit.tracer.backends import _fasttick  # type: ignore[attr-defined]
 except ImportError:
     _fasttick = None
 
@@ -53,8 +53,10 @@ def test_the_c_tick_is_built_where_a_compiler_is():
     # Python at several times the CPU.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: circuit samples in Python")
-    assert _fasttick is not None, "tracer/_fasttick.c did not build: see the pip install log"
-    assert _fasttick.API == 5
+    assert _fasttick is not None, (
+        "tracer/backends/_fasttick.c did not build: see the pip install log"
+    )
+    assert _fasttick.API == fasttick.API
 
 
 def _sampler(
@@ -66,7 +68,7 @@ def _sampler(
         monkeypatch.delenv("CIRCUIT_PYTHON_TICK", raising=False)
     (tmp_path / name).mkdir()
     s = Sampler(ProcBackend(taskstats=taskstats), RunWriter(tmp_path / name, {}), pid)
-    assert (s._fast is None) == python
+    assert (s.fast is None) == python
     return s
 
 
@@ -80,11 +82,11 @@ def test_c_and_python_ticks_give_the_same_rows(tmp_path, monkeypatch):
             for _ in range(60):
                 for name, s in (("c", c), ("py", py)):
                     s.tick(time.monotonic_ns())
-                    prow = s.writer.buffers["processes"][-1]
-                    rows = s.writer.thread_batches[-1][1]
+                    prow = s.sink.buffers["processes"][-1]
+                    rows = s.sink.thread_batches[-1][1]
                     seq.append((name, prow, {r[1]: r for r in rows}))
                 time.sleep(0.003)
-            handled = set(c._fast_pids)
+            handled = set(c.fast.loaded)
         finally:
             c.close()
             py.close()
@@ -157,12 +159,12 @@ def test_a_thread_that_ran_and_sleeps_again_is_handed_to_python(tmp_path, monkey
         try:
             for _ in range(3):
                 s.tick(time.monotonic_ns())
-            assert proc.pid in s._fast_pids
+            assert proc.pid in s.fast.loaded
             proc.stdin.write("go\n")
             proc.stdin.flush()
             time.sleep(0.3)  # it spun 50 ms and went to sleep in nanosleep
             s.tick(time.monotonic_ns())
-            row = s.writer.thread_batches[-1][1][0]
+            row = s.sink.thread_batches[-1][1][0]
         finally:
             s.close()
     finally:
@@ -178,7 +180,7 @@ def test_circuit_python_tick_turns_the_c_tick_off(tmp_path, monkeypatch):
         s = _sampler(tmp_path, "py", t.pid, True, monkeypatch)
         s.tick(time.monotonic_ns())
         s.close()
-    assert s._fast is None
+    assert s.fast is None
 
 
 # A thread that wakes every 2 ms and then blocks reading the next of 16
@@ -204,7 +206,6 @@ while True:
 
 @needs_c
 def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, monkeypatch):
-    from circuit.tracer import sampler
 
     with Spawned(ROUNDS) as t:
         s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
@@ -212,21 +213,20 @@ def test_a_process_handed_back_every_sample_stays_on_the_python_path(tmp_path, m
             for _ in range(40):
                 time.sleep(0.01)
                 s.tick(time.monotonic_ns())
-                if t.pid in s._fast_retry:
+                if t.pid in s.fast.retry:
                     break
-            retry, loaded, backs = dict(s._fast_retry), set(s._fast_pids), dict(s._fast_backs)
+            retry, loaded, backs = dict(s.fast.retry), set(s.fast.loaded), dict(s.fast.backs)
         finally:
             s.close()
     # Set aside after FAST_MAX_BACKS hand-backs in a row.
     assert t.pid in retry and t.pid not in loaded
-    assert backs[t.pid][1] == sampler.FAST_MAX_BACKS
+    assert backs[t.pid][1] == fasttick.FAST_MAX_BACKS
 
 
 @needs_c
 def test_the_time_set_aside_doubles_while_hand_backs_go_on(tmp_path, monkeypatch):
     # From FAST_RETRY_MIN_NS (a flat second kept a starting interpreter, whose
     # fd table changes while it imports, out of C for a whole short job).
-    from circuit.tracer import sampler
 
     waits = []
     with Spawned(ROUNDS) as t:
@@ -236,14 +236,14 @@ def test_the_time_set_aside_doubles_while_hand_backs_go_on(tmp_path, monkeypatch
             while time.monotonic() < end:
                 time.sleep(0.01)
                 s.tick(time.monotonic_ns())
-                w = s._fast_wait.get(t.pid, (0, 0))[0]
+                w = s.fast.waits.get(t.pid, (0, 0))[0]
                 if w and (not waits or waits[-1] != w):
                     waits.append(w)
         finally:
             s.close()
-    lo = sampler.FAST_RETRY_MIN_NS
+    lo = fasttick.FAST_RETRY_MIN_NS
     assert waits[:3] == [lo, 2 * lo, 4 * lo], waits
-    assert max(waits) <= sampler.FAST_RETRY_NS
+    assert max(waits) <= fasttick.FAST_RETRY_NS
 
 
 # Two threads taking turns on the GIL: after its turn, each waits for the
@@ -271,7 +271,7 @@ def test_threads_taking_turns_on_the_gil_stay_in_c_with_the_rows_of_python(tmp_p
             c,
             "_finish_tick",
             lambda t_ns, ran, back, n: (
-                handed.append(t.pid in back or t.pid not in c._fast_pids),
+                handed.append(t.pid in back or t.pid not in c.fast.loaded),
                 finish(t_ns, ran, back, n),
             ),
         )
@@ -283,7 +283,7 @@ def test_threads_taking_turns_on_the_gil_stay_in_c_with_the_rows_of_python(tmp_p
             while time.monotonic() < end:
                 for name, s in (("c", c), ("py", py)):
                     s.tick(time.monotonic_ns())
-                    seq.append((name, {r[1]: r for r in s.writer.thread_batches[-1][1]}))
+                    seq.append((name, {r[1]: r for r in s.sink.thread_batches[-1][1]}))
                 time.sleep(0.005)
         finally:
             c.close()
@@ -421,7 +421,7 @@ def test_the_c_loop_takes_the_samples_of_an_idle_target(tmp_path, monkeypatch):
             stats = _run_for(s, 200, 0.6)
         finally:
             s.close()
-        s.writer.finalize({"format_version": FORMAT_VERSION})
+        s.sink.finalize({"format_version": FORMAT_VERSION})
     # Python looks at the end, the flush and after BURST_MAX_NS; the C loop takes the rest.
     assert stats.c_samples >= stats.samples / 2, stats
     assert s.samples == stats.samples and s.c_samples == stats.c_samples
@@ -584,7 +584,7 @@ def test_run_loop_never_asks_for_a_negative_wait():
         period_ns = 0
         alive = True
         can_burst = True
-        writer = SimpleNamespace(last_flush=time.monotonic(), flush=lambda: None)
+        sink = SimpleNamespace(last_flush=time.monotonic(), flush=lambda: None)
 
         def tick(self, t_ns):
             pass
@@ -638,7 +638,7 @@ def test_an_idle_process_is_refreshed_in_c_and_its_new_parent_seen(tmp_path, mon
             stats = _run_for(s, 200, 1.5)
         finally:
             s.close()
-        s.writer.finalize({"format_version": FORMAT_VERSION})
+        s.sink.finalize({"format_version": FORMAT_VERSION})
     finally:
         os.kill(orphan, 9)
     # ~300 samples, 6 refreshes: Python took the first, the flush and the end
@@ -674,7 +674,7 @@ def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
 ):
     import subprocess
 
-    from circuit.tracer.sampler import TASKSTATS_IDLE_BACK
+    from circuit.tracer.backends.fasttick import TASKSTATS_IDLE_BACK
 
     with Spawned(BIG, stdin=subprocess.PIPE) as t:
         s = _sampler(tmp_path, "c", t.pid, False, monkeypatch, taskstats=True)
@@ -685,7 +685,7 @@ def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
             for _ in range(10):
                 s.tick(time.monotonic_ns())
                 time.sleep(0.005)
-            running = t.pid in s._fast_pids
+            running = t.pid in s.fast.loaded
             assert t.proc.stdin is not None
             t.proc.stdin.write("idle\n")
             t.proc.stdin.flush()
@@ -693,9 +693,60 @@ def test_a_big_process_is_in_c_while_it_runs_and_with_taskstats_while_it_idles(
             for _ in range(TASKSTATS_IDLE_BACK + 5):
                 s.tick(time.monotonic_ns())
                 time.sleep(0.005)
-            idle = t.pid in s._fast_pids
+            idle = t.pid in s.fast.loaded
             fingerprint = s.traced[t.pid].handle.fp
         finally:
             s.close()
     assert running and not idle
     assert fingerprint is not None  # the Python path asks taskstats
+
+
+# A spinning thread (so its fd table is rescanned less and less often) and a
+# main thread that opens a file when told.
+OPENS = """
+import os, sys, threading
+def spin():
+    while True:
+        pass
+threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.readline()
+os.open(sys.executable, os.O_RDONLY)
+print("opened", flush=True)
+threading.Event().wait()
+"""
+
+
+@needs_c
+def test_an_fd_opened_while_the_c_tick_holds_the_process_is_seen_at_once(tmp_path, monkeypatch):
+    # Its fd count moved: the C tick hands it back and the Python path scans
+    # at that very tick (FdSchedule.due), not at a later one.
+    import subprocess
+
+    ticks = []
+
+    def tick_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ticks.append(time.monotonic_ns())
+            s.tick(ticks[-1])
+            time.sleep(0.01)  # (more than CHECK_MIN_NS: the count is checked every tick)
+
+    with Spawned(OPENS, stdin=subprocess.PIPE) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        if s.backend.fd_count(s.traced[t.pid].handle) is None:
+            s.close()
+            pytest.skip("this kernel does not count a process's fds (Linux < 6.2)")
+        try:
+            tick_for(1.5)  # its scans back off: the next is far
+            assert t.proc.stdin is not None and t.proc.stdout is not None
+            t.proc.stdin.write("go\n")
+            t.proc.stdin.flush()
+            assert t.proc.stdout.readline().strip() == "opened"
+            opened = time.monotonic_ns()
+            tick_for(0.2)
+        finally:
+            s.close()
+    path = os.path.realpath(sys.executable)
+    seen = [r[0] for r in s.sink.buffers["fds"] if r[3] == "open" and r[5] == path]
+    assert seen == [min(t for t in ticks if t > opened)], (seen, opened)

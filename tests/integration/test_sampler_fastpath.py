@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from circuit.tracer import backends
-from circuit.tracer.backends import ProcBackend
+from circuit.tracer.backends import ProcBackend, proctree
+from circuit.tracer.backends import proc as procbackend
 from circuit.tracer.taskstats import TaskStats
 from tests.support.helpers import Spawned, wait_for
 
@@ -149,7 +149,7 @@ def test_idle_processes_are_still_reread_now_and_then(monkeypatch):
     reads = _counting_process_reads(b, monkeypatch)
     with Target() as t, _opened(b, t.pid) as h:
         rows0 = b.sample(h, {}, time.monotonic_ns())[1]
-        for _ in range(2 * backends.IDLE_REFRESH + 2):
+        for _ in range(2 * procbackend.IDLE_REFRESH + 2):
             prow, rows, ran = b.sample(h, {}, time.monotonic_ns())
     assert not ran and rows is rows0
     # The first sample, then one per IDLE_REFRESH idle ones (for the parent
@@ -239,14 +239,14 @@ time.sleep(5)
         assert proc.stdout.readline().strip() == "ready"
         b = ProcBackend(taskstats=False)
         assert b.new_children({proc.pid}, set()) == [(child, proc.pid)]
-        before = b._last_pid
+        before = b.fork_watch()[1]
         proc.stdin.write("go\n")
         proc.stdin.flush()
         assert proc.stdout.readline().strip() == "threads"
         found = b.new_children({proc.pid, child}, set())
-        if b._last_pid - before >= backends.PID_PROBE_MAX:
+        if b.fork_watch()[1] - before >= proctree.PID_PROBE_MAX:
             pytest.skip("too many pids handed out meanwhile: /proc was listed, not probed")
-        assert b._last_pid - before >= 6  # the threads took pid numbers
+        assert b.fork_watch()[1] - before >= 6  # the threads took pid numbers
         assert found == []
     finally:
         proc.kill()
@@ -334,7 +334,7 @@ def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_pat
     assert (5, "addr", "127.0.0.1:80") in events
     assert (6, "addr", "127.0.0.1:80") in events
     assert (7, "open", "127.0.0.1:80") in events
-    assert not tr.unresolved
+    assert not tr.table.unresolved
 
 
 # One thread spinning; SIGUSR1 makes it start a second, sleeping thread.
@@ -373,7 +373,7 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
     # The thread's stat every time it ran; the process's only with the other
     # slow counters, at most every SLOW_COUNTER_NS (~every 4th sample here).
     span_ns = reads[-1] - reads[0] if len(reads) > 1 else 0
-    assert len(reads) <= 2 + span_ns // backends.SLOW_COUNTER_NS + 10 < ran
+    assert len(reads) <= 2 + span_ns // procbackend.SLOW_COUNTER_NS + 10 < ran
     # What the thread's stat told about the process is exact on every sample.
     for prow1, rows1, _ in samples:
         assert prow1[:3] == (t.pid, os.getpid(), 1)
@@ -382,7 +382,7 @@ def test_a_single_threaded_process_that_runs_reads_its_own_stat_only_now_and_the
     prow1, rows1, _ = samples[-1]
     proc_cpu = prow1[4] + prow1[5]
     thread_cpu = rows1[0][10]
-    assert thread_cpu - proc_cpu <= backends.SLOW_COUNTER_NS + 30_000_000
+    assert thread_cpu - proc_cpu <= procbackend.SLOW_COUNTER_NS + 30_000_000
     # A second thread: the full path again, both threads listed.
     assert prow[2] == 2 and len(rows) == 2
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 
 import circuit
-from circuit.tracer.backends import SLOW_COUNTER_NS
+from circuit.tracer.backends.proc import SLOW_COUNTER_NS
 from circuit.tracer.procfs import FD_KINDS
 from tests.support.helpers import TARGETS
 
@@ -115,7 +115,7 @@ def traced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if case.backend == "psutil":
         pytest.importorskip("psutil")
     if case.tick == "c":
-        pytest.importorskip("circuit.tracer._fasttick", reason="the C tick is not built")
+        pytest.importorskip("circuit.tracer.backends._fasttick", reason="the C tick is not built")
     out = tmp_path_factory.mktemp(request.param) / "run"
     env = dict(os.environ)
     env.pop("CIRCUIT_PYTHON_TICK", None)

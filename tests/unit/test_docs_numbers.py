@@ -30,7 +30,7 @@ NUMBER = re.compile(r"\d+(?:[.,]\d+)*|[¼½¾⅓]|\b(?:half|third|quarter|twice|
 
 CLAIMS: dict[str, list[str]] = {
     "README.md": [
-        "(`tracer/_fasttick.c`: [[floor.c_saving.100]] less CPU per sampling tick at 100 Hz",
+        "(`tracer/backends/_fasttick.c`: [[floor.c_saving.100]] less CPU per sampling tick at 100 Hz",
         "The bench took [[bench_e2e.median]] on [[machine.cores]] cores and the whole demo [[bench_e2e.demo_median]]",
     ],
     "docs/workloads.md": [
@@ -124,7 +124,7 @@ CLAIMS: dict[str, list[str]] = {
         "sleep and [[floor.cold.py.10ms.us]] after 10",
         "ms ([[floor.cold.py.factor]]); the",
         "C tick [[floor.cold.c.0ms.us]], [[floor.cold.c.1ms.us]] and [[floor.cold.c.10ms.us]]. After",
-        "(`tracer/_fasttick.c`) takes [[floor.c_saving.100]] off the",
+        "(`tracer/backends/_fasttick.c`) takes [[floor.c_saving.100]] off the",
         "tick ([[floor.tick.c.100.us]] against [[floor.tick.py.100.us]] a tick, [[floor.tick.c.100.share]] against [[floor.tick.py.100.share]] of a",
         "core), and [[floor.c_saving.1000]] at 1",
         "kHz ([[floor.tick.c.1000.us]] against [[floor.tick.py.1000.us]]). It",

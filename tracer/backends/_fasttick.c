@@ -21,6 +21,11 @@
  * path for this tick, which is the reference: tests/integration/test_fasttick.py checks
  * both give the same rows.  Python reloads the process here after its own
  * sample.  The loop around the ticks (burst) is at the end.
+ *
+ * tracer/backends/fasttick.py is the Python side: what it loads here comes
+ * from ProcBackend's state, and the rows built here are the schema's
+ * (ThreadRow, ProcessRow): this file names the fields it fills, and is told
+ * at init where each goes, so it holds no column index of its own.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,13 +44,33 @@
 #define SCHED_MAX 128
 #define READ_MAX 4096
 
+/* The fields of the rows this module builds, by the schema's names (the
+ * module's THREAD_FIELDS, PROCESS_FIELDS, GIL_FIELDS); FastTick() is given
+ * the place of each in its row. */
+enum {
+    T_PID, T_TID, T_NAME, T_STATE, T_WAIT, T_SYSCALL, T_ARG0, T_WCHAN, T_USER_NS, T_SYSTEM_NS,
+    T_CPU_NS, T_RUN_DELAY_NS, T_CTX_VOL, T_CTX_INVOL, T_CPU, T_COUNT
+};
+static const char *const THREAD_NAMES[T_COUNT] = {
+    "pid",     "tid",       "name",   "state",        "wait",    "syscall",   "arg0", "wchan",
+    "user_ns", "system_ns", "cpu_ns", "run_delay_ns", "ctx_vol", "ctx_invol", "cpu"};
+enum {
+    P_PID, P_PPID, P_NUM_THREADS, P_RSS_BYTES, P_USER_NS, P_SYSTEM_NS, P_READ_CHARS,
+    P_WRITE_CHARS, P_READ_BYTES, P_WRITE_BYTES, P_COUNT
+};
+static const char *const PROCESS_NAMES[P_COUNT] = {
+    "pid",        "ppid",        "num_threads", "rss_bytes",  "user_ns",
+    "system_ns",  "read_chars",  "write_chars", "read_bytes", "write_bytes"};
+enum { G_T_NS, G_PID, G_LOCKED, G_HOLDER, G_SWITCHES, G_COUNT };
+static const char *const GIL_NAMES[G_COUNT] = {"t_ns", "pid", "locked", "holder", "switches"};
+
 typedef struct {
     long tid;
     int sched_fd, stat_fd, status_fd, sys_fd;
     char sched[SCHED_MAX];
     Py_ssize_t sched_len;
-    PyObject *row;   /* the last row (tuple), owned */
-    PyObject *slept; /* its last rows asleep (_Thread.slept: a tuple of rows), owned */
+    PyObject *row;   /* the last row (a ThreadRow), owned */
+    PyObject *slept; /* its last rows asleep (ThreadState.slept: a tuple of rows), owned */
     long long pcount, status_ns;
     /* scratch for the tick under way */
     char nsched[SCHED_MAX];
@@ -60,14 +85,16 @@ typedef struct {
     int fd_stat, fd_statm, fd_io, fd_dir;
     Py_ssize_t nthr;
     Thr *thr;
-    PyObject *prow;   /* tuple of 10, owned */
+    PyObject *prow;   /* a ProcessRow, owned */
     PyObject *rows;   /* list, owned */
     PyObject *counts; /* tuple, owned */
     long long slow_ns, rss, io[4];
     long skips;
     long idle_back, idle_run; /* hand back after idle_back samples in a row where none ran (0: never) */
+    /* The fd schedule (tracer/fdscan.py, FdSchedule): its fields, its rule. */
     int dirty, counted;
-    long long nfds, next_fd_count, next_fd_scan, last_fd_scan, maps_due;
+    long long nfds, scan_at, count_at;
+    long long python_at; /* the Python path has work due then (0: none) */
     /* The interpreter's GIL state (tracer/gilstate.py): /proc/PID/mem, the
      * struct's address, native_thread_id's offset in PyThreadState (gil_fd
      * -1: not read); the last values read, and the holder pointer they
@@ -81,12 +108,16 @@ typedef struct {
     PyObject_HEAD
     Proc *procs;
     Py_ssize_t nprocs;
-    long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, fd_scan_min_ns, probe_max;
+    long long tick_ns, page, slow_ns, idle_refresh, check_min_ns, probe_max;
+    PyTypeObject *thread_type, *process_type; /* the schema's rows: ThreadRow, ProcessRow */
+    Py_ssize_t tx[T_COUNT], px[P_COUNT], gx[G_COUNT]; /* where each field goes in its row */
     int loadavg_fd; /* /proc/loadavg: its runnable count says when CPUs are saturated */
     long long ncpu;
     PyObject *running, *state_r, *empty;
     int sigfd; /* burst(): readable when one of sigmask is pending */
     sigset_t sigmask;
+    /* The sink's lists (bind): processes rows, (t_ns, thread rows) batches, gil rows. */
+    PyObject *pbuf, *tbuf, *gbuf;
 } FastTick;
 
 /* ---------------------------------------------------------------- parsing */
@@ -227,6 +258,11 @@ static void FastTick_dealloc(FastTick *self) {
     for (Py_ssize_t i = 0; i < self->nprocs; i++) clear_proc(&self->procs[i]);
     PyMem_Free(self->procs);
     Py_XDECREF(self->running);
+    Py_XDECREF(self->pbuf);
+    Py_XDECREF(self->tbuf);
+    Py_XDECREF(self->gbuf);
+    Py_XDECREF(self->thread_type);
+    Py_XDECREF(self->process_type);
     Py_XDECREF(self->state_r);
     Py_XDECREF(self->empty);
     if (self->sigfd >= 0) close(self->sigfd);
@@ -239,47 +275,94 @@ static PyObject *FastTick_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
     return (PyObject *)self;
 }
 
+/* Where each of the n fields goes in its row: `places`, n distinct indices
+ * below n (every field of the row is filled). */
+static int read_places(PyObject *places, Py_ssize_t *out, Py_ssize_t n, const char *what) {
+    if (!PyTuple_Check(places) || PyTuple_GET_SIZE(places) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd places expected", what, n);
+        return -1;
+    }
+    unsigned long long seen = 0; /* (n <= 64) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(places, i));
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (v < 0 || v >= n || (seen >> v & 1)) {
+            PyErr_Format(PyExc_ValueError, "%s: places must be 0..%zd, once each", what, n - 1);
+            return -1;
+        }
+        seen |= 1ULL << v;
+        out[i] = v;
+    }
+    return 0;
+}
+
+/* FastTick(tick_ns, page, slow_ns, idle_refresh, check_min_ns, running, probe_max,
+ *          (ThreadRow, ProcessRow), (thread places, process places, gil places),
+ *          loadavg_fd=-1, ncpu=0)
+ * places: for each field of THREAD_FIELDS (PROCESS_FIELDS, GIL_FIELDS), in
+ * that order, its index in a ThreadRow (a ProcessRow, a gil table row). */
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"tick_ns",      "page",           "slow_ns",   "idle_refresh",
-                             "check_min_ns", "fd_scan_min_ns", "running",   "probe_max",
-                             "loadavg_fd",   "ncpu",           NULL};
-    PyObject *running;
+    static char *kwlist[] = {"tick_ns",   "page",   "slow_ns",    "idle_refresh",
+                             "check_min_ns", "running", "probe_max", "rows",
+                             "places",    "loadavg_fd", "ncpu",   NULL};
+    PyObject *running, *rows, *places;
+    PyTypeObject *tt, *pt;
+    PyObject *tp, *pp, *gp;
     self->loadavg_fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLLUL|iL", kwlist, &self->tick_ns, &self->page,
-                                     &self->slow_ns, &self->idle_refresh, &self->check_min_ns,
-                                     &self->fd_scan_min_ns, &running, &self->probe_max,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLULO!O!|iL", kwlist, &self->tick_ns,
+                                     &self->page, &self->slow_ns, &self->idle_refresh,
+                                     &self->check_min_ns, &running, &self->probe_max,
+                                     &PyTuple_Type, &rows, &PyTuple_Type, &places,
                                      &self->loadavg_fd, &self->ncpu))
         return -1;
+    if (!PyArg_ParseTuple(rows, "O!O!", &PyType_Type, &tt, &PyType_Type, &pt) ||
+        !PyArg_ParseTuple(places, "OOO", &tp, &pp, &gp))
+        return -1;
+    if (!PyType_IsSubtype(tt, &PyTuple_Type) || !PyType_IsSubtype(pt, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "rows: two tuple types");
+        return -1;
+    }
+    if (read_places(tp, self->tx, T_COUNT, "thread") < 0 ||
+        read_places(pp, self->px, P_COUNT, "process") < 0 ||
+        read_places(gp, self->gx, G_COUNT, "gil") < 0)
+        return -1;
+    Py_XSETREF(self->thread_type, (PyTypeObject *)Py_NewRef(tt));
+    Py_XSETREF(self->process_type, (PyTypeObject *)Py_NewRef(pt));
     Py_XSETREF(self->running, Py_NewRef(running));
     Py_XSETREF(self->state_r, PyUnicode_InternFromString("R"));
     Py_XSETREF(self->empty, PyUnicode_InternFromString(""));
     return self->state_r && self->empty ? 0 : -1;
 }
 
-/* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows, counts,
- *      (slow_ns, rss, skips, dirty, counted, nfds, next_fd_count, next_fd_scan,
- *       last_fd_scan, maps_due, idle_back), (rchar, wchar, read_bytes, write_bytes))
+/* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows,
+ *      (rchar, wchar, read_bytes, write_bytes), (slow_ns, rss, skips, idle_back),
+ *      counts, (dirty, counted, nfds, scan_at, count_at), python_at, gil)
  * threads: [(tid, sched_fd, stat_fd, status_fd, syscall_fd, schedstat bytes, row, slept rows,
- *            pcount, status_ns)], in the order of ``rows``. */
+ *            pcount, status_ns)], in the order of ``rows``; the fifth tuple is
+ * FdSchedule.for_c(); gil: None, or (/proc/PID/mem fd, the GIL's address,
+ * native_thread_id's offset, the tid's offset in a pthread or -1). */
 static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     long pid;
-    int fds[4];
-    PyObject *threads, *prow, *rows, *counts;
-    long long v[11], io[4];
-    PyObject *gil = Py_None;
+    int fds[4], dirty, counted;
+    PyObject *threads, *prow, *rows, *counts, *gil;
+    long long v[4], io[4], nfds, scan_at, count_at, python_at;
     int gil_fd = -1;
     long long gil_addr = 0, gil_tid_off = 0, gil_pthread_off = -1;
-    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!O!(LLLLLLLLLLL)(LLLL)|O", &pid, &fds[0], &fds[1],
+    if (!self->thread_type) {
+        PyErr_SetString(PyExc_RuntimeError, "FastTick not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!(LLLL)(LLLL)O!(ppLLL)LO", &pid, &fds[0], &fds[1],
                           &fds[2], &fds[3], &PyList_Type, &threads, &PyTuple_Type, &prow,
-                          &PyList_Type, &rows, &PyTuple_Type, &counts, &v[0], &v[1], &v[2], &v[3],
-                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &io[0], &io[1],
-                          &io[2], &io[3], &gil))
+                          &PyList_Type, &rows, &io[0], &io[1], &io[2], &io[3], &v[0], &v[1],
+                          &v[2], &v[3], &PyTuple_Type, &counts, &dirty, &counted, &nfds,
+                          &scan_at, &count_at, &python_at, &gil))
         return NULL;
     if (gil != Py_None &&
         !PyArg_ParseTuple(gil, "iLLL", &gil_fd, &gil_addr, &gil_tid_off, &gil_pthread_off))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(threads);
-    if (n != PyList_GET_SIZE(rows) || PyTuple_GET_SIZE(prow) != 10) {
+    if (n != PyList_GET_SIZE(rows) || PyTuple_GET_SIZE(prow) != P_COUNT) {
         PyErr_SetString(PyExc_ValueError, "threads and rows do not line up");
         return NULL;
     }
@@ -294,12 +377,13 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
                                     &t->sched_fd, &t->stat_fd, &t->status_fd, &t->sys_fd, &sched,
                                     &slen, &PyTuple_Type, &row, &PyTuple_Type, &slept,
                                     &t->pcount, &t->status_ns);
+        bad = bad || PyTuple_GET_SIZE(row) != T_COUNT;
         for (Py_ssize_t k = 0; !bad && k < PyTuple_GET_SIZE(slept); k++) {
             PyObject *r = PyTuple_GET_ITEM(slept, k);
-            bad = !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 15;
+            bad = !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != T_COUNT;
         }
         if (bad) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "slept: rows of 15");
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "rows of another length");
             for (Py_ssize_t j = 0; j < i; j++) {
                 Py_CLEAR(thr[j].row);
                 Py_CLEAR(thr[j].slept);
@@ -340,18 +424,17 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     p->prow = Py_NewRef(prow);
     p->rows = Py_NewRef(rows);
     p->counts = Py_NewRef(counts);
+    memcpy(p->io, io, sizeof io);
     p->slow_ns = v[0];
     p->rss = v[1];
     p->skips = (long)v[2];
-    p->dirty = (int)v[3];
-    p->counted = (int)v[4];
-    p->nfds = v[5];
-    p->next_fd_count = v[6];
-    p->next_fd_scan = v[7];
-    p->last_fd_scan = v[8];
-    p->maps_due = v[9];
-    p->idle_back = (long)v[10];
-    memcpy(p->io, io, sizeof io);
+    p->idle_back = (long)v[3];
+    p->dirty = dirty;
+    p->counted = counted;
+    p->nfds = nfds;
+    p->scan_at = scan_at;
+    p->count_at = count_at;
+    p->python_at = python_at;
     p->gil_fd = gil_fd;
     p->gil_addr = gil_addr;
     p->gil_tid_off = gil_tid_off;
@@ -368,13 +451,36 @@ static PyObject *FastTick_drop(FastTick *self, PyObject *arg) {
 
 static PyObject *ll(long long v) { return PyLong_FromLongLong(v); }
 
+/* A row of `type` (a tuple type) with vals[f] at place[f], for f < n.
+ * Steals the values, ints and strs, any of which may be NULL (then: NULL,
+ * an error set).  Such a row can hold no cycle: it is not tracked by the
+ * garbage collector, which untracks plain tuples of ints and strs by
+ * itself but not a tuple subclass (the schema's rows), and would walk
+ * every row kept until the next flush at each collection. */
+static PyObject *make_row(PyTypeObject *type, const Py_ssize_t *place, PyObject **vals, int n) {
+    PyObject *row = NULL;
+    for (int f = 0; f < n; f++)
+        if (!vals[f]) goto fail;
+    row = type == &PyTuple_Type ? PyTuple_New(n) : type->tp_alloc(type, n);
+    if (!row) goto fail;
+    for (int f = 0; f < n; f++) PyTuple_SET_ITEM(row, place[f], vals[f]);
+    PyObject_GC_UnTrack(row);
+    return row;
+fail:
+    for (int f = 0; f < n; f++) Py_XDECREF(vals[f]);
+    return NULL;
+}
+
+/* Field f of a thread row (borrowed). */
+#define TFIELD(self, row, f) PyTuple_GET_ITEM((row), (self)->tx[f])
+
 /* A thread row, as ProcBackend._thread_row builds it: running, or (`like`:
  * its last row asleep) back asleep where it slept last, whose state, wait,
  * syscall, argument and wait channel it keeps. */
 static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, long long cpu_ns,
                             long long delay_ns, long long vol, long long invol, PyObject *like) {
     PyObject *comm;
-    PyObject *old = PyTuple_GET_ITEM(t->row, 2);
+    PyObject *old = TFIELD(self, t->row, T_NAME);
     /* The name rarely changes: reuse the last string when the bytes match
      * (its UTF-8 form is cached in the str after the first time). */
     Py_ssize_t ulen = -1;
@@ -386,16 +492,31 @@ static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, lon
         comm = PyUnicode_DecodeUTF8(st->comm, st->comm_len, "backslashreplace");
     }
     if (!comm) return NULL;
-    if (like)
-        return Py_BuildValue("(llNOOOOONNNNNNN)", p->pid, t->tid, comm, PyTuple_GET_ITEM(like, 3),
-                             PyTuple_GET_ITEM(like, 4), PyTuple_GET_ITEM(like, 5),
-                             PyTuple_GET_ITEM(like, 6), PyTuple_GET_ITEM(like, 7),
-                             ll(st->utime * self->tick_ns), ll(st->stime * self->tick_ns),
-                             ll(cpu_ns), ll(delay_ns), ll(vol), ll(invol), ll(st->processor));
-    return Py_BuildValue("(llNOOiiONNNNNNN)", p->pid, t->tid, comm, self->state_r, self->running,
-                         -1, 0, self->empty, ll(st->utime * self->tick_ns),
-                         ll(st->stime * self->tick_ns), ll(cpu_ns), ll(delay_ns), ll(vol),
-                         ll(invol), ll(st->processor));
+    PyObject *v[T_COUNT];
+    v[T_PID] = PyLong_FromLong(p->pid);
+    v[T_TID] = PyLong_FromLong(t->tid);
+    v[T_NAME] = comm;
+    if (like) {
+        v[T_STATE] = Py_NewRef(TFIELD(self, like, T_STATE));
+        v[T_WAIT] = Py_NewRef(TFIELD(self, like, T_WAIT));
+        v[T_SYSCALL] = Py_NewRef(TFIELD(self, like, T_SYSCALL));
+        v[T_ARG0] = Py_NewRef(TFIELD(self, like, T_ARG0));
+        v[T_WCHAN] = Py_NewRef(TFIELD(self, like, T_WCHAN));
+    } else {
+        v[T_STATE] = Py_NewRef(self->state_r);
+        v[T_WAIT] = Py_NewRef(self->running);
+        v[T_SYSCALL] = PyLong_FromLong(-1);
+        v[T_ARG0] = PyLong_FromLong(0);
+        v[T_WCHAN] = Py_NewRef(self->empty);
+    }
+    v[T_USER_NS] = ll(st->utime * self->tick_ns);
+    v[T_SYSTEM_NS] = ll(st->stime * self->tick_ns);
+    v[T_CPU_NS] = ll(cpu_ns);
+    v[T_RUN_DELAY_NS] = ll(delay_ns);
+    v[T_CTX_VOL] = ll(vol);
+    v[T_CTX_INVOL] = ll(invol);
+    v[T_CPU] = ll(st->processor);
+    return make_row(self->thread_type, self->tx, v, T_COUNT);
 }
 
 /* /proc/TID/syscall: "nr arg0 ..." (arg0 in hex), as procfs.parse_syscall;
@@ -425,7 +546,7 @@ static int parse_syscall(const char *buf, Py_ssize_t n, long long *nr, long long
  * channel rule (_slept_as); its wait is that row's too (the fd kinds it may
  * depend on only change in the Python path, which reclassifies `slept`
  * before loading). */
-static PyObject *asleep_as_before(Thr *t, char state) {
+static PyObject *asleep_as_before(FastTick *self, Thr *t, char state) {
     Py_ssize_t k, nslept = t->slept ? PyTuple_GET_SIZE(t->slept) : 0;
     if (!nslept || t->sys_fd < 0 || state == 'D' || state == 'R') return NULL;
     char buf[256];
@@ -434,12 +555,12 @@ static PyObject *asleep_as_before(Thr *t, char state) {
     if (parse_syscall(buf, n, &nr, &arg0) < 0) return NULL;
     for (k = 0; k < nslept; k++) {
         PyObject *r = PyTuple_GET_ITEM(t->slept, k);
-        PyObject *s = PyTuple_GET_ITEM(r, 3);
+        PyObject *s = TFIELD(self, r, T_STATE);
         if (!PyUnicode_Check(s) || PyUnicode_GET_LENGTH(s) != 1 ||
             PyUnicode_READ_CHAR(s, 0) != (Py_UCS4)state)
             continue;
-        long long was_nr = PyLong_AsLongLong(PyTuple_GET_ITEM(r, 5));
-        long long was_arg = PyLong_AsLongLong(PyTuple_GET_ITEM(r, 6));
+        long long was_nr = PyLong_AsLongLong(TFIELD(self, r, T_SYSCALL));
+        long long was_arg = PyLong_AsLongLong(TFIELD(self, r, T_ARG0));
         if (PyErr_Occurred()) {
             PyErr_Clear();
             return NULL;
@@ -454,6 +575,23 @@ static void discard(Proc *p) {
 }
 
 enum { DONE_IDLE = 0, DONE_RAN = 1, FALLBACK = 2, ERROR = 3 };
+
+/* A process row (ProcBackend._process_row), with its CPU times (stolen). */
+static PyObject *process_row(FastTick *self, Proc *p, long long ppid, long long nthreads,
+                             PyObject *user_ns, PyObject *system_ns) {
+    PyObject *v[P_COUNT];
+    v[P_PID] = PyLong_FromLong(p->pid);
+    v[P_PPID] = ll(ppid);
+    v[P_NUM_THREADS] = ll(nthreads);
+    v[P_RSS_BYTES] = ll(p->rss);
+    v[P_USER_NS] = user_ns;
+    v[P_SYSTEM_NS] = system_ns;
+    v[P_READ_CHARS] = ll(p->io[0]);
+    v[P_WRITE_CHARS] = ll(p->io[1]);
+    v[P_READ_BYTES] = ll(p->io[2]);
+    v[P_WRITE_BYTES] = ll(p->io[3]);
+    return make_row(self->process_type, self->px, v, P_COUNT);
+}
 
 /* The process's own files (ProcBackend._read_process, _stat_row): its `stat`,
  * and its `statm` and `io` when slow_due.  The row (a new reference), or
@@ -482,21 +620,20 @@ static PyObject *read_prow(FastTick *self, Proc *p, long long now, int slow_due,
         p->slow_ns = now;
     }
     *fallback = 0;
-    return Py_BuildValue("(llLLLLLLLL)", p->pid, (long)st.ppid, st.num_threads, p->rss,
-                         st.utime * self->tick_ns, st.stime * self->tick_ns, p->io[0], p->io[1],
-                         p->io[2], p->io[3]);
+    return process_row(self, p, st.ppid, st.num_threads, ll(st.utime * self->tick_ns),
+                       ll(st.stime * self->tick_ns));
 }
 
 /* Whether a row says its thread was asleep (any state but R). */
-static int row_asleep(Thr *t) {
-    PyObject *state = PyTuple_GET_ITEM(t->row, 3);
+static int row_asleep(FastTick *self, Thr *t) {
+    PyObject *state = TFIELD(self, t->row, T_STATE);
     return !PyUnicode_Check(state) || PyUnicode_GET_LENGTH(state) != 1 ||
            PyUnicode_READ_CHAR(state, 0) != 'R';
 }
 
 static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
     char buf[READ_MAX];
-    if (p->maps_due && now >= p->maps_due) return FALLBACK;
+    if (p->python_at && now >= p->python_at) return FALLBACK;
     int ran = 0, check = 0;
     for (Py_ssize_t i = 0; i < p->nthr; i++) {
         Thr *t = &p->thr[i];
@@ -506,7 +643,7 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
         t->check = 0;
         if (n != t->sched_len || memcmp(t->nsched, t->sched, n) != 0)
             ran = 1;
-        else if (saturated && row_asleep(t))
+        else if (saturated && row_asleep(self, t))
             check = t->check = 1;
     }
     if (ran) {
@@ -514,15 +651,17 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
         p->idle_run = 0;
     }
     if (p->dirty) {
-        /* Sampler._sample: an fd scan that is due, or an fd count that moved. */
-        if (now >= p->next_fd_scan) return FALLBACK;
-        if (p->counted && p->next_fd_count <= now &&
-            now >= p->last_fd_scan + self->fd_scan_min_ns) {
-            p->next_fd_count = now + self->check_min_ns;
+        /* FdSchedule.due (tracer/fdscan.py): a look at the fd table is due,
+         * or the fd count moved; the Python path looks. */
+        if (now >= p->scan_at) return FALLBACK;
+        if (p->counted && now >= p->count_at) {
+            p->count_at = now + self->check_min_ns;
             struct stat sb;
             if (p->fd_dir >= 0 && fstat(p->fd_dir, &sb) == 0 && sb.st_size &&
-                sb.st_size != p->nfds)
+                sb.st_size != p->nfds) {
+                p->scan_at = now;
                 return FALLBACK;
+            }
         }
     }
     /* (a big process: taskstats checks it for less while it idles) */
@@ -556,7 +695,7 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             discard(p);
             return FALLBACK; /* a new thread, exiting, gone */
         }
-        if (st.state != 'R' && !(like = asleep_as_before(t, st.state))) {
+        if (st.state != 'R' && !(like = asleep_as_before(self, t, st.state))) {
             discard(p);
             return FALLBACK; /* asleep elsewhere: its wait channel and wait */
         }
@@ -565,8 +704,8 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             discard(p);
             return FALLBACK;
         }
-        long long vol = PyLong_AsLongLong(PyTuple_GET_ITEM(t->row, 12));
-        long long invol = PyLong_AsLongLong(PyTuple_GET_ITEM(t->row, 13));
+        long long vol = PyLong_AsLongLong(TFIELD(self, t->row, T_CTX_VOL));
+        long long invol = PyLong_AsLongLong(TFIELD(self, t->row, T_CTX_INVOL));
         t->npcount = t->pcount;
         t->nstatus_ns = t->status_ns;
         if (!(sched[2] == t->pcount || now - t->status_ns < self->slow_ns)) {
@@ -597,9 +736,9 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
     /* The process row (ProcBackend._sample_single / _read_process). */
     PyObject *prow;
     if (single && !slow_due && have_lead) {
-        prow = Py_BuildValue("(llLLOOLLLL)", p->pid, (long)lead.ppid, 1LL, p->rss,
-                             PyTuple_GET_ITEM(p->prow, 4), PyTuple_GET_ITEM(p->prow, 5), p->io[0],
-                             p->io[1], p->io[2], p->io[3]);
+        const Py_ssize_t *x = self->px;
+        prow = process_row(self, p, lead.ppid, 1, Py_NewRef(PyTuple_GET_ITEM(p->prow, x[P_USER_NS])),
+                           Py_NewRef(PyTuple_GET_ITEM(p->prow, x[P_SYSTEM_NS])));
     } else {
         int fallback;
         prow = read_prow(self, p, now, slow_due, &fallback);
@@ -676,14 +815,19 @@ static int read_gil(Proc *p) {
     return 0;
 }
 
-/* A row of the gil table, (t_ns, pid, locked, holder, switches), for a
- * process whose GIL is read: read again only if one of its threads ran (an
- * interpreter none of whose threads ran since cannot have changed it). */
-static int gil_row(Proc *p, PyObject *t, int ran, PyObject *gbuf) {
+/* A row of the gil table for a process whose GIL is read: read again only
+ * if one of its threads ran (an interpreter none of whose threads ran since
+ * cannot have changed it). */
+static int gil_row(FastTick *self, Proc *p, PyObject *t, int ran, PyObject *gbuf) {
     if (p->gil_fd < 0 || gbuf == NULL) return 0;
     if ((ran || !p->gil_have) && read_gil(p) < 0) return 0;
-    PyObject *row = Py_BuildValue("(Olllk)", t, p->pid, p->gil_locked, p->gil_tid,
-                                  (unsigned long)p->gil_sw);
+    PyObject *v[G_COUNT];
+    v[G_T_NS] = Py_NewRef(t);
+    v[G_PID] = PyLong_FromLong(p->pid);
+    v[G_LOCKED] = PyLong_FromLong(p->gil_locked);
+    v[G_HOLDER] = PyLong_FromLong(p->gil_tid);
+    v[G_SWITCHES] = PyLong_FromUnsignedLongLong((unsigned long long)p->gil_sw);
+    PyObject *row = make_row(&PyTuple_Type, self->gx, v, G_COUNT);
     if (!row) return -1;
     int bad = PyList_Append(gbuf, row);
     Py_DECREF(row);
@@ -697,9 +841,6 @@ static int append_pid(PyObject *list, long pid) {
     return r;
 }
 
-/* Sample every loaded process at `now`, appending (t_ns, *prow, *counts) and
- * (t_ns, rows) as Sampler._sample does; the pids that ran go to `ran`, those
- * the Python path must take for this tick to `back`.  -1 on a Python error. */
 /* More runnable tasks than CPUs (the reader itself included): a thread
  * woken since its last sample may be waiting for a CPU, with a schedstat
  * that does not move until it runs (see ProcBackend.saturated). */
@@ -719,6 +860,10 @@ static int saturated(FastTick *self) {
     return strtoll(q, NULL, 10) > self->ncpu;
 }
 
+/* Sample every loaded process at `now`, appending (t_ns, *prow, *counts) and
+ * (t_ns, rows) as Sampler._sample does (a processes row is that, as the
+ * schema says); the pids that ran go to `ran`, those the Python path must
+ * take for this tick to `back`.  -1 on a Python error. */
 static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *gbuf,
                     PyObject *ran, PyObject *back, Py_ssize_t *nrows) {
     PyObject *t = PyLong_FromLongLong(now);
@@ -733,13 +878,13 @@ static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbu
             continue;
         }
         Py_ssize_t nc = PyTuple_GET_SIZE(p->counts);
-        PyObject *row = PyTuple_New(11 + nc);
+        PyObject *row = PyTuple_New(1 + P_COUNT + nc);
         if (!row) goto fail;
         PyTuple_SET_ITEM(row, 0, Py_NewRef(t));
-        for (int i = 0; i < 10; i++)
+        for (int i = 0; i < P_COUNT; i++)
             PyTuple_SET_ITEM(row, 1 + i, Py_NewRef(PyTuple_GET_ITEM(p->prow, i)));
         for (Py_ssize_t i = 0; i < nc; i++)
-            PyTuple_SET_ITEM(row, 11 + i, Py_NewRef(PyTuple_GET_ITEM(p->counts, i)));
+            PyTuple_SET_ITEM(row, 1 + P_COUNT + i, Py_NewRef(PyTuple_GET_ITEM(p->counts, i)));
         int bad = PyList_Append(pbuf, row);
         Py_DECREF(row);
         if (bad) goto fail;
@@ -751,7 +896,7 @@ static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbu
             if (bad) goto fail;
             *nrows += p->nthr;
         }
-        if (gil_row(p, t, r == DONE_RAN, gbuf) < 0) goto fail;
+        if (gil_row(self, p, t, r == DONE_RAN, gbuf) < 0) goto fail;
         if (r == DONE_RAN && append_pid(ran, p->pid) < 0) goto fail;
     }
     Py_DECREF(t);
@@ -761,17 +906,34 @@ fail:
     return -1;
 }
 
-/* tick(t_ns, processes_buffer, thread_batches, gil_buffer) -> (ran pids, pids for the
- * Python path, rows) */
-static PyObject *FastTick_tick(FastTick *self, PyObject *args) {
-    long long now;
+/* bind(processes, thread_batches, gil): the sink's lists (Sink.tick_buffers),
+ * the same for its whole life, that tick and burst append to. */
+static PyObject *FastTick_bind(FastTick *self, PyObject *args) {
     PyObject *pbuf, *tbuf, *gbuf;
-    if (!PyArg_ParseTuple(args, "LO!O!O!", &now, &PyList_Type, &pbuf, &PyList_Type, &tbuf,
-                          &PyList_Type, &gbuf))
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &pbuf, &PyList_Type, &tbuf, &PyList_Type,
+                          &gbuf))
         return NULL;
+    Py_XSETREF(self->pbuf, Py_NewRef(pbuf));
+    Py_XSETREF(self->tbuf, Py_NewRef(tbuf));
+    Py_XSETREF(self->gbuf, Py_NewRef(gbuf));
+    Py_RETURN_NONE;
+}
+
+static int bound(FastTick *self) {
+    if (self->pbuf && self->tbuf && self->gbuf) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "FastTick: bind() a sink first");
+    return 0;
+}
+
+/* tick(t_ns) -> (ran pids, pids for the Python path, rows) */
+static PyObject *FastTick_tick(FastTick *self, PyObject *arg) {
+    long long now = PyLong_AsLongLong(arg);
+    if (now == -1 && PyErr_Occurred()) return NULL;
+    if (!bound(self)) return NULL;
     PyObject *ran = PyList_New(0), *back = PyList_New(0);
     Py_ssize_t nrows = 0;
-    if (!ran || !back || tick_all(self, now, pbuf, tbuf, gbuf, ran, back, &nrows) < 0) {
+    if (!ran || !back ||
+        tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, ran, back, &nrows) < 0) {
         Py_XDECREF(ran);
         Py_XDECREF(back);
         return NULL;
@@ -856,7 +1018,7 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
 }
 
 /* burst(deadline, period, until, signals, watch_fd, loadavg_fd, last_pid, exclude,
- *       ran_flag, next_child_scan, processes_buffer, thread_batches)
+ *       ran_flag, next_child_scan)
  *   -> (done, missed, deadline, last_ns, ran pids, rows, ran_flag, next_child_scan,
  *       pending_ns, back, last_pid)
  *
@@ -877,12 +1039,11 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
 static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
     long long deadline, period, until, lpid, next_child;
     int watch, lfd, ran_flag;
-    PyObject *sigs, *exclude, *pbuf, *tbuf, *gbuf;
-    if (!PyArg_ParseTuple(args, "LLLO!iiLO!pLO!O!O!", &deadline, &period, &until, &PyTuple_Type,
-                          &sigs, &watch, &lfd, &lpid, &PySet_Type, &exclude, &ran_flag,
-                          &next_child, &PyList_Type, &pbuf, &PyList_Type, &tbuf, &PyList_Type,
-                          &gbuf))
+    PyObject *sigs, *exclude;
+    if (!PyArg_ParseTuple(args, "LLLO!iiLO!pL", &deadline, &period, &until, &PyTuple_Type, &sigs,
+                          &watch, &lfd, &lpid, &PySet_Type, &exclude, &ran_flag, &next_child))
         return NULL;
+    if (!bound(self)) return NULL;
     if (period <= 0) {
         PyErr_SetString(PyExc_ValueError, "period must be positive");
         return NULL;
@@ -934,7 +1095,8 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
             ran_flag = 0;
             next_child = now + self->check_min_ns;
         }
-        if (tick_all(self, now, pbuf, tbuf, gbuf, tick_ran, back, &nrows) < 0) goto fail;
+        if (tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, tick_ran, back, &nrows) < 0)
+            goto fail;
         Py_ssize_t nran = PyList_GET_SIZE(tick_ran);
         for (Py_ssize_t i = 0; i < nran; i++)
             if (PySet_Add(ran, PyList_GET_ITEM(tick_ran, i)) < 0) goto fail;
@@ -967,9 +1129,9 @@ fail:
     return NULL;
 }
 
-/* state(pid) -> (prow, rows, (slow_ns, rss, skips, next_fd_count), io, threads) or None
+/* state(pid) -> (prow, rows, (slow_ns, rss, skips), io, threads, (scan_at, count_at)) or None
  * threads: [(schedstat bytes, pcount, status_ns)] in the order of rows: what the
- * Python path takes over when a process is handed back (Sampler._fast_sync). */
+ * Python path takes over when a process is handed back (FastPath.sync). */
 static PyObject *FastTick_state(FastTick *self, PyObject *arg) {
     long pid = PyLong_AsLong(arg);
     if (pid == -1 && PyErr_Occurred()) return NULL;
@@ -986,8 +1148,8 @@ static PyObject *FastTick_state(FastTick *self, PyObject *arg) {
         }
         PyList_SET_ITEM(threads, i, item);
     }
-    return Py_BuildValue("(OO(LLlL)(LLLL)N)", p->prow, p->rows, p->slow_ns, p->rss, p->skips,
-                         p->next_fd_count, p->io[0], p->io[1], p->io[2], p->io[3], threads);
+    return Py_BuildValue("(OO(LLl)(LLLL)N(LL))", p->prow, p->rows, p->slow_ns, p->rss, p->skips,
+                         p->io[0], p->io[1], p->io[2], p->io[3], threads, p->scan_at, p->count_at);
 }
 
 static PyObject *FastTick_pids(FastTick *self, PyObject *Py_UNUSED(ignored)) {
@@ -1003,7 +1165,8 @@ static PyObject *FastTick_pids(FastTick *self, PyObject *Py_UNUSED(ignored)) {
 static PyMethodDef FastTick_methods[] = {
     {"load", (PyCFunction)FastTick_load, METH_VARARGS, "Take over a process's state from Python."},
     {"drop", (PyCFunction)FastTick_drop, METH_O, "Forget a process."},
-    {"tick", (PyCFunction)FastTick_tick, METH_VARARGS, "Sample the loaded processes."},
+    {"bind", (PyCFunction)FastTick_bind, METH_VARARGS, "The sink's lists to append to."},
+    {"tick", (PyCFunction)FastTick_tick, METH_O, "Sample the loaded processes."},
     {"burst", (PyCFunction)FastTick_burst, METH_VARARGS, "Sleep and tick until Python is needed."},
     {"pids", (PyCFunction)FastTick_pids, METH_NOARGS, "The loaded pids."},
     {"state", (PyCFunction)FastTick_state, METH_O, "What the C tick last emitted for a pid."},
@@ -1011,7 +1174,7 @@ static PyMethodDef FastTick_methods[] = {
 };
 
 static PyTypeObject FastTickType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer._fasttick.FastTick",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "circuit.tracer.backends._fasttick.FastTick",
     .tp_basicsize = sizeof(FastTick),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = FastTick_new,
@@ -1028,12 +1191,35 @@ static struct PyModuleDef module = {
     .m_size = -1,
 };
 
+/* The names of n fields, as a tuple of str. */
+static PyObject *field_names(const char *const *names, int n) {
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t && i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+static int add_names(PyObject *m, const char *attr, const char *const *names, int n) {
+    PyObject *t = field_names(names, n);
+    int r = t ? PyModule_AddObjectRef(m, attr, t) : -1;
+    Py_XDECREF(t);
+    return r;
+}
+
+/* API: the version of what FastTick takes and returns (fasttick.py checks
+ * it: a module built from another version of this file is not used). */
 PyMODINIT_FUNC PyInit__fasttick(void) {
     if (PyType_Ready(&FastTickType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 5) < 0) {
+        PyModule_AddIntConstant(m, "API", 6) < 0 ||
+        add_names(m, "THREAD_FIELDS", THREAD_NAMES, T_COUNT) < 0 ||
+        add_names(m, "PROCESS_FIELDS", PROCESS_NAMES, P_COUNT) < 0 ||
+        add_names(m, "GIL_FIELDS", GIL_NAMES, G_COUNT) < 0) {
         Py_DECREF(m);
         return NULL;
     }
