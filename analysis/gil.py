@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .runnable import samples_only
+
 INTERPRETER = "interpreter"
 FUTEX = "futex"
 
@@ -143,6 +145,8 @@ def gil_intervals(
     sampling period for the last."""
     if gil is None or gil.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in GIL_COLUMNS})
+    if threads is not None:
+        threads = samples_only(threads)
     g = gil.sort_values(["pid", "t_ns"], kind="stable").reset_index(drop=True)
     gp = g["pid"].to_numpy().astype(np.int64)
     gt = g["t_ns"].to_numpy().astype(np.int64)

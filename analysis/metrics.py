@@ -14,14 +14,11 @@ import numpy as np
 import pandas as pd
 
 from circuit.tracer.schema import FD_KIND_COLUMNS
-from circuit.tracer.waits import WAIT_REASONS
 
+from .runnable import SAMPLED
 from .summary import period_ns, time_by, with_durations
 
 FD_KINDS = tuple(c[4:] for c in FD_KIND_COLUMNS)
-
-# Reasons a thread is off-CPU: everything but ``running``.
-SLEEP_REASONS = tuple(w for w in WAIT_REASONS if w != "running")
 
 INTERVAL_COLUMNS = {
     "pid": "int32",
@@ -89,6 +86,9 @@ def state_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
     t = df["t_ns"].to_numpy()
     dt = df["dt_ns"].to_numpy()
     cpu = cpu_counter(df)
+    sampled = (
+        df[SAMPLED].to_numpy(dtype=np.int64) if SAMPLED in df.columns else np.ones(n, np.int64)
+    )
     # CPU is a cumulative counter: the interval's share runs up to the next
     # sample of the same thread (the start of its next interval).
     nxt = np.minimum(ends + 1, n - 1)
@@ -106,7 +106,7 @@ def state_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
             "start_ns": t[starts],
             "end_ns": t[ends] + dt[ends],
             "cpu_ns": np.maximum(cpu_end - cpu[starts], 0),
-            "samples": ends - starts + 1,
+            "samples": np.add.reduceat(sampled, starts),
         }
     )
     out.insert(8, "dur_ns", out["end_ns"] - out["start_ns"])

@@ -3,6 +3,7 @@
 # One colour per wait reason, the same in every plot and in the report.
 WAIT_COLORS: dict[str, str] = {
     "running": "#2ca02c",
+    "runnable": "#98df8a",
     "sleep": "#9ecae1",
     "lock": "#ff7f0e",
     "gil": "#d62728",

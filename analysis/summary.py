@@ -14,6 +14,8 @@ import pandas as pd
 from circuit.tracer.schema import FD_KIND_COLUMNS
 from circuit.tracer.waits import WAIT_REASONS
 
+from .runnable import split_runnable
+
 if TYPE_CHECKING:
     from .run import Run
 
@@ -22,7 +24,10 @@ def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
     """Add ``dt_ns``: how long each sample's state is taken to have lasted.
 
     A sample stands for the time until the same thread's next sample; a
-    thread's last sample stands for one sampling period.
+    thread's last sample stands for one sampling period. The part of that
+    time the kernel counted as run-queue delay becomes a row of its own,
+    wait ``runnable`` (analysis/runnable.py), so the rows are not one per
+    sample: count samples on the frame the run folder holds.
     """
     t = threads["t_ns"].to_numpy()
     key = threads["tid"].to_numpy().astype(np.int64) + (
@@ -42,7 +47,7 @@ def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
         last = np.ones(len(t), dtype=bool)
         last[:-1] = key[1:] != key[:-1]
         dt[last] = period_ns
-    return df.assign(dt_ns=dt)
+    return split_runnable(df.assign(dt_ns=dt), key)
 
 
 def time_by(df: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -3,7 +3,10 @@
 The vocabulary is public (it is a column in the run format and a key in
 ``circuit summary --json``):
 
-    running  on a CPU or runnable (state R)
+    running  on a CPU (state R; see runnable)
+    runnable queued for a CPU: not in the run folder's ``wait`` column, which
+             cannot tell it from ``running``; the analysis splits it out of
+             each sample with schedstat's run delay (analysis/runnable.py)
     sleep    nanosleep / clock_nanosleep / pause, or select / poll on no fds at
              all (Python 3.10's time.sleep is pselect6(0, NULL, NULL, NULL, t))
     lock     futex (a lock, a condition variable; ``gil`` is split out later)
@@ -21,6 +24,7 @@ import platform
 
 WAIT_REASONS = (
     "running",
+    "runnable",
     "sleep",
     "lock",
     "gil",

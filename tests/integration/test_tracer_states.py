@@ -66,13 +66,16 @@ t = threading.Thread(target=f); t.start(); t.join()
 """,
     )
     (t,) = thread_summary(run, name="busy")
-    assert share(t, "running") > 0.8
     # State R is on a CPU or waiting for one: on a shared machine the split
-    # varies, but CPU time + run-queue delay must account for it.
+    # varies, but CPU time and run-queue delay must account for it.
+    assert share(t, "running") + share(t, "runnable") > 0.8
     r = t["time_by_state"].get("R", 0)
     assert r > 0.7
     assert t["cpu_s"] > 0.2
     assert abs(r - (t["cpu_s"] + t["run_delay_s"])) < 0.25
+    # runnable is the run delay itself (both from schedstat, over one span)
+    assert t["time_by_wait"]["runnable"] == pytest.approx(t["run_delay_s"], abs=0.02)
+    assert t["time_by_wait"]["running"] == pytest.approx(t["cpu_s"], abs=0.05)
 
 
 def test_pipe_reader_is_pipe(tmp_path):
