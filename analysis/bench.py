@@ -212,7 +212,7 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
     peak sockets and epoll fds.  Rows whose run is missing are skipped."""
     from .gil import run_gil
     from .metrics import fd_peaks, run_period
-    from .summary import with_durations
+    from .summary import time_by, with_durations
 
     if "run" not in results.columns or results.empty:
         return pd.DataFrame()
@@ -241,7 +241,7 @@ def per_run_waits(results: pd.DataFrame, loader: Loader | None = None) -> pd.Dat
             # A process's last sample as a zombie is neither running nor
             # asleep (it would count one period of `other`).
             df = df[~df["state"].astype(str).isin(["Z", "X"])]
-            by = df.groupby(df["wait"].astype(str))["dt_ns"].sum() / 1e9
+            by = time_by(df, "wait").sum()
             for w in WAIT_REASONS:
                 row[f"wait_{w}_s"] = float(by.get(w, 0.0))
             row["threads_seen"] = int(df[["pid", "tid"]].drop_duplicates().shape[0])

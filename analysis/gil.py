@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runnable import samples_only
+from .runnable import own_ns
 
 INTERPRETER = "interpreter"
 FUTEX = "futex"
@@ -145,8 +145,6 @@ def gil_intervals(
     sampling period for the last."""
     if gil is None or gil.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in GIL_COLUMNS})
-    if threads is not None:
-        threads = samples_only(threads)
     g = gil.sort_values(["pid", "t_ns"], kind="stable").reset_index(drop=True)
     gp = g["pid"].to_numpy().astype(np.int64)
     gt = g["t_ns"].to_numpy().astype(np.int64)
@@ -258,7 +256,8 @@ def thread_figures(
     out = pd.DataFrame(
         {
             "time_ns": np.add.reduceat(dt, starts),
-            "wait_ns": np.add.reduceat(np.where(gil, dt, 0), starts),
+            # time queued for a CPU after the wake-up is never GIL wait
+            "wait_ns": np.add.reduceat(np.where(gil, own_ns(df), 0), starts),
             "cpu": cpu,
         },
         index=pd.MultiIndex.from_arrays(

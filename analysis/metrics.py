@@ -15,7 +15,7 @@ import pandas as pd
 
 from circuit.tracer.schema import FD_KIND_COLUMNS
 
-from .runnable import SAMPLED
+from .runnable import split_rows
 from .summary import period_ns, time_by, with_durations
 
 FD_KINDS = tuple(c[4:] for c in FD_KIND_COLUMNS)
@@ -75,7 +75,9 @@ def state_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
     """
     if threads.empty:
         return _empty(INTERVAL_COLUMNS)
-    df = with_durations(threads, period)
+    cols = ["pid", "tid", "name", "state", "wait", "syscall", "t_ns", "dt_ns", "runnable_ns"]
+    cols += ["cpu_ns", "user_ns", "system_ns"]
+    df = split_rows(with_durations(threads, period)[cols])
     n = len(df)
     key = _thread_key(df)
     state, wait = _codes(df["state"]), _codes(df["wait"])
@@ -86,9 +88,7 @@ def state_intervals(threads: pd.DataFrame, period: int) -> pd.DataFrame:
     t = df["t_ns"].to_numpy()
     dt = df["dt_ns"].to_numpy()
     cpu = cpu_counter(df)
-    sampled = (
-        df[SAMPLED].to_numpy(dtype=np.int64) if SAMPLED in df.columns else np.ones(n, np.int64)
-    )
+    sampled = df["sampled"].to_numpy(dtype=np.int64)
     # CPU is a cumulative counter: the interval's share runs up to the next
     # sample of the same thread (the start of its next interval).
     nxt = np.minimum(ends + 1, n - 1)

@@ -13,12 +13,13 @@ happened before the later sample, while the thread was off a CPU:
 * what does not fit (a thread queued longer than one sampling period) goes
   to the intervals before it, latest first, each up to its own off-CPU room.
 
-Each sample interval with a runnable share is split in two rows: the sample's
-own state and wait for the first part, ``runnable`` for the rest (just
-before the thread got its CPU). The rows still tile the thread's sampled
-time, so every figure that sums ``dt_ns`` by wait reason (summary, GIL wait,
-plots, report, export) sees run-queue time as ``runnable``, never as the
-sleep, lock or GIL wait the thread had left, nor as ``running``.
+Each sample interval gets a ``runnable_ns`` column (``with_durations``): the
+part of its ``dt_ns`` the thread spent queued. Its own state and wait
+reason stand for the rest, ``dt_ns - runnable_ns`` (:func:`own_ns`). Every
+figure that sums time by wait reason counts ``runnable_ns`` as ``runnable``
+(``summary.time_by``; the GIL wait, the bench rows), never as the sleep,
+lock or GIL wait the thread had left, nor as ``running``; the timeline cuts
+it into intervals of its own (:func:`split_rows`, on the few columns it draws).
 
 The totals are the kernel's (schedstat run delay, exact to the ns); where
 in time they are placed is exact to one sampling period, more when a thread
@@ -32,18 +33,7 @@ import numpy as np
 import pandas as pd
 
 RUNNABLE = "runnable"
-# Column that tells the samples (True) from the runnable rows cut out of them
-# (False); present only on frames that were split. Whatever needs the sample
-# times (a count of samples, the instants a GIL reading stands until) uses
-# :func:`samples_only`.
-SAMPLED = "sampled"
-
-
-def samples_only(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``df`` that are samples (drops the rows split out of them)."""
-    if SAMPLED not in df.columns:
-        return df
-    return df[df[SAMPLED].to_numpy(dtype=bool)]
+RUNNABLE_NS = "runnable_ns"
 
 
 def runnable_ns(
@@ -57,15 +47,22 @@ def runnable_ns(
     r = np.zeros(n, dtype=np.int64)
     if n < 2:
         return r
-    same = key[1:] == key[:-1]
-    dcpu = np.zeros(n, dtype=np.int64)
+    other = key[1:] != key[:-1]  # the next row is another thread's
     drd = np.zeros(n, dtype=np.int64)
-    dcpu[:-1] = np.where(same, np.maximum(cpu[1:] - cpu[:-1], 0), 0)
-    drd[:-1] = np.where(same, np.maximum(run_delay[1:] - run_delay[:-1], 0), 0)
-    room = np.maximum(dt.astype(np.int64) - dcpu, 0)
+    np.subtract(run_delay[1:], run_delay[:-1], out=drd[:-1])
+    drd[:-1][other] = 0
+    np.maximum(drd, 0, out=drd)
+    if not drd.any():
+        return r
+    room = np.zeros(n, dtype=np.int64)
+    np.subtract(cpu[1:], cpu[:-1], out=room[:-1])
+    room[:-1][other] = 0
+    np.maximum(room, 0, out=room)
+    np.subtract(dt, room, out=room)  # dt - CPU used: the time off a CPU
+    np.maximum(room, 0, out=room)
     np.minimum(drd, room, out=r)
     over = drd - r
-    spills = np.flatnonzero(over > 0)
+    spills = np.flatnonzero(over)
     if len(spills):
         _spill_back(r, room, over, key, spills)
     return r
@@ -90,28 +87,47 @@ def _spill_back(
         # What is left has no room (counters read a tick apart): dropped.
 
 
-def split_runnable(df: pd.DataFrame, key: np.ndarray) -> pd.DataFrame:
-    """``df`` (sorted by thread and time, with ``dt_ns``) with each sample's
-    runnable time as a row of its own (wait ``runnable``) after the sample's
-    own shortened row, and the column ``sampled`` to tell them apart (see
-    :data:`SAMPLED`). Frames without ``run_delay_ns`` come back unchanged."""
-    if len(df) < 2 or "run_delay_ns" not in df.columns:
+def add_runnable(df: pd.DataFrame, key: np.ndarray) -> pd.DataFrame:
+    """``df`` (sorted by thread and time, with ``dt_ns``) with ``runnable_ns``;
+    0 everywhere for frames without ``run_delay_ns`` (nothing to split)."""
+    n = len(df)
+    if n < 2 or "run_delay_ns" not in df.columns:
+        return df.assign(**{RUNNABLE_NS: np.zeros(n, dtype=np.int64)})
+    dt = np.asarray(df["dt_ns"].to_numpy(), dtype=np.int64)
+    rd = np.asarray(df["run_delay_ns"].to_numpy(), dtype=np.int64)
+    r = runnable_ns(key, dt, _cpu_counter(df), rd)
+    return df.assign(**{RUNNABLE_NS: r})
+
+
+def own_ns(df: pd.DataFrame) -> np.ndarray:
+    """Each row's time in its own state and wait reason: ``dt_ns`` less the
+    time it was queued for a CPU."""
+    dt = df["dt_ns"].to_numpy().astype(np.int64)
+    if RUNNABLE_NS not in df.columns:
+        return dt
+    return dt - df[RUNNABLE_NS].to_numpy().astype(np.int64)
+
+
+def split_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each row's runnable time as a row of its own, right after
+    the row (its ``t_ns`` moved to where the queueing ends, wait
+    ``runnable``, state ``R``) and the row's ``dt_ns`` shortened to match, so
+    the rows still tile each thread's time. A row all runnable is relabelled.
+    For drawing: call it on the few columns drawn, not on a whole run. The
+    rows added have ``sampled`` False; the samples True."""
+    if RUNNABLE_NS not in df.columns:
         return df
     dt = df["dt_ns"].to_numpy().astype(np.int64)
-    cpu = _cpu_counter(df)
-    r = runnable_ns(key, dt, cpu, df["run_delay_ns"].to_numpy().astype(np.int64))
-    split = np.flatnonzero(r > 0)
-    if not len(split):
-        return df
-    whole = split[r[split] >= dt[split]]
-    part = split[r[split] < dt[split]]
-    # queued for a CPU is kernel state R, whatever the sample said
+    r = df[RUNNABLE_NS].to_numpy().astype(np.int64)
+    whole = np.flatnonzero((r > 0) & (r >= dt))
+    part = np.flatnonzero((r > 0) & (r < dt))
     base = df.assign(wait=_with(df["wait"], RUNNABLE), state=_with(df["state"], "R"))
+    base["sampled"] = True
+    if not len(whole) and not len(part):
+        return base
     wcol, scol = base.columns.get_loc("wait"), base.columns.get_loc("state")
-    dcol = base.columns.get_loc("dt_ns")
     base.iloc[whole, wcol] = RUNNABLE
     base.iloc[whole, scol] = "R"
-    base[SAMPLED] = True
     if not len(part):
         return base
     tail = base.iloc[part].copy()
@@ -120,16 +136,12 @@ def split_runnable(df: pd.DataFrame, key: np.ndarray) -> pd.DataFrame:
     tail["dt_ns"] = r[part]
     tail["wait"] = RUNNABLE
     tail["state"] = "R"
-    tail[SAMPLED] = False
-    base.iloc[part, dcol] = head_dt
-    # a stable sort by (thread, time) puts each tail right after its head
-    pos = np.r_[np.arange(len(base)), part].astype(np.float64)
-    pos[len(base) :] += 0.5
-    out = pd.concat([base, tail], ignore_index=False)
-    order = np.argsort(pos, kind="stable")
-    out = out.iloc[order]
-    out.index = pd.RangeIndex(len(out))
-    return out
+    tail["sampled"] = False
+    base.iloc[part, base.columns.get_loc("dt_ns")] = head_dt
+    # each tail goes right after its row: a stable sort on the row's position
+    pos = np.r_[np.arange(len(base), dtype=np.float64), part + 0.5]
+    out = pd.concat([base, tail], ignore_index=True)
+    return out.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
 
 
 def _with(col: pd.Series, value: str) -> pd.Series:
@@ -141,6 +153,8 @@ def _with(col: pd.Series, value: str) -> pd.Series:
 
 def _cpu_counter(df: pd.DataFrame) -> np.ndarray:
     """schedstat CPU where read, else user+system (the same rule as metrics.cpu_counter)."""
-    cpu = df["cpu_ns"].to_numpy().astype(np.int64)
-    us = df["user_ns"].to_numpy().astype(np.int64) + df["system_ns"].to_numpy().astype(np.int64)
+    cpu = np.asarray(df["cpu_ns"].to_numpy(), dtype=np.int64)
+    if cpu.all():
+        return cpu
+    us = np.asarray(df["user_ns"].to_numpy(), dtype=np.int64) + df["system_ns"].to_numpy()
     return np.where(cpu > 0, cpu, us)

@@ -14,7 +14,7 @@ import pandas as pd
 from circuit.tracer.schema import FD_KIND_COLUMNS
 from circuit.tracer.waits import WAIT_REASONS
 
-from .runnable import split_runnable
+from .runnable import RUNNABLE, RUNNABLE_NS, add_runnable, own_ns
 
 if TYPE_CHECKING:
     from .run import Run
@@ -24,10 +24,10 @@ def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
     """Add ``dt_ns``: how long each sample's state is taken to have lasted.
 
     A sample stands for the time until the same thread's next sample; a
-    thread's last sample stands for one sampling period. The part of that
-    time the kernel counted as run-queue delay becomes a row of its own,
-    wait ``runnable`` (analysis/runnable.py), so the rows are not one per
-    sample: count samples on the frame the run folder holds.
+    thread's last sample stands for one sampling period. Adds
+    ``runnable_ns`` too: the part of ``dt_ns`` the kernel counted as the
+    thread's run-queue delay (analysis/runnable.py), which :func:`time_by`
+    counts as ``runnable`` rather than as the sample's own state.
     """
     t = threads["t_ns"].to_numpy()
     key = threads["tid"].to_numpy().astype(np.int64) + (
@@ -47,13 +47,25 @@ def with_durations(threads: pd.DataFrame, period_ns: int) -> pd.DataFrame:
         last = np.ones(len(t), dtype=bool)
         last[:-1] = key[1:] != key[:-1]
         dt[last] = period_ns
-    return split_runnable(df.assign(dt_ns=dt), key)
+    return add_runnable(df.assign(dt_ns=dt), key)
 
 
 def time_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Seconds per (pid, tid, value of ``column``), wide: one column per value."""
-    g = df.groupby(["pid", "tid", column], observed=True)["dt_ns"].sum() / 1e9
-    return g.unstack(column, fill_value=0.0)
+    """Seconds per (pid, tid, value of ``column``), wide: one column per value.
+
+    Time queued for a CPU (``runnable_ns``) counts as wait ``runnable`` and
+    state ``R``, not as the sample's own value."""
+    keys = [df["pid"], df["tid"], df[column].astype(str)]
+    own = pd.Series(own_ns(df), index=df.index)
+    wide = (own.groupby(keys, observed=True).sum() / 1e9).unstack(-1, fill_value=0.0)
+    wide.index.names, wide.columns.name = ["pid", "tid"], column
+    if RUNNABLE_NS in df.columns and column in ("wait", "state"):
+        queued = df.groupby(["pid", "tid"], observed=True)[RUNNABLE_NS].sum() / 1e9
+        into = RUNNABLE if column == "wait" else "R"
+        if into not in wide.columns:
+            wide[into] = 0.0
+        wide[into] = wide[into].add(queued.reindex(wide.index, fill_value=0.0), fill_value=0.0)
+    return wide
 
 
 def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -> pd.DataFrame:

@@ -334,8 +334,7 @@ def _sec_gil(run: Any, s: dict[str, Any], th: pd.DataFrame, per: int) -> Section
         sec.say("No GIL data in this run: no thread of a Python process was seen running Python.")
         lock = th[th["wait"].astype(str) == "lock"] if len(th) else th
         if len(lock):
-            lock_s = M.with_durations(th, per)
-            lock_s = lock_s[lock_s["wait"].astype(str) == "lock"]["dt_ns"].sum() / 1e9
+            lock_s = M.time_by(M.with_durations(th, per), "wait").get("lock", 0.0).sum()
             sec.say(
                 "Threads spent ",
                 V(secs(lock_s)),

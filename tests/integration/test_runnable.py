@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import circuit
+from circuit.analysis.runnable import split_rows
 from circuit.analysis.summary import period_ns, with_durations
 from tests.support.helpers import TARGETS
 
@@ -33,7 +34,7 @@ def _window(run, w: dict) -> tuple[dict[str, float], float]:
     """Seconds per wait reason circuit gives the worker's thread between
     the worker's own two readings, and the longest sampling interval near
     either end (how far circuit can place time from where it happened)."""
-    df = with_durations(run.threads, period_ns(run.meta))
+    df = split_rows(with_durations(run.threads, period_ns(run.meta)))
     df = df[df["tid"] == w["tid"]]
     t = df["t_ns"].to_numpy()
     end = t + df["dt_ns"].to_numpy()

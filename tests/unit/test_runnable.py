@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from circuit.analysis.runnable import runnable_ns
+from circuit.analysis.metrics import state_intervals
+from circuit.analysis.runnable import runnable_ns, split_rows
 from circuit.analysis.summary import summarize_frames, time_by, with_durations
 
 MS = 1_000_000
@@ -22,6 +23,7 @@ def _threads(rows: list[tuple]) -> pd.DataFrame:
     )
     for c in ("user_ns", "system_ns", "ctx_vol", "ctx_invol"):
         df[c] = 0
+    df["syscall"] = -1
     return df
 
 
@@ -40,11 +42,29 @@ def test_run_delay_within_one_interval_is_cut_from_its_wait():
 def test_the_runnable_row_ends_where_the_thread_got_its_cpu():
     df = _threads([(0, 1, "lock", 0, 0), (10, 1, "lock", 2, 3), (20, 1, "lock", 2, 3)])
     d = with_durations(df, 10 * MS)
-    assert d["wait"].astype(str).tolist() == ["lock", "runnable", "lock", "lock"]
-    assert d["t_ns"].tolist() == [0, 7 * MS, 10 * MS, 20 * MS]
-    assert d["dt_ns"].tolist() == [7 * MS, 3 * MS, 10 * MS, 10 * MS]
+    assert d["runnable_ns"].tolist() == [3 * MS, 0, 0]
+    rows = split_rows(d)
+    assert rows["wait"].astype(str).tolist() == ["lock", "runnable", "lock", "lock"]
+    assert rows["state"].astype(str).tolist() == ["S", "R", "S", "S"]
+    assert rows["t_ns"].tolist() == [0, 7 * MS, 10 * MS, 20 * MS]
+    assert rows["dt_ns"].tolist() == [7 * MS, 3 * MS, 10 * MS, 10 * MS]
+    assert rows["sampled"].tolist() == [True, False, True, True]
     # the rows tile the thread's time: each starts where the one before ends
-    assert (d["t_ns"] + d["dt_ns"]).tolist()[:-1] == d["t_ns"].tolist()[1:]
+    assert (rows["t_ns"] + rows["dt_ns"]).tolist()[:-1] == rows["t_ns"].tolist()[1:]
+
+
+def test_the_timeline_draws_runnable_intervals_and_counts_samples():
+    df = _threads([(0, 1, "lock", 0, 0), (10, 1, "lock", 2, 3), (20, 1, "lock", 2, 3)])
+    iv = state_intervals(df, 10 * MS)
+    assert iv["wait"].tolist() == ["lock", "runnable", "lock"]
+    assert iv["dur_ns"].tolist() == [7 * MS, 3 * MS, 20 * MS]
+    assert iv["samples"].tolist() == [1, 0, 2]
+
+
+def test_time_by_state_counts_queued_time_as_r():
+    df = _threads([(0, 1, "sleep", 0, 0), (10, 1, "sleep", 2, 3), (20, 1, "sleep", 2, 3)])
+    row = time_by(with_durations(df, 10 * MS), "state").loc[(1, 1)]
+    assert round(row["S"] * 1000, 3) == 27.0 and round(row["R"] * 1000, 3) == 3.0
 
 
 def test_a_long_queue_wait_spills_back_over_the_rows_it_hid_behind():
@@ -82,15 +102,13 @@ def test_run_delay_never_crosses_to_another_thread():
             (10, 2, "sleep", 5, 30),  # 30 ms of delay, 10 ms of room
         ]
     )
-    d = with_durations(df, 10 * MS)
     assert _waits(df, 1) == {"sleep": 20.0}
     assert _waits(df, 2) == {"sleep": 15.0, "runnable": 5.0}
-    assert len(d) == 5
 
 
-def test_frames_without_run_delay_are_not_split():
+def test_frames_without_run_delay_have_nothing_runnable():
     df = _threads([(0, 1, "sleep", 0, 0), (10, 1, "sleep", 2, 3)]).drop(columns="run_delay_ns")
-    assert len(with_durations(df, 10 * MS)) == 2
+    assert with_durations(df, 10 * MS)["runnable_ns"].tolist() == [0, 0]
 
 
 def test_summary_reports_runnable_and_keeps_the_sample_count():
