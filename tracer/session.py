@@ -320,8 +320,11 @@ def _abandon(writer: RunWriter, sampler: Sampler, opts: Options, extra: dict[str
 
 def describe(meta: dict[str, Any]) -> str:
     cmd = shlex.join(meta.get("command") or [])
+    code = meta.get("exit_code")
+    name = signals.signal_name(code)
+    ended = f"; killed by {name}" if name else "" if code is None else f"; exit {code}"
     return (
         f"{meta.get('samples', 0)} samples at {meta.get('rate_hz_achieved', 0):.1f} Hz "
-        f"over {meta.get('wall_s', 0):.2f} s of `{cmd}`; sampler CPU "
+        f"over {meta.get('wall_s', 0):.2f} s of `{cmd}`{ended}; sampler CPU "
         f"{meta.get('sampler_cpu_s', 0):.3f} s"
     )

@@ -153,6 +153,12 @@ class Spawned(Target):
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
         )
         meta["root_pid"] = self.proc.pid
+        me = os.getpid()
+        # The first line of a run: where it goes, and whom to signal for a dump.
+        opts.say(
+            f"tracing PID {self.proc.pid} into {writer.path} (circuit is PID {me}: "
+            f"kill -USR1 {me} for a py-spy dump)"
+        )
 
     def start_failed(self, e: OSError) -> Exception:
         return SessionError(f"cannot start {self.cmd[0]}: {e.strerror}")
@@ -252,6 +258,7 @@ class Spawned(Target):
         return {
             "exit_code": code,
             "exit_signal": -code if code < 0 else None,
+            "exit_signal_name": signals.signal_name(code),
             "exit_status": self.shell_code,
             "stop_reason": self.reason,
         }

@@ -9,8 +9,11 @@ native ids; circuit never sees that file.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,142 @@ def test_no_automatic_dumps_with_interval_zero(tmp_path: Path) -> None:
     run, _ = _trace(tmp_path, sys.executable, "--dump-interval", "0")
     assert run.stacks.empty
     assert run.meta["pyspy"]["dumps"] == {}
+
+
+SPIN = """
+import time
+def spin_here():
+    end = time.monotonic() + 1.0
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+spin_here()
+"""
+
+
+def _wrapped(tmp_path: Path, how: str) -> list[str]:
+    script = tmp_path / "spin.py"
+    script.write_text(SPIN)
+    if how == "exec":
+        return ["sh", "-c", f'exec "{sys.executable}" "{script}"']
+    if how == "child":
+        return ["sh", "-c", f'"{sys.executable}" "{script}"; true']
+    shim = Path("~/.pyenv/shims/python3").expanduser()
+    if not shim.exists():
+        pytest.skip("no pyenv shim on this machine")
+    return [str(shim), str(script)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["exec", "child", "pyenv"])
+def test_profile_follows_a_wrapper_to_its_python_process(tmp_path: Path, how: str) -> None:
+    """--profile behind `sh -c 'exec python …'`, `sh -c 'python …; true'` and a
+    pyenv shim (a bash script that execs python later): the flame graph and
+    the speedscope file are of the Python process (the one whose executable
+    is python in the run's own procs table), name the target's function, and
+    are listed in meta.json's ``profiles``."""
+    out = tmp_path / "r"
+    env = None
+    if how == "pyenv":
+        env = {**os.environ, "PYENV_VERSION": Path(sys.base_prefix).name}
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "circuit",
+            "run",
+            "-o",
+            str(out),
+            "--no-fds",
+            "--profile",
+            "--",
+            *_wrapped(tmp_path, how),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "not a Python process" not in p.stderr and "no Python process" not in p.stderr
+    run = circuit.load(out)
+    (prof,) = run.meta["profiles"]
+    procs = run.procs
+    python = procs[procs["exe"].str.contains("python")]["pid"].unique()
+    assert prof["pid"] in set(python), (prof, procs[["pid", "exe"]])
+    if how == "child":
+        assert prof["pid"] != run.meta["root_pid"]
+    for key in ("flamegraph", "speedscope"):
+        text = (out / prof[key]).read_text()
+        assert "spin_here" in text, key
+
+
+@pytest.mark.integration
+def test_gil_without_profile_warns(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "circuit", "run", "-o", str(tmp_path / "r"), "--gil", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if "--gil" in ln]
+    assert len(lines) == 1 and "without --profile" in lines[0], p.stderr
+
+
+@pytest.mark.integration
+def test_run_names_its_pid_first_and_sigusr1_says_where_the_dump_went(tmp_path: Path) -> None:
+    """The first stderr line of `circuit run` names circuit's own PID (the
+    one Popen knows, an independent source); SIGUSR1 to it prints the path
+    of the dumps file, and that file holds the demand dump."""
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "circuit", "run", "-o", str(out), "--no-fds"]
+    proc = subprocess.Popen(
+        [*cmd, "--dump-interval", "0", "--", sys.executable, "-c", "import time; time.sleep(3)"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert f"circuit is PID {proc.pid}" in first and f"kill -USR1 {proc.pid}" in first, first
+    time.sleep(0.8)  # the interpreter is up
+    os.kill(proc.pid, signal.SIGUSR1)
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 0, rest
+    dumps = out / "pyspy" / "dumps.jsonl"
+    said = [ln for ln in rest.splitlines() if "py-spy dump of PID" in ln]
+    assert len(said) == 1 and str(dumps) in said[0], rest
+    assert [json.loads(ln)["trigger"] for ln in dumps.read_text().splitlines()] == ["demand"]
+
+
+@pytest.mark.integration
+def test_an_exit_by_signal_is_named(tmp_path: Path) -> None:
+    """A target killed by SIGSEGV: circuit's last line says SIGSEGV, meta and
+    `summary --json` keep the number and add the name."""
+    out = tmp_path / "r"
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    p = subprocess.run(
+        [sys.executable, "-m", "circuit", "run", "-o", str(out), "--", sys.executable, "-c", crash],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 128 + signal.SIGSEGV, p.stderr
+    assert "killed by SIGSEGV" in p.stderr and "-11" not in p.stderr, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["exit_code"] == -11 and meta["exit_signal_name"] == "SIGSEGV"
+    s = subprocess.run(
+        [sys.executable, "-m", "circuit", "summary", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    summary = json.loads(s.stdout)
+    assert summary["exit_code"] == -11 and summary["exit_signal"] == "SIGSEGV"
+    text = subprocess.run(
+        [sys.executable, "-m", "circuit", "summary", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "killed by SIGSEGV" in text, text
