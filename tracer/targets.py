@@ -153,12 +153,6 @@ class Spawned(Target):
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
         )
         meta["root_pid"] = self.proc.pid
-        me = os.getpid()
-        # The first line of a run: where it goes, and whom to signal for a dump.
-        opts.say(
-            f"tracing PID {self.proc.pid} into {writer.path} (circuit is PID {me}: "
-            f"kill -USR1 {me} for a py-spy dump)"
-        )
 
     def start_failed(self, e: OSError) -> Exception:
         return SessionError(f"cannot start {self.cmd[0]}: {e.strerror}")
