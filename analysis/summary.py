@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from circuit.tracer.schema import FD_KIND_COLUMNS
+from circuit.tracer.signals import signal_name
 from circuit.tracer.waits import WAIT_REASONS
 
 from .runnable import RUNNABLE, RUNNABLE_NS, add_runnable, own_ns
@@ -248,6 +249,7 @@ def summarize_frames(
         "missed_deadlines": meta.get("missed_deadlines"),
         "sampler_cpu_s": meta.get("sampler_cpu_s"),
         "exit_code": meta.get("exit_code"),
+        "exit_signal": signal_name(meta.get("exit_code")),  # "SIGSEGV" for -11
         "stop_reason": meta.get("stop_reason"),
         "processes": proc_list,
         "threads": thread_list,

@@ -17,6 +17,12 @@ class Observer:
     def start(self, run_dir: Path, root_pid: int) -> None:
         """Called once, after the target exists and before the first sample."""
 
+    def watch_threads(self, batches: list[tuple[int, list[tuple]]]) -> None:
+        """Called once after ``start``: the sink's pending thread rows, as
+        (t_ns, rows of one process sample), appended to by every sample and
+        emptied in place at each flush, which comes after ``tick``: an
+        observer that reads the new ones in each ``tick`` sees them all."""
+
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
         """Called after each sample the Python loop takes, with the traced
         PIDs: at each flush (once a second), when a process appears or

@@ -1,13 +1,16 @@
-"""py-spy beside the sampler: periodic / on-demand / final stack dumps, and
-profiles (``py-spy record``, run by :mod:`.pyspy_record`).
+"""py-spy beside the sampler: stack dumps (early, on long waits, at exit,
+periodic, on demand, final) and profiles (``py-spy record``, run by
+:mod:`.pyspy_record`).
 
 Every dump is a background ``py-spy dump --json --pid PID`` (one per traced
 Python process: py-spy's ``--subprocesses`` does not return children in
 JSON), started from the sampling loop's ``tick`` and collected on a later
-tick, so the loop never waits for py-spy.  Output goes to a temporary file
-(a pipe could fill and stall py-spy); every dump is bounded by a timeout and
-killed past it.  Results: ``pyspy/dumps.jsonl`` in the run folder, one line
-per dump (format: docs/pyspy.md).
+tick, so the loop never waits for py-spy.  Which process to dump when is
+:class:`~.pyspy_policy.DumpPolicy`'s call, from the sampler's thread rows.
+Output goes to a temporary file (a pipe could fill and stall py-spy); every
+dump is bounded by a timeout and killed past it.  Results:
+``pyspy/dumps.jsonl`` in the run folder, one line per dump (format:
+docs/pyspy.md).
 
 py-spy failing (missing, no ptrace permission, unknown interpreter version,
 hanging) is reported once on stderr and in meta.json, and never stops the
@@ -20,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,83 +32,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuit.marks import ENV_RUN_DIR
-
 from .observers import Observer
-from .procfs import is_python_image
+from .pyspy_policy import WATCH_NS, DumpPolicy
 from .pyspy_record import Profiles, private_file
+from .pyspy_tools import (
+    ENV_PYSPY,
+    PID_FILE,
+    append_line,
+    explain,
+    find_pyspy,
+    is_python_process,
+    request_dump,
+    thread_record,
+    unlink_quietly,
+    written_ns,
+)
 from .schema import PYSPY_DIR
+
+__all__ = [
+    "ENV_PYSPY",
+    "PySpyObserver",
+    "explain",
+    "find_pyspy",
+    "is_python_process",
+    "request_dump",
+]
 
 DUMPS_FILE = "dumps.jsonl"
 # A pid's dump failing this many times in a row (other than for permission)
 # is reported; fewer are retried silently (counted in meta.json).
 FAILS_BEFORE_REPORT = 3
-# The first periodic dump waits this long (at most): an interpreter that is
-# still starting cannot be dumped yet.
+# With a numeric --dump-interval, the first periodic round comes at most
+# this long after the start (the early dumps come before it).
 FIRST_DUMP_S = 0.5
-# The default periodic interval ("auto") keeps py-spy's own CPU time under
-# this share of one core, from the start: a dump costs ~10 ms of CPU here
-# (py-spy starting, reading the target's memory), plus a few ms during which
-# a blocking dump holds the target.  So auto dumps one Python process at a
-# time, in turn: the first ~2.4 s in, then one every ~2 s (three processes:
-# each every ~6 s); never more than once a second.  (A first round of every
-# process early on would spend a short job's whole budget at once.)
-AUTO_BUDGET = 0.005
-AUTO_MIN_S = 1.0
-AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
 # While dumps run, the loop looks at them this often (to store them, to
-# time out a stuck one); between dumps it wakes Python only when one is due.
+# time out a stuck one); between dumps it wakes Python only when the policy
+# or a periodic dump asks.
 COLLECT_POLL_NS = 100_000_000
-PID_FILE = "tracer.pid"
-ENV_PYSPY = "CIRCUIT_PYSPY"  # path of the py-spy executable to use (tests point it at fakes)
+# A process that is not Python yet may exec one (a shell script, a pyenv
+# shim): for this long after it is seen, it is looked at as often as the
+# policy watches rows.
+EXEC_WATCH_NS = 1_000_000_000
 
 
 def _children_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def find_pyspy(explicit: str | None = None) -> str | None:
-    """The py-spy executable: explicit path, $CIRCUIT_PYSPY, PATH, or beside our python."""
-    cand = explicit or os.environ.get(ENV_PYSPY)
-    if cand:
-        return cand if os.access(cand, os.X_OK) else None
-    found = shutil.which("py-spy")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if os.access(beside, os.X_OK) else None
-
-
-def is_python_process(pid: int) -> bool:
-    """The executable is python, or libpython is mapped (embedded interpreters)."""
-    try:
-        if is_python_image(os.readlink(f"/proc/{pid}/exe")):
-            return True
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            return b"/libpython" in f.read()
-    except OSError:
-        return False
-
-
-def explain(stderr: str, code: int | None) -> tuple[str, str]:
-    """(kind, one-line reason with what would allow it) for a failed py-spy run."""
-    low = stderr.lower()
-    if "permission denied" in low or "operation not permitted" in low or "eperm" in low:
-        return (
-            "permission",
-            "py-spy has no ptrace permission: run circuit as root or with CAP_SYS_PTRACE "
-            "(containers: --cap-add SYS_PTRACE), or set kernel.yama.ptrace_scope=0",
-        )
-    if "version" in low and ("python" in low or "unsupported" in low or "unknown" in low):
-        return (
-            "version",
-            "py-spy does not know this interpreter version: upgrade py-spy (pip install -U py-spy)",
-        )
-    if "no such process" in low:
-        return ("gone", "the process exited")
-    first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
-    return ("error", f"py-spy failed (exit {code}): {first or 'no message'}")
 
 
 @dataclass
@@ -138,9 +109,11 @@ class PySpyObserver(Observer):
 
     run_dir: Path = field(default=Path("."), init=False)
     exe: str | None = field(default=None, init=False)
+    policy: DumpPolicy = field(default_factory=DumpPolicy, init=False)
     _inflight: dict[int, _Dump] = field(default_factory=dict, init=False)
     _python: dict[int, tuple[str, bool]] = field(default_factory=dict, init=False)
     _pids: list[int] = field(default_factory=list, init=False)
+    _seen: dict[int, int] = field(default_factory=dict, init=False)  # pid -> first seen
     _next_ns: int = field(default=0, init=False)
     _seq: int = field(default=0, init=False)
     _out: Path = field(default=Path("."), init=False)
@@ -153,12 +126,19 @@ class PySpyObserver(Observer):
     _demand: bool = field(default=False, init=False)
     _no_python: bool = field(default=False, init=False)  # the last periodic round found none
     _profiles: Profiles | None = field(default=None, init=False)  # py-spy record
+    _profile_pid: int = field(default=0, init=False)  # the process profiled; 0: none yet
     _root: int = field(default=0, init=False)
     _streak: dict[int, int] = field(default_factory=dict, init=False)
     _transient: int = field(default=0, init=False)
     _turn: int = field(default=0, init=False)  # auto: the pid dumped last
     _dump_cpu_s: float = field(default=0.0, init=False)  # py-spy dumps' CPU, measured
     _dumps_done: int = field(default=0, init=False)
+    _batches: list[tuple[int, list[tuple]]] = field(default_factory=list, init=False)
+    _read: int = field(default=0, init=False)  # how many of _batches were read
+    _first: object = field(default=None, init=False)  # _batches[0] then
+
+    def __post_init__(self) -> None:
+        self.policy = DumpPolicy(auto=self.interval != 0, interval=self.interval)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -183,19 +163,34 @@ class PySpyObserver(Observer):
             )
             self._disabled = "missing"
             return
+        now = time.monotonic_ns()
         first = self._interval_s(1) if self.interval is None else min(self.interval, FIRST_DUMP_S)
-        self._next_ns = time.monotonic_ns() + round(first * 1e9)
-        if self.profile:
-            self._start_profiles(root_pid)
+        self._next_ns = now + round(first * 1e9)
+        self._seen[root_pid] = now
+        self._tick_python(now)
+
+    def watch_threads(self, batches: list[tuple[int, list[tuple]]]) -> None:
+        self._batches = batches
 
     def next_tick_ns(self) -> int | None:
+        now = time.monotonic_ns()
+        times = []
         if self._inflight:
-            return time.monotonic_ns() + COLLECT_POLL_NS
-        if self._disabled or self.interval == 0 or self._no_python:
-            # (With no Python process at the last round, the next flush or a
-            # new process, which both run Python, is soon enough to look again.)
-            return None
-        return self._next_ns
+            times.append(now + COLLECT_POLL_NS)
+        if self._disabled:
+            return min(times, default=None)
+        watch = self.policy.next_ns(now)
+        if watch is not None:
+            times.append(watch)
+        if any(now - t < EXEC_WATCH_NS for t in self._seen.values()) or (
+            self.profile and not self._profile_pid
+        ):
+            times.append(now + WATCH_NS)  # a young process may exec python
+        # (With no Python process at the last round, the next flush or a new
+        # process, which both run Python, are soon enough for periodic dumps.)
+        if self.interval != 0 and not self._no_python:
+            times.append(self._next_ns)
+        return min(times, default=None)
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
         try:
@@ -208,14 +203,22 @@ class PySpyObserver(Observer):
         pids = list(pids)
         if pids != self._pids:
             self._no_python = False  # a new process may be a Python one
+            for pid in pids:
+                self._seen.setdefault(pid, t_ns)
+            for pid in [p for p in self._seen if p not in pids]:
+                del self._seen[pid]
         self._pids = pids
         if self._inflight:
             self._collect(wait=False)
         if self._disabled:
             return
+        self._tick_python(t_ns)
         if self._demand:
             self._demand = False
-            self._dump_all("demand", t_ns)
+            if not self._dump_all("demand", t_ns) and not self.quiet:
+                print("circuit: SIGUSR1: no Python process to dump", file=sys.stderr, flush=True)
+        for pid, trigger in self.policy.due(t_ns, self._inflight):
+            self._start_dump(pid, trigger)
         if self.interval != 0 and t_ns >= self._next_ns:
             if self.interval is None:
                 started = self._dump_turn("periodic")
@@ -225,12 +228,26 @@ class PySpyObserver(Observer):
             step = round(self._interval_s(started) * 1e9)
             self._next_ns += step * max(1, (t_ns - self._next_ns) // step + 1)
 
+    def _tick_python(self, t_ns: int) -> None:
+        """Tell the policy which processes are Python and what their threads
+        did; start the profile on the first Python process."""
+        pol = self.policy
+        pol.python(t_ns, [p for p in self._pids if self._is_python(p)])
+        batches = self._batches
+        if not batches or batches[0] is not self._first:
+            self._read = 0  # flushed (emptied in place) since the last look
+        if pol.procs:
+            pol.rows(batches[self._read :])
+        self._read = len(batches)
+        self._first = batches[0] if batches else None
+        if self.profile and not self._profile_pid and pol.root:
+            self._start_profiles(pol.root)
+
     def _interval_s(self, dumps: int) -> float:
         """Seconds to the next periodic round, which will take ``dumps`` dumps."""
-        if self.interval is not None:
-            return self.interval
-        per_dump = self._dump_cpu_s / self._dumps_done if self._dumps_done else AUTO_GUESS_S
-        return max(AUTO_MIN_S, dumps * per_dump / AUTO_BUDGET)
+        if self._dumps_done:
+            self.policy.cost(self._dump_cpu_s / self._dumps_done)
+        return self.policy.periodic_s(dumps)
 
     def on_demand(self) -> None:
         self._demand = True  # the next tick starts the dumps (a few ms away)
@@ -253,6 +270,12 @@ class PySpyObserver(Observer):
         if reason != "target exited":
             self.final_dump()  # attach: the target is still there (duration, Ctrl-C)
         self._collect(wait=True)
+        if self.profile and not self._profile_pid and not self._disabled:
+            self._fail(
+                "not-python",
+                f"--profile: no Python process ran under PID {self._root} "
+                "(neither it nor a process it started)",
+            )
         profiles = self._profiles.stop() if self._profiles else []
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -267,10 +290,15 @@ class PySpyObserver(Observer):
             "failures": list(self._failures.values()),
             "transient_failures": self._transient,
         }
+        out: dict[str, Any] = {"pyspy": info}
         if profiles:
             info["profiles"] = profiles
-        warnings = [f["message"] for f in self._failures.values()]
-        return {"pyspy": info, "warnings": warnings}
+            entry: dict[str, Any] = {"pid": self._profile_pid}
+            for path in profiles:
+                entry["speedscope" if path.endswith(".json") else "flamegraph"] = path
+            out["profiles"] = [entry]
+        out["warnings"] = [f["message"] for f in self._failures.values()]
+        return out
 
     # -- dumps -----------------------------------------------------------------
 
@@ -339,6 +367,7 @@ class PySpyObserver(Observer):
         self._inflight[pid] = _Dump(
             pid, trigger, t0, proc, out, err, time.monotonic() + self.timeout
         )
+        self.policy.started(pid, t0, trigger)
 
     def _collect(self, wait: bool) -> None:
         # The children reaped here are py-spy dumps only (the target and
@@ -378,7 +407,8 @@ class PySpyObserver(Observer):
             self._finish(d, code)
 
     def _finish(self, d: _Dump, code: int) -> None:
-        end = time.monotonic_ns()
+        end = written_ns(d.out, d.t_ns)
+        self.policy.finished(d.pid, end)
         try:
             raw = d.out.read_bytes()
             err = d.err.read_text(errors="replace")
@@ -397,48 +427,46 @@ class PySpyObserver(Observer):
             kind, msg = explain(err, code)
             if kind == "gone":
                 return
+            if kind != "permission" and self.policy.failed(d.pid, end):
+                self._transient += 1  # an interpreter still starting: retried soon
+                return
             n = self._streak[d.pid] = self._streak.get(d.pid, 0) + 1
             if kind != "permission" and n < FAILS_BEFORE_REPORT:
-                # A running process is read while it changes (nonblocking), or
-                # the interpreter is still starting: transient, retry.
+                # A running process is read while it changes (nonblocking):
+                # transient, retry what was asked for.
                 self._transient += 1
-                if d.trigger != "periodic":
+                if d.trigger in ("demand", "final", "exit"):
                     self._start_dump(d.pid, d.trigger)
                 return
             self._fail(kind, f"py-spy cannot dump PID {d.pid}: {msg}")
             return
         self._streak.pop(d.pid, None)
+        self.policy.succeeded(d.pid)
         rec = {
             "t_ns": d.t_ns,
             "end_ns": end,
             "pid": d.pid,
             "trigger": d.trigger,
-            "threads": [_thread(t) for t in threads if isinstance(t, dict)],
+            "threads": [thread_record(t) for t in threads if isinstance(t, dict)],
         }
-        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         try:
-            # Opened per dump (about one a second), never held open: a held
-            # writable file would keep the folder's filesystem from being
-            # remounted read-only, and a kill leaves whole lines behind.
-            # Owner only: stacks name files and functions.
-            fd = os.open(self._out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            append_line(self._out, rec)
         except OSError as e:
             self._fail("write", f"cannot write py-spy dumps: {e.strerror}; dumps stop")
             self._disabled = "write"
             return
         self._counts[d.trigger] = self._counts.get(d.trigger, 0) + 1
+        if d.trigger == "demand" and not self.quiet:
+            print(
+                f"circuit: py-spy dump of PID {d.pid} ({len(rec['threads'])} threads) "
+                f"appended to {self._out}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @staticmethod
     def _cleanup(d: _Dump) -> None:
-        for f in (d.out, d.err):
-            try:
-                f.unlink()
-            except OSError:
-                pass
+        unlink_quietly(d.out, d.err)
 
     def _fail(self, kind: str, message: str) -> None:
         f = self._failures.setdefault(kind, {"kind": kind, "message": message, "count": 0})
@@ -453,10 +481,10 @@ class PySpyObserver(Observer):
     # -- profiles ----------------------------------------------------------------
 
     def _start_profiles(self, pid: int) -> None:
-        if not self._is_python(pid):
-            self._fail("not-python", f"--profile: PID {pid} is not a Python process")
-            return
+        """Profile ``pid``, the first Python process of the run (the root, or
+        the one a shell script or a pyenv shim started), and its children."""
         assert self.exe is not None
+        self._profile_pid = pid
         self._profiles = Profiles(
             self.exe,
             self.run_dir,
@@ -467,38 +495,3 @@ class PySpyObserver(Observer):
             timeout=self.timeout,
         )
         self._profiles.start(pid)
-
-
-def _thread(t: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tid": t.get("os_thread_id"),
-        "thread_id": t.get("thread_id"),
-        "name": t.get("thread_name"),
-        "owns_gil": t.get("owns_gil"),
-        "active": t.get("active"),
-        "frames": [
-            {"name": f.get("name"), "file": f.get("filename"), "line": f.get("line")}
-            for f in t.get("frames") or []
-        ],
-    }
-
-
-def request_dump(run_dir: str | os.PathLike[str] | None = None) -> int:
-    """Ask the tracer writing ``run_dir`` (default: the current run) for a dump now.
-
-    Sends SIGUSR1 to the circuit process tracing us; returns its PID.
-    """
-    from circuit.errors import CircuitError
-
-    where = run_dir or os.environ.get(ENV_RUN_DIR)
-    if not where:
-        raise CircuitError(f"not running under circuit (no {ENV_RUN_DIR}): no tracer to ask")
-    try:
-        pid = int((Path(where) / PYSPY_DIR / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        raise CircuitError(f"{where}: no py-spy observer runs for this run") from None
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except ProcessLookupError:
-        raise CircuitError(f"the tracer (PID {pid}) is gone") from None
-    return pid

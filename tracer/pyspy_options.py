@@ -8,6 +8,7 @@ below both, so the tracer never imports the command line.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .observers import Observer
 
@@ -89,6 +90,18 @@ def pyspy_observers(args: argparse.Namespace) -> list[Observer]:
         return []
     if args.dump_timeout <= 0:
         raise CircuitError(f"--dump-timeout must be positive, got {args.dump_timeout:g}")
+    for flag in ("gil", "idle"):
+        if getattr(args, flag) and not args.profile:
+            # A warning, not an error: the run is still worth having (the
+            # GIL figures are measured anyway), but the flag must not pass
+            # for doing something.
+            print(
+                f"circuit: warning: --{flag} only shapes the --profile flame graph "
+                f"(py-spy record --{flag}) and does nothing without --profile; "
+                "GIL waits and holders are measured either way (circuit summary)",
+                file=sys.stderr,
+                flush=True,
+            )
     from .pyspy import PySpyObserver
 
     return [

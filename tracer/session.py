@@ -202,6 +202,7 @@ def _start_observers(
     the observers next need it (run_loop's ``due``)."""
     for o in opts.observers:
         o.start(writer.path, sampler.root_pid)
+        o.watch_threads(writer.tick_buffers().thread_batches)
     hooks = [o.tick for o in opts.observers]
     if opts.on_tick is not None:
         hooks.append(lambda t, _pids: opts.on_tick(t))  # type: ignore[misc]
@@ -319,8 +320,11 @@ def _abandon(writer: RunWriter, sampler: Sampler, opts: Options, extra: dict[str
 
 def describe(meta: dict[str, Any]) -> str:
     cmd = shlex.join(meta.get("command") or [])
+    code = meta.get("exit_code")
+    name = signals.signal_name(code)
+    ended = f"; killed by {name}" if name else "" if code is None else f"; exit {code}"
     return (
         f"{meta.get('samples', 0)} samples at {meta.get('rate_hz_achieved', 0):.1f} Hz "
-        f"over {meta.get('wall_s', 0):.2f} s of `{cmd}`; sampler CPU "
+        f"over {meta.get('wall_s', 0):.2f} s of `{cmd}`{ended}; sampler CPU "
         f"{meta.get('sampler_cpu_s', 0):.3f} s"
     )

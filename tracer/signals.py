@@ -56,3 +56,13 @@ def restore(old: set[int]) -> None:
     while signal.sigtimedwait(SIGNALS, 0) is not None:
         pass
     signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def signal_name(code: int | None) -> str | None:
+    """``SIGSEGV`` for an exit code of -11 (killed by signal 11), else None."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"

@@ -252,6 +252,7 @@ class Spawned(Target):
         return {
             "exit_code": code,
             "exit_signal": -code if code < 0 else None,
+            "exit_signal_name": signals.signal_name(code),
             "exit_status": self.shell_code,
             "stop_reason": self.reason,
         }

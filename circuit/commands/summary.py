@@ -59,6 +59,8 @@ def render(s: dict[str, Any]) -> None:
     con = Console()
     cmd = shlex.join(s.get("command") or [])
     ended = f"exit {s['exit_code']}" if s.get("exit_code") is not None else s.get("stop_reason")
+    if s.get("exit_signal"):
+        ended = f"killed by {s['exit_signal']} (exit {s['exit_code']})"
     con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, {ended or 'not finalized'})")
     con.print(
         f"wall {s['wall_s']:.3f} s   CPU user {s['cpu_user_s']:.3f} s + system "

@@ -277,8 +277,10 @@ def test_periodic_dumps_keep_their_interval_while_the_c_loop_samples(tmp_path: P
     )
     assert p.returncode == 0, p.stderr
     info = circuit.load(out).meta["pyspy"]
-    # ~9 rounds (0.2 s in, then every 0.2 s); ~2 if only the flushes woke it
-    assert info["dumps"].get("periodic", 0) >= 6, info
+    # ~9 rounds (0.2 s in, then every 0.2 s); ~2 if only the flushes woke
+    # it.  A round finding the process busy with an early or long-wait dump
+    # skips it: those count as that round's dump.
+    assert sum(info["dumps"].values()) >= 6, info
 
 
 @pytest.mark.integration

@@ -126,7 +126,8 @@ def test_find_pyspy_and_request_dump_errors(
 
 
 def test_auto_interval_keeps_dumps_within_their_cpu_budget() -> None:
-    from circuit.tracer.pyspy import AUTO_BUDGET, AUTO_GUESS_S, AUTO_MIN_S, PySpyObserver
+    from circuit.tracer.pyspy import PySpyObserver
+    from circuit.tracer.pyspy_policy import AUTO_BUDGET, AUTO_GUESS_S, AUTO_MIN_S
 
     auto = PySpyObserver()
     assert auto._interval_s(1) == pytest.approx(max(AUTO_MIN_S, AUTO_GUESS_S / AUTO_BUDGET))
@@ -161,6 +162,7 @@ def test_the_loop_wakes_python_for_a_due_dump_and_while_dumps_run() -> None:
     assert PySpyObserver(interval=0).next_tick_ns() is None  # none: the flush will do
     auto._inflight[7] = object()  # type: ignore[assignment]
     now = time.monotonic_ns()
+    auto._next_ns = now + 10 * COLLECT_POLL_NS  # the next periodic dump: later
     # One running: looked at soon (stored, or timed out), whatever is due.
     assert now < auto.next_tick_ns() <= time.monotonic_ns() + COLLECT_POLL_NS  # type: ignore[operator]
     auto._inflight.clear()
@@ -172,6 +174,7 @@ def test_no_python_process_no_wake_up_until_the_pids_change(monkeypatch) -> None
     # A round that finds no Python process (`circuit run -- sleep 5`) does
     # not ask for the next one: the flush or a new process wakes Python anyway.
     from circuit.tracer.pyspy import PySpyObserver
+    from circuit.tracer.pyspy_policy import EARLY_NS
 
     obs = PySpyObserver(interval=0.2)
     python: set[int] = set()
@@ -183,8 +186,8 @@ def test_no_python_process_no_wake_up_until_the_pids_change(monkeypatch) -> None
     obs.tick(2, [10])  # the same processes: still nothing to ask for
     assert obs.next_tick_ns() is None
     python.add(11)
-    obs.tick(3, [10, 11])  # a new process: the next round is due again
-    assert obs.next_tick_ns() == obs._next_ns
+    obs.tick(3, [10, 11])  # a new process: its early dump is due, then the next round
+    assert obs.next_tick_ns() == 3 + EARLY_NS < obs._next_ns
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "soon"])
