@@ -97,6 +97,7 @@ def main() -> None:
         return round(statistics.median(vals), 4) if vals else None
 
     result = {
+        "benchmark": "pyspy_triggers",
         "rounds": args.rounds,
         "wait_s": args.wait,
         "sides": {

@@ -382,7 +382,48 @@ def gilstate_cost(d: dict[str, Any]) -> str:
     )
 
 
+def pyspy_triggers(d: dict[str, Any]) -> str:
+    names = {
+        "no-pyspy": "--no-pyspy",
+        "off": "--dump-interval 0 (no automatic dumps)",
+        "auto": "default (early, long-wait, exit dumps)",
+    }
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    rows = [
+        [
+            names.get(side, side),
+            f"{s['dumps']:g}",
+            f"{s['dump_cpu_s']:.3f}",
+            f"{s['sampler_cpu_s']:.3f}",
+            ms(s["first_dump_ms"]),
+            ms(s["latency_ms"]),
+            f"{s['waits_covered']} of {s['waits']}",
+        ]
+        for side, s in d["sides"].items()
+    ]
+    return (
+        f"{d['rounds']} rounds, sides interleaved, medians; each run blocks three named "
+        f"threads once for {d['wait_s']:g} s.\n\n"
+        + md_table(
+            [
+                "side",
+                "dumps per run",
+                "py-spy CPU s",
+                "circuit CPU s",
+                "first dump ms",
+                "dump latency ms",
+                "waits with a dump inside",
+            ],
+            rows,
+        )
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "pyspy_triggers": pyspy_triggers,
     "gilstate_cost": gilstate_cost,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
