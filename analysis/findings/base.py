@@ -40,6 +40,7 @@ class Finding:
     stacks: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"holder": [...]}
     resources: list[dict[str, Any]] = field(default_factory=list)  # paths, peers, counts
     lost_s: float = 0.0  # the time it cost: ranks findings of one severity
+    culprit: str = ""  # the stack's innermost frame of the program's own code
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class Finding:
             "stacks": {k: list(v) for k, v in self.stacks.items()},
             "resources": list(self.resources),
             "lost_s": round(float(self.lost_s), 3),
+            "culprit": self.culprit,
         }
 
 
@@ -98,6 +100,15 @@ def culprit(frames: list[dict[str, Any]]) -> str | None:
         if "/lib/python" not in path and not path.startswith("<frozen"):
             return str(f.get("name"))
     return str(frames[0].get("name")) if frames else None
+
+
+def culprit_line(frames: list[dict[str, Any]]) -> str:
+    """:func:`culprit`'s frame as a stack line ("" without frames)."""
+    name = culprit(frames)
+    for f in frames:
+        if str(f.get("name")) == name:
+            return frame_str(f)
+    return ""
 
 
 def is_idle_stack(frames: list[dict[str, Any]]) -> bool:

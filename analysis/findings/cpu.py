@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .base import LONG_WAIT_S, Evidence, Finding, severity_of, spans_of, stack_lines
+from .base import LONG_WAIT_S, Evidence, Finding, culprit_line, severity_of, spans_of, stack_lines
 
 KIND = "cpu-oversubscribed"
 BIN_NS = 250_000_000
@@ -128,6 +128,7 @@ def _finding(
             "bins": bins,
         },
         stack=stack_lines(frames),
+        culprit=culprit_line(frames),
         threads=[int(t) for _, t in per.index[1:20]],
         resources=[
             {"kind": "process", "what": f"PID {int(p)}", "runnable_s": round(v / 1e9, 3)}

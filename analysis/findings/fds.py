@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .base import Evidence, Finding, stack_lines
+from .base import Evidence, Finding, culprit_line, stack_lines
 
 KIND = "fd-leak"
 MIN_LEAKED = 20
@@ -132,8 +132,8 @@ def find(ev: Evidence) -> list[Finding]:
                 severity="critical" if peak >= CRITICAL_FDS else "warning",
                 title=(
                     f"fd leak in PID {pid}: {n} {kind} fds opened and held until the process ended{top}, "
-                    f"{kind} count {counts.get('count_start', 0):.0f} -> "
-                    f"{counts.get('count_end', 0):.0f}"
+                    f"{kind} count {counts.get('count_start', 0):.0f} -> peak "
+                    f"{counts.get('count_peak', 0):.0f}"
                 ),
                 start_s=ev.rel(first),
                 duration_s=(last - first) / 1e9,
@@ -142,6 +142,7 @@ def find(ev: Evidence) -> list[Finding]:
                 thread_name=ev.name(pid, tid),
                 evidence=evidence,
                 stack=stack_lines(frames),
+                culprit=culprit_line(frames),
                 resources=res,
             )
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LONG_WAIT_S, Evidence, Finding, severity_of, spans_of, stack_lines
+from .base import LONG_WAIT_S, Evidence, Finding, culprit_line, severity_of, spans_of, stack_lines
 
 KIND = "gil-contention"
 MIN_CONTENTION = 0.05
@@ -74,6 +74,7 @@ def find(ev: Evidence) -> list[Finding]:
                 thread_name=ev.name(pid, tid),
                 evidence=evidence,
                 stack=stack_lines(frames),
+                culprit=culprit_line(frames),
                 threads=others,
                 stacks=stacks,
                 lost_s=float(p["wait_s"]),

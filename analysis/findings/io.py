@@ -21,6 +21,7 @@ from .base import (
     Evidence,
     Finding,
     culprit,
+    culprit_line,
     is_idle_stack,
     severity_of,
     spans_of,
@@ -52,7 +53,9 @@ def find(ev: Evidence) -> list[Finding]:
     if long.empty:
         return []
     long["what"] = _resolve(ev, long)
-    long.loc[long["wait"] == "poll", "wait"] = "socket"
+    # a poll resolved to a socket peer is a wait on that socket
+    known = (long["wait"] == "poll") & ~long["what"].str.startswith("poll")
+    long.loc[known, "wait"] = "socket"
     wall = float(ev.summary.get("wall_s") or ev.meta.get("wall_s") or 0.0)
     if wall <= 0:
         wall = float(long["end_ns"].max() - long["start_ns"].min()) / 1e9
@@ -91,6 +94,7 @@ def find(ev: Evidence) -> list[Finding]:
                     "threads_waiting": len(per),
                 },
                 stack=stack_lines(frames),
+                culprit=culprit_line(frames),
                 threads=[int(t) for t in per.index if int(t) != tid][:20],
                 resources=[{"kind": str(wait), "what": str(what), "count": len(g)}],
                 lost_s=0.0 if idle else covered,
@@ -181,17 +185,16 @@ def _resolve(ev: Evidence, waits: pd.DataFrame) -> list[str]:
 
 def _open_peers(lives: pd.DataFrame, a: int, b: int) -> str:
     """What a ``poll`` on an unknown fd most likely waited for: the peer of
-    the process's sockets connected during [a, b) (one peer: its address;
-    several: how many), else ``poll (fd unknown)``."""
+    the process's connected socket opened last before the wait ended, else
+    ``poll (fd unknown)``."""
     if lives.empty:
         return "poll (fd unknown)"
     live = lives[(lives["t_ns"] <= b) & (lives["closed_ns"] > a) & (lives["remote"] != "")]
-    peers = sorted(set(live["remote"].astype(str)))
-    if len(peers) == 1:
-        return peers[0]
-    if peers:
-        return f"one of {len(peers)} socket peers"
-    return "poll (fd unknown)"
+    if live.empty:
+        return "poll (fd unknown)"
+    # several: a client connects just before it waits, so the socket opened
+    # last before the wait is the likeliest
+    return str(live.sort_values("t_ns")["remote"].iloc[-1])
 
 
 def _socket_lives(fds: pd.DataFrame, pid: int) -> pd.DataFrame:
