@@ -7,7 +7,8 @@ one whether it ran or queued, so the demand is the program's own, whatever
 else loads the machine. Bins where it exceeds the CPUs by at least half a
 core are oversubscribed. Reported when the threads spent at least 0.1 s
 runnable (schedstat run delay) in those bins; severity from the share of the
-time they wanted a CPU that they spent queued. A program that never asked for
+time they wanted a CPU that they spent queued, ``info`` when the bins add
+up to less than 1 s (a burst, such as a pool starting). A program that never asked for
 more than the CPUs but still queued (the machine busy with other work) gets
 one ``info`` finding.
 """
@@ -24,6 +25,9 @@ BIN_NS = 250_000_000
 OVER_CORES = 0.5
 WARNING, CRITICAL = 0.2, 0.5
 OTHER_LOAD_SHARE = 0.2
+# Oversubscribed for less than this in all (a process pool starting: the
+# parent, its manager thread and the new workers all busy at once) is info.
+MIN_OVER_NS = 1_000_000_000
 
 
 def find(ev: Evidence) -> list[Finding]:
@@ -58,7 +62,9 @@ def find(ev: Evidence) -> list[Finding]:
             _finding(
                 ev,
                 s[sel],
-                severity_of(share, WARNING, CRITICAL),
+                severity_of(share, WARNING, CRITICAL)
+                if over.sum() * BIN_NS >= MIN_OVER_NS
+                else "info",
                 share,
                 float((running[over] + runnable[over]).sum() / width[over].sum()),
                 int(over.sum()),

@@ -5,6 +5,8 @@ Rule (docs/findings.md): a wait is a thread's uninterrupted stretch in wait
 or the child's PID); a long one lasts at least 0.1 s. Long waits are grouped
 by process, reason and what they waited on (the fd resolved with the ``fds``
 table: the socket's peer, the file's path; the child's command line).
+A wait the kernel restarted after a signal (``restart_syscall``, as when a
+blocking py-spy dump stops the thread) is joined to the part before it.
 Severity from the share of the run's wall time during which at least one
 thread was in such a wait: ``warning`` from 20%, ``critical`` from 80%.
 Waits whose Python stack is a standard library pool or queue (a worker
@@ -12,6 +14,8 @@ process waiting for its next task) are ``info``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,10 +47,10 @@ POLL_CALLS = ("poll", "ppoll")
 def find(ev: Evidence) -> list[Finding]:
     from circuit.tracer.waits import Classifier
 
-    iv = wait_intervals(ev.samples, (*REASONS, "poll"))
+    names = Classifier(ev.meta.get("machine")).syscall_name
+    iv = _restarts_joined(wait_intervals(ev.samples, (*REASONS, "poll")), names, ev.period)
     long = iv[iv["dur_ns"] >= LONG_WAIT_S * 1e9].copy()
     if len(long):
-        names = Classifier(ev.meta.get("machine")).syscall_name
         is_poll = long["wait"].to_numpy() == "poll"
         calls = np.array([names(int(x)) for x in long["syscall"].to_numpy()])
         long = long[~is_poll | np.isin(calls, POLL_CALLS)].copy()
@@ -103,14 +107,55 @@ def find(ev: Evidence) -> list[Finding]:
     return out
 
 
+def _restarts_joined(iv: pd.DataFrame, names: Any, period: int) -> pd.DataFrame:
+    """Join a wait that the kernel restarted (``restart_syscall``: the
+    thread was stopped by a signal mid-wait, as a blocking py-spy dump does)
+    to the wait it continues: one wait, the first part's syscall and fd."""
+    if iv.empty:
+        return iv
+    iv = iv.sort_values(["pid", "tid", "start_ns"], kind="stable").reset_index(drop=True)
+    calls = [names(int(x)) for x in iv["syscall"].to_numpy()]
+    restart = np.array([c == "restart_syscall" for c in calls])
+    # an event loop's epoll_wait restarted is not the poll before it going on
+    epoll = np.array([c.startswith("epoll") for c in calls])
+    same = np.zeros(len(iv), dtype=bool)
+    same[1:] = (
+        (iv["pid"].to_numpy()[1:] == iv["pid"].to_numpy()[:-1])
+        & (iv["tid"].to_numpy()[1:] == iv["tid"].to_numpy()[:-1])
+        & (iv["wait"].to_numpy()[1:] == iv["wait"].to_numpy()[:-1])
+        & (iv["start_ns"].to_numpy()[1:] - iv["end_ns"].to_numpy()[:-1] <= 2 * period)
+    )
+    same[1:] &= ~epoll[:-1]
+    group = np.cumsum(~(restart & same))
+    out = iv.groupby(group, sort=False).agg(
+        pid=("pid", "first"),
+        tid=("tid", "first"),
+        wait=("wait", "first"),
+        arg0=("arg0", "first"),
+        syscall=("syscall", "first"),
+        start_ns=("start_ns", "first"),
+        end_ns=("end_ns", "last"),
+    )
+    out["dur_ns"] = out["end_ns"] - out["start_ns"]
+    return out.reset_index(drop=True)
+
+
 def _waiting_code(ev: Evidence, pid: int, waits: pd.DataFrame, tids: list[int]) -> tuple[int, list]:
     """The first thread (most waiting first) with a dump taken during one of
     its long waits, and that dump; else the top waiter's nearest dump."""
+    # a dump on the edge of a wait (its ends are known to one sampling
+    # period) can show the code after it: a stack that is not an idle wait wins
+    busy = lambda fr: not is_idle_stack(fr)  # noqa: E731
+    first: tuple[int, list] | None = None
     for tid in tids:
         mine = waits[waits["tid"] == tid]
-        frames = ev.stack_of(pid, tid, spans_of(mine), nearest=False)
-        if frames:
+        frames = ev.stack_of(pid, tid, spans_of(mine), prefer=busy, nearest=False)
+        if frames and busy(frames):
             return tid, frames
+        if frames and first is None:
+            first = (tid, frames)
+    if first is not None:
+        return first
     top = waits[waits["tid"] == tids[0]]
     return tids[0], ev.stack_of(pid, tids[0], spans_of(top))
 

@@ -82,7 +82,7 @@ def find(ev: Evidence) -> list[Finding]:
         if holder_frames:
             stacks["holder"] = stack_lines(holder_frames)
         where = f" in {culprit(frames)}" if frames else ""
-        others = tids[1:] + ([holder_tid] if holder_tid is not None else [])
+        others = tids[1:] + ([holder_tid] if holder_tid not in (None, *tids) else [])
         out.append(
             Finding(
                 kind=KIND,
@@ -123,6 +123,7 @@ def _holder(
         return None, []
     a, b = waits["start_ns"].min(), waits["end_ns"].max()
     d = d[(d["t_ns"] >= a) & (d["end_ns"] <= b)]
+    found: list[tuple[int, list[dict[str, Any]]]] = []
     for r in d.itertuples(index=False):
         mid = (r.t_ns + r.end_ns) / 2
         mine = waits[waits["tid"] == r.tid]
@@ -132,5 +133,10 @@ def _holder(
         if waiting:
             continue
         if any(f.get("name") == func and f.get("file") == file for f in r.frames):
-            return int(r.tid), list(r.frames)
-    return None, []
+            found.append((int(r.tid), list(r.frames)))
+    # past the line the waiters block on: inside the lock, not acquiring it
+    line = waiter[0].get("line")
+    for tid, frames in found:
+        if any(f.get("name") == func and f.get("line") != line for f in frames):
+            return tid, frames
+    return found[0] if found else (None, [])

@@ -13,7 +13,7 @@ kept = []  # references: nothing is closed by the garbage collector
 
 def leak_files(n):
     for i in range(n):
-        kept.append(open(os.path.join(folder, f"log-{i}.txt"), "w"))
+        kept.append(open(os.path.join(folder, f"log-{i}.txt"), "w"))  # noqa: SIM115 (the leak)
         time.sleep(0.01)
 
 
