@@ -111,6 +111,7 @@ def summarize(run: Run) -> dict[str, Any]:
         maps=run.maps,
         stacks=run.stacks,
         gil=run.gil,
+        fds=run.fds,
     )
 
 
@@ -122,10 +123,13 @@ def summarize_frames(
     maps: pd.DataFrame | None = None,
     stacks: pd.DataFrame | None = None,
     gil: pd.DataFrame | None = None,
+    fds: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
     GIL as its interpreter recorded it); without it the GIL figures come from
-    the futex evidence alone (analysis/gil.py)."""
+    the futex evidence alone (analysis/gil.py).  ``findings``: the ranked
+    diagnoses (analysis/findings/, docs/findings.md)."""
+    from .findings import find_frames
     from .gil import classify_gil, gil_metrics
     from .pyspy import thread_names
 
@@ -232,7 +236,7 @@ def summarize_frames(
 
     gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
     cpu = user_total + system_total
-    return {
+    out = {
         "run": str(meta.get("path", "")),
         "mode": meta.get("mode"),
         "command": meta.get("command"),
@@ -256,3 +260,6 @@ def summarize_frames(
         "gil": gil_figures,
         "warnings": list(meta.get("warnings") or []),
     }
+    # after the figures: the findings read them (GIL model, wall time)
+    out["findings"] = find_frames(meta, threads, processes, fds, stacks, gil, out)
+    return out

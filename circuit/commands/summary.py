@@ -62,6 +62,7 @@ def render(s: dict[str, Any]) -> None:
     if s.get("exit_signal"):
         ended = f"killed by {s['exit_signal']} (exit {s['exit_code']})"
     con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, {ended or 'not finalized'})")
+    render_findings(con, s.get("findings") or [])
     con.print(
         f"wall {s['wall_s']:.3f} s   CPU user {s['cpu_user_s']:.3f} s + system "
         f"{s['cpu_system_s']:.3f} s   parallelism {s['parallelism']:.2f}   "
@@ -123,3 +124,39 @@ def _gil_line(g: dict[str, Any]) -> str:
         return line + (f" [{note}]" if note else " [interpreter]")
     note = g.get("source_note") or "futex: the interpreter's GIL state was not read"
     return line + f"; holder and hand-offs not measured [{note}]"
+
+
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def render_findings(con: Any, findings: list[dict[str, Any]], frames: int = 2) -> None:
+    """The findings first, one short block each: severity, title, who, the
+    numbers, the innermost frames of the stack (docs/findings.md)."""
+    from rich.markup import escape
+
+    if not findings:
+        con.print("findings: none (docs/findings.md lists what is looked for)")
+        return
+    con.print(f"[bold]findings[/bold] ({len(findings)}, most severe first):")
+    for f in findings:
+        style = _SEVERITY_STYLE.get(f["severity"], "")
+        who = f"PID {f['pid']}" + (
+            f" TID {f['tid']} ({f['thread_name']})" if f.get("tid") is not None else ""
+        )
+        con.print(
+            f"  [{style}]{f['severity'].upper()}[/{style}] {escape(f['title'])}"
+            f"\n    {escape(who)}, {f['start_s']:.2f}-{f['start_s'] + f['duration_s']:.2f} s; "
+            + escape(", ".join(f"{k} {_short(v)}" for k, v in f["evidence"].items()))
+        )
+        for r in (f.get("resources") or [])[:3]:
+            n = r.get("count", r.get("runnable_s"))
+            con.print(f"    {escape(str(r.get('what')))}: {n}")
+        for line in f["stack"][:frames]:
+            con.print(f"    at {escape(line)}")
+        own = f.get("culprit")
+        if own and own not in f["stack"][:frames]:
+            con.print(f"    ... {escape(own)}")
+
+
+def _short(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.3g}"
