@@ -150,12 +150,14 @@ class Evidence:
 
     @cached_property
     def samples(self) -> pd.DataFrame:
-        """Thread rows with ``dt_ns``, the runnable time split out (summary.with_durations)."""
+        """Thread rows with ``dt_ns``, each row's runnable time a row of its
+        own (wait ``runnable``: summary.with_durations, runnable.split_rows)."""
+        from ..runnable import split_rows
         from ..summary import with_durations
 
         if self.threads.empty:
             return self.threads.assign(dt_ns=pd.Series(dtype="int64"))
-        return with_durations(self.threads, self.period)
+        return split_rows(with_durations(self.threads, self.period))
 
     @cached_property
     def py_names(self) -> dict[tuple[int, int], str]:
