@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .observers import Observer
-from .pyspy_policy import WATCH_NS, DumpPolicy
+from .pyspy_policy import LONG_WAIT, WATCH_NS, DumpPolicy
 from .pyspy_record import Profiles, private_file
 from .pyspy_tools import (
     ENV_PYSPY,
@@ -302,12 +302,14 @@ class PySpyObserver(Observer):
 
     # -- dumps -----------------------------------------------------------------
 
-    def _args(self) -> list[str]:
+    def _args(self, trigger: str = "") -> list[str]:
         assert self.exe is not None
         args = [self.exe, "dump", "--json"]
         if self.native:
             args.append("--native")  # needs a stopped process: never with --nonblocking
-        elif self.nonblocking:
+        elif self.nonblocking or trigger == LONG_WAIT:
+            # A long wait's stack does not move; stopping the target would cut
+            # the very wait looked at (restarted as restart_syscall, its fd lost).
             args.append("--nonblocking")
         return args
 
@@ -354,7 +356,7 @@ class PySpyObserver(Observer):
         try:
             with private_file(out) as fo, private_file(err) as fe:
                 proc = subprocess.Popen(
-                    [*self._args(), "--pid", str(pid)],
+                    [*self._args(trigger), "--pid", str(pid)],
                     stdin=subprocess.DEVNULL,
                     stdout=fo,
                     stderr=fe,
