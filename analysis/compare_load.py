@@ -76,7 +76,7 @@ def labels_for(paths: list[Path], given: str | None) -> list[str]:
             raise CircuitError(f"--labels must be different from each other, got {given!r}")
         return labels
     labels = [p.resolve().name or str(p) for p in paths]
-    if len(set(labels)) > len({p.resolve() for p in paths}):  # same name, other folders
+    if len(set(labels)) < len({p.resolve() for p in paths}):  # same name, other folders
         labels = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
     seen: dict[str, int] = {}
     out = []
