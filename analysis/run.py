@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from circuit.errors import CircuitError
+from circuit.errors import CircuitError, not_a_run
 from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
 from circuit.tracer.schema import (
     ADDED_TABLES,
@@ -34,10 +34,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RunFormatError(f"{path}: no such file or folder")
     if not path.is_dir():
-        raise RunFormatError(f"{path} is not a run folder")
+        raise RunFormatError(not_a_run(path, "a file, not a folder"))
     mfile = path / META_FILE
     if not mfile.exists():
-        raise RunFormatError(f"{path} is not a circuit run folder (no {META_FILE})")
+        raise RunFormatError(not_a_run(path, f"no {META_FILE}"))
     try:
         meta = json.loads(mfile.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -45,7 +45,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise RunFormatError(f"cannot read {mfile}: {e.strerror}") from None
     if not isinstance(meta, dict) or "format_version" not in meta:
-        raise RunFormatError(f"{mfile} has no format_version: not a circuit run")
+        raise RunFormatError(not_a_run(path, f"{META_FILE} has no format_version"))
     version = meta["format_version"]
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise RunFormatError(
