@@ -4,8 +4,9 @@
   it opens in ui.perfetto.dev and chrome://tracing): one complete ('X')
   slice per merged thread-state interval, named by wait reason; process and
   thread names as metadata ('M') events (a thread's Python name where a
-  py-spy dump gave one, with its tid: "worker-0 (tid 24371)"); marks as instant ('i') events; CPU
-  (cores) and open fds by kind as counter ('C') events; for each process
+  py-spy dump gave one, with its tid: "worker-0 (tid 24371)"); marks as
+  instant ('i') events; CPU (cores) and open fds by kind as counter ('C')
+  events; for each process
   whose interpreter's GIL state was read (analysis/gil.py), a "GIL holder"
   track: one slice per stretch a thread held the GIL, named by its tid.
   Timestamps are microseconds since the run started.
@@ -119,7 +120,7 @@ def chrome_trace(run: Any) -> dict[str, Any]:
                 {
                     "ph": "i",
                     "s": "t",
-                    "name": str(r["name"]),
+                    "name": _mark_title(r),
                     "cat": "mark",
                     "ts": float(_us(int(r["t_ns"]), t0)),
                     "pid": int(r["pid"]),
@@ -211,6 +212,12 @@ def _gil_track(
     for rec, h in zip(records, runs["holder"].to_numpy(), strict=True):
         rec["args"] = {"holder_tid": int(h)}
     return events + records
+
+
+def _mark_title(r: dict[str, Any]) -> str:
+    """``phase: load`` for ``circuit.mark("phase", name="load")``, else the mark's name."""
+    sub = r.get("field_name")
+    return f"{r['name']}: {sub}" if sub is not None and pd.notna(sub) else str(r["name"])
 
 
 def _jsonable(v: Any) -> Any:

@@ -45,7 +45,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise RunFormatError(f"cannot read {mfile}: {e.strerror}") from None
     if not isinstance(meta, dict) or "format_version" not in meta:
-        raise RunFormatError(not_a_run(path, f"{META_FILE} has no format_version"))
+        raise RunFormatError(f"{mfile} has no format_version: not a circuit run")
     version = meta["format_version"]
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise RunFormatError(
