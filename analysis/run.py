@@ -325,6 +325,7 @@ class Run:
         """Jupyter: the summary, with one bar per thread showing where its time went."""
         import html
 
+        from .names import display_name
         from .style import WAIT_COLORS
 
         s = self.summary()
@@ -338,7 +339,8 @@ class Run:
                 if v > 0
             )
             rows.append(
-                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
+                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td>"
+                f"<td>{html.escape(display_name(t['name'], t.get('python_name')))}</td>"
                 f"<td>{t['cpu_s']:.3f}</td><td style='white-space:nowrap'>{bar}</td>"
                 f"<td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
             )

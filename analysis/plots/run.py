@@ -410,7 +410,8 @@ def gil(
         a.grid(color="#eee")
         a.set_title("GIL contention vs threads", fontsize=11)
     elif threads:
-        _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12])
+        names = _thread_names(run.threads, python_names(run)) if run is not None else {}
+        _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12], names)
     else:
         a.set_axis_off()
     if b is None:
@@ -442,7 +443,7 @@ def gil(
     return fig
 
 
-def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
+def _thread_gil_bars(ax: Any, threads: list[dict], names: dict[int, str]) -> None:
     """One bar per thread: time waiting for the GIL, holding it (when known), the rest."""
     y = np.arange(len(threads))
     wait = np.array([t["wait_s"] for t in threads])
@@ -452,9 +453,11 @@ def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
     if any(t["held_s"] is not None for t in threads):
         ax.barh(y, held, left=wait, color=HELD_COLOR, label="holding the GIL")
     ax.barh(y, rest, left=wait + held, color="#dddddd", label="other")
-    ax.set_yticks(
-        y, [f"{t['pid']}/{t['tid']}" if t["pid"] != t["tid"] else str(t["tid"]) for t in threads]
-    )
+    multi = len({t["pid"] for t in threads}) > 1
+    labels = [
+        _label(t["pid"], t["tid"], names.get(int(t["tid"]), "thread"), None, multi) for t in threads
+    ]
+    ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     # below the bars: inside, it hides the thread it lands on

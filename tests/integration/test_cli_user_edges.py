@@ -91,6 +91,8 @@ def test_timeline_lanes_name_python_threads(named) -> None:
     assert f"{LONG[:23]}… (tid {long_tid})" in lanes
     for lane in lanes:
         assert not lane.startswith("python")  # every Python thread was named
+    notebook = run._repr_html_()  # the notebook view's thread table
+    assert all(f"<td>{n}</td>" in notebook for n in names.values())
 
 
 def test_perfetto_and_csv_exports_name_python_threads(named, tmp_path) -> None:

@@ -105,3 +105,14 @@ def test_summary_thread_table_names_threads_by_their_python_name(capsys) -> None
     rows = {line.split("│")[2].strip(): line for line in out.splitlines() if line.count("│") > 3}
     assert "worker-0" in rows["2"] and "python3" not in rows["2"]
     assert "python3" in rows["3"]
+
+
+def test_gil_plot_bars_use_python_names() -> None:
+    from tests.support.report_data import GIL_ROWS_FOR_BENCH
+
+    run = fake_run(thread_frame(GIL_ROWS_FOR_BENCH))
+    run.stacks = stacks_from_records([_dump(0, {1: "worker-a"})])
+    fig = plots.gil(run)
+    ticks = {t.get_text() for t in fig.axes[0].get_yticklabels()}
+    assert ticks == {"worker-a (tid 1)", "t2 (tid 2)"}
+    plt.close(fig)
