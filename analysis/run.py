@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from circuit.errors import CircuitError
+from circuit.errors import CircuitError, not_a_run
 from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
 from circuit.tracer.schema import (
     ADDED_TABLES,
@@ -34,10 +34,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RunFormatError(f"{path}: no such file or folder")
     if not path.is_dir():
-        raise RunFormatError(f"{path} is not a run folder")
+        raise RunFormatError(not_a_run(path, "a file, not a folder"))
     mfile = path / META_FILE
     if not mfile.exists():
-        raise RunFormatError(f"{path} is not a circuit run folder (no {META_FILE})")
+        raise RunFormatError(not_a_run(path, f"no {META_FILE}"))
     try:
         meta = json.loads(mfile.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -325,6 +325,7 @@ class Run:
         """Jupyter: the summary, with one bar per thread showing where its time went."""
         import html
 
+        from .names import display_name
         from .style import WAIT_COLORS
 
         s = self.summary()
@@ -338,7 +339,8 @@ class Run:
                 if v > 0
             )
             rows.append(
-                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
+                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td>"
+                f"<td>{html.escape(display_name(t['name'], t.get('python_name')))}</td>"
                 f"<td>{t['cpu_s']:.3f}</td><td style='white-space:nowrap'>{bar}</td>"
                 f"<td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
             )

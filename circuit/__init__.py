@@ -4,7 +4,8 @@ Public API (kept light to import: pandas loads only when a run is loaded):
 
 * ``circuit.load(path)``  -> a :class:`~circuit.analysis.run.Run`
 * ``circuit.trace(path)`` -> context manager tracing this process from a helper
-* ``circuit.mark(name)``  -> a named event in the current run
+* ``circuit.mark(name, **fields)`` -> a named event in the current run
+  (``circuit.mark("phase", name="load")``: fields may include ``name``)
 * ``circuit.compare([a, b])`` -> runs side by side, as a DataFrame
 """
 

@@ -78,3 +78,17 @@ def sampling_options(args: argparse.Namespace, out: Path, **extra: Any) -> Any:
         observers=pyspy_observers(args),
         **extra,
     )
+
+
+def load_run(path: Path) -> Any:
+    """The run folder a reading command (summary, export) was given; a bench
+    folder, which holds many runs, is pointed at ``circuit report``."""
+    import circuit
+    from circuit.analysis.bench import is_bench
+    from circuit.errors import CircuitError
+
+    if is_bench(path):
+        raise CircuitError(
+            f"{path} is a bench folder (many runs), not a run: see `circuit report {path}`"
+        )
+    return circuit.load(path)

@@ -17,8 +17,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Summarise a run folder: wall vs CPU time, parallelism (CPU seconds per wall "
             "second), per-process peaks (RSS, threads, fds by kind) and per-thread time in "
-            "each kernel state and wait reason. --json prints the public JSON form."
+            "each kernel state and wait reason. Threads are named by their Python name where "
+            "a py-spy dump gave one. --json prints the public JSON form. On a terminal the "
+            "tables take its full width; piped, lines are as long as their content (nothing "
+            "is cut)."
         ),
+        epilog=(
+            "examples:\n"
+            "  circuit summary runs/app                  the tables, on the terminal\n"
+            "  circuit summary runs/app | less -S        piped: whole names, one row per line\n"
+            "  circuit summary runs/app --json | jq '.threads[] | {tid, python_name, cpu_s}'\n"
+            "  circuit report runs/app                   the same figures, explained, as HTML\n"
+            "\n"
+            "A bench folder (circuit bench) has no single summary: see circuit report BENCH."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder written by circuit run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -26,9 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import circuit
+    from circuit.commands import load_run
 
-    r = circuit.load(args.run)
+    r = load_run(args.run)
     s = r.summary()
     s["run"] = str(args.run)
     s["warnings"] = s["warnings"] + r.load_warnings
@@ -51,12 +64,35 @@ def _pct(share: float) -> str:
     return "<1%" if 0 < share < 0.005 else f"{100 * share:.0f}%"
 
 
-def render(s: dict[str, Any]) -> None:
+# Piped output is not cut to a width: long enough for any row we print.
+PIPE_WIDTH = 100_000
+
+
+def _console() -> Any:
+    """On a terminal, its full width (cells fold onto more lines, never cut);
+    piped, lines as long as their content, so names reach grep and files whole."""
     from rich.console import Console
-    from rich.markup import escape
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPE_WIDTH, soft_wrap=True)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Any:
     from rich.table import Table
 
-    con = Console()
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def render(s: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from circuit.analysis.names import display_name
+
+    con = _console()
     cmd = shlex.join(s.get("command") or [])
     ended = f"exit {s['exit_code']}" if s.get("exit_code") is not None else s.get("stop_reason")
     if s.get("exit_signal"):
@@ -68,9 +104,10 @@ def render(s: dict[str, Any]) -> None:
         f"{s['cpu_system_s']:.3f} s   parallelism {s['parallelism']:.2f}   "
         f"{s['samples']} samples at {s['rate_hz']:.1f} Hz"
     )
-    pt = Table(title="processes", title_justify="left")
-    for c in ("pid", "ppid", "CPU s", "RSS peak", "threads", "fds peak", "by kind", "command"):
-        pt.add_column(c)
+    pt = _table(
+        "processes",
+        ("pid", "ppid", "CPU s", "RSS peak", "threads", "fds peak", "by kind", "command"),
+    )
     for p in s["processes"]:
         kinds = ", ".join(f"{k} {v}" for k, v in p["fds_peak_by_kind"].items() if v)
         pt.add_row(
@@ -81,18 +118,18 @@ def render(s: dict[str, Any]) -> None:
             str(p["threads_peak"]),
             str(p["fds_peak"]),
             escape(kinds),
-            escape(p["cmdline"][:60]),
+            escape(p["cmdline"]),
         )
     con.print(pt)
-    tt = Table(title="threads", title_justify="left")
-    for c in ("pid", "tid", "name", "CPU s", "ctx vol/invol", "run delay s", "time went to"):
-        tt.add_column(c)
+    tt = _table(
+        "threads", ("pid", "tid", "name", "CPU s", "ctx vol/invol", "run delay s", "time went to")
+    )
     for t in s["threads"]:
         total = sum(t["time_by_wait"].values())
         tt.add_row(
             str(t["pid"]),
             str(t["tid"]),
-            escape(t["name"] + (f" ({t['python_name']})" if t.get("python_name") else "")),
+            escape(display_name(t["name"], t.get("python_name"))),
             f"{t['cpu_s']:.3f}",
             f"{t['ctx_voluntary']}/{t['ctx_involuntary']}",
             f"{t['run_delay_s']:.3f}",
