@@ -93,6 +93,7 @@ def summarize(run: Run) -> dict[str, Any]:
         maps=run.maps,
         stacks=run.stacks,
         gil=run.gil,
+        exits=run.exits,
     )
 
 
@@ -104,10 +105,12 @@ def summarize_frames(
     maps: pd.DataFrame | None = None,
     stacks: pd.DataFrame | None = None,
     gil: pd.DataFrame | None = None,
+    exits: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
     GIL as its interpreter recorded it); without it the GIL figures come from
     the futex evidence alone (analysis/gil.py)."""
+    from .exits import apply_exits
     from .gil import classify_gil, gil_metrics
     from .pyspy import thread_names
 
@@ -214,7 +217,7 @@ def summarize_frames(
 
     gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
     cpu = user_total + system_total
-    return {
+    out = {
         "run": str(meta.get("path", "")),
         "mode": meta.get("mode"),
         "command": meta.get("command"),
@@ -237,3 +240,6 @@ def summarize_frames(
         "gil": gil_figures,
         "warnings": list(meta.get("warnings") or []),
     }
+    # What died between samples: exact finals, rows for the unseen (analysis/exits.py).
+    apply_exits(out, meta, threads, processes, exits)
+    return out

@@ -352,6 +352,7 @@ def exits_end_meta(start: dict[str, Any], sampler: Any) -> dict[str, Any]:
     out = dict(start)
     first, last = out.get("last_pid_start", -1), _last_pid()
     out["last_pid_end"] = last
+    out["pid_max"] = _pid_max()
     # Pids wrap at pid_max (back to 300 or so): one wrap is counted right.
     out["pids_allocated"] = (last - first) % _pid_max() if first >= 0 and last >= 0 else -1
     listener = sampler.exits
