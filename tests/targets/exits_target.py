@@ -1,4 +1,4 @@
-"""A target that measures what dies between samples: ``python exits_target.py MODE N``.
+"""A target that measures what dies between samples: ``python exits_target.py MODE N OUT``.
 
 ``children N``: starts N children that each burn ~CHILD_CPU_S of CPU and
 exit, reaps them all at once, and prints ``os.times()``'s children figure
@@ -11,7 +11,7 @@ native id with those readings and its ``time.thread_time_ns()``.
 
 It then sleeps LINGER_S, so a sampler sees the process after the last
 exits (what it saw of them at exit is then the question, not whether it
-looked again).  Output: one JSON object on stdout.
+looked again).  Output: one JSON object in the file OUT.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def main() -> None:
     result = children(n) if mode == "children" else threads(n)
     result["pid"] = os.getpid()
     time.sleep(LINGER_S)
-    json.dump(result, sys.stdout)
-    sys.stdout.flush()
+    with open(sys.argv[3], "w") as f:
+        json.dump(result, f)
 
 
 if __name__ == "__main__":
