@@ -174,3 +174,15 @@ def test_the_missed_bound_counts_pids_handed_out_and_not_seen():
     assert AX.missed(meta, th, pd.DataFrame({"tid": []})) == 8
     wrapped = {"exits": {"last_pid_start": 32760, "pids_allocated": 20, "pid_max": 32768}}
     assert AX.missed(wrapped, pd.DataFrame({"tid": [32765, 5]}), pd.DataFrame({"tid": []})) == 18
+
+
+def test_the_text_summary_says_what_was_seen_only_at_exit_or_missed():
+    from circuit.commands.summary import _exits_line
+
+    on = {"exits_source": "taskstats", "threads_seen_only_at_exit": 965,
+          "processes_seen_only_at_exit": 2, "exit_records_lost": 0}  # fmt: skip
+    assert _exits_line(on) == "exit records: 965 threads and 2 processes seen only at exit"
+    assert "dropped records 3 times" in _exits_line({**on, "exit_records_lost": 3})
+    off = {"exits_source": "unavailable: needs root (CAP_NET_ADMIN)", "threads_missed_at_most": 7}
+    assert "at most 7 threads and processes never seen" in _exits_line(off)
+    assert _exits_line({"exits_source": None}) == ""
