@@ -298,11 +298,29 @@ class ExitFilter:
     def __init__(self) -> None:
         self.kept_pids: set[int] = set()  # processes known only from their exit records
         self._held: list[tuple[int, Exit]] = []
+        self._known = (0, 0)  # sizes of (traced, kept_pids) when the held were last tried
 
     def keep(self, recs: list[Exit], traced: set[int], t_ns: int) -> list[Exit]:
-        """The records of ``recs`` (and of those held) that belong to the tree."""
-        pending = self._held + [(t_ns, r) for r in recs]
+        """The records of ``recs`` (and of those held) that belong to the tree.
+
+        ``traced`` only grows (every pid ever traced): while neither it nor
+        the kept pids grew, the held records cannot match and are not tried
+        again (every exit on the machine is held a while)."""
         out: list[Exit] = []
+        rest = self._match([(t_ns, r) for r in recs], traced, out)
+        if (len(traced), len(self.kept_pids)) != self._known:
+            rest = self._match(self._held + rest, traced, out)
+        else:
+            rest = self._held + rest
+        self._held = [(t, r) for t, r in rest if t_ns - t < self.HOLD_NS][-self.HOLD_MAX :]
+        self._known = (len(traced), len(self.kept_pids))
+        return out
+
+    def _match(
+        self, pending: list[tuple[int, Exit]], traced: set[int], out: list[Exit]
+    ) -> list[tuple[int, Exit]]:
+        """Move the tree's records of ``pending`` to ``out`` (until no more
+        match: a kept child lets its own children match); the rest."""
         changed = True
         while changed and pending:
             changed = False
@@ -319,8 +337,7 @@ class ExitFilter:
                 else:
                     rest.append((t, r))
             pending = rest
-        self._held = [(t, r) for t, r in pending if t_ns - t < self.HOLD_NS][-self.HOLD_MAX :]
-        return out
+        return pending
 
 
 def _last_pid() -> int:

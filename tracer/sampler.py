@@ -244,9 +244,10 @@ class Sampler:
                 if self._sample(tr, t_ns):
                     self._ran = True
             self.samples += 1
-            return
-        ran, back, n = fast.tick(t_ns)
-        self._finish_tick(t_ns, ran, back, n)
+        else:
+            ran, back, n = fast.tick(t_ns)
+            self._finish_tick(t_ns, ran, back, n)
+        self.drain_exits(t_ns)
 
     @property
     def can_burst(self) -> bool:
@@ -287,6 +288,8 @@ class Sampler:
                 self.tick(b.pending)  # a pid was handed out: look for new children
             else:
                 self._finish_tick(b.pending, (), b.back, 0)  # (its ran pids are in `ran`)
+        if b.done:
+            self.drain_exits(b.last)
         return b.done, b.missed, b.deadline, b.last, b.pending
 
     def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
@@ -464,7 +467,6 @@ def run_loop(
             sampler.tick(now)
         stats.samples += 1
         stats.last_ns = now
-        sampler.drain_exits(now)
         if on_tick is not None:
             on_tick(now)
         if stop or not sampler.alive:
