@@ -189,6 +189,26 @@ def children_cpu(
     return out
 
 
+def unseen_cpu(summary: dict[str, Any]) -> float:
+    """CPU s the processes' own counters hold beyond their threads' rows.
+
+    Each process's counter (/proc/PID/stat) includes its exited threads;
+    what its thread rows do not account for ran in threads circuit never
+    saw, or in the last stretch of those it saw (up to one sampling period
+    each).  The counters tick at 10 ms and may lag 20 ms (docs/format.md),
+    so a few hundredths of a second per process are noise.  Near 0 with
+    exit records: every thread then has its final figures."""
+    per_pid: dict[int, float] = {}
+    for t in summary["threads"]:
+        per_pid[t["pid"]] = per_pid.get(t["pid"], 0.0) + t["cpu_s"]
+    total = 0.0
+    for p in summary["processes"]:
+        gap = max(p["cpu_s"] - per_pid.get(p["pid"], 0.0), 0.0)
+        p["cpu_in_unseen_threads_s"] = round(gap, 6)
+        total += gap
+    return round(total, 6)
+
+
 def missed(meta: dict[str, Any], threads: pd.DataFrame, exits: pd.DataFrame) -> int | None:
     """At most how many tasks (threads and processes) of the tree circuit
     never saw: the pids the machine handed out during the run, less those of
@@ -234,6 +254,7 @@ def apply_exits(
     summary["cpu_s"] = round(cpu, 6)
     wall = summary.get("wall_s") or 0.0
     summary["parallelism"] = round(cpu / wall, 4) if wall else 0.0
+    summary["cpu_in_unseen_threads_s"] = unseen_cpu(summary)
     summary["exits_source"] = source
     summary["exit_records_lost"] = (meta.get("exits") or {}).get("overflows")
     lost = summary["exit_records_lost"]

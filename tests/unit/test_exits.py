@@ -144,6 +144,7 @@ def test_threads_and_processes_seen_only_at_exit_get_rows_and_cpu():
     assert p[1]["cpu_s"] == 0.016  # 10 + 4 + 2 ms of its threads > its own 14 ms
     assert p[1]["children_cpu_s"] == 0.04 and p[1]["children_cpu_source"] == "exits"
     assert s["cpu_s"] == 0.056 and s["threads_missed_at_most"] == 0
+    assert s["cpu_in_unseen_threads_s"] == 0.0  # every thread has its final figures
 
 
 def test_without_records_children_cpu_is_what_the_parent_reaped():
@@ -156,6 +157,7 @@ def test_without_records_children_cpu_is_what_the_parent_reaped():
     (p,) = s["processes"]
     assert p["children_cpu_s"] == 0.05 and p["children_cpu_source"] == "reaped"
     assert s["threads_seen_only_at_exit"] == 0 and s["threads_missed_at_most"] is None
+    assert s["cpu_in_unseen_threads_s"] == 0.0  # its 14 ms are its threads' 10 + 4
 
 
 def test_an_old_run_without_the_columns_still_summarises():
@@ -186,3 +188,11 @@ def test_the_text_summary_says_what_was_seen_only_at_exit_or_missed():
     off = {"exits_source": "unavailable: needs root (CAP_NET_ADMIN)", "threads_missed_at_most": 7}
     assert "at most 7 threads and processes never seen" in _exits_line(off)
     assert _exits_line({"exits_source": None}) == ""
+
+
+def test_cpu_the_process_counted_beyond_its_threads_rows_is_unseen():
+    meta = {"mode": "run", "wall_s": 0.02, "exits": {"source": "off (asked)"}}
+    procs = [{"t_ms": 0, "pid": 1, "cpu_ms": 0}, {"t_ms": 10, "pid": 1, "cpu_ms": 20}]
+    s = _summary(None, meta, procs)
+    assert s["cpu_in_unseen_threads_s"] == 0.006  # 20 ms counted, 10 + 4 in rows
+    assert s["processes"][0]["cpu_in_unseen_threads_s"] == 0.006
