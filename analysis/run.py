@@ -276,6 +276,12 @@ class Run:
         return _read_table(self.path, "gil", self.load_warnings, self.finalized)
 
     @cached_property
+    def exits(self) -> pd.DataFrame:
+        """The kernel's final figures for each task of the tree that exited
+        while circuit listened (empty without root, or in older runs)."""
+        return _read_table(self.path, "exits", self.load_warnings, self.finalized)
+
+    @cached_property
     def stacks(self) -> pd.DataFrame:
         """py-spy dumps, one row per thread per dump (see docs/pyspy.md)."""
         from .pyspy import load_stacks

@@ -422,9 +422,56 @@ def pyspy_triggers(d: dict[str, Any]) -> str:
     )
 
 
+def exits_cost(d: dict[str, Any]) -> str:
+    sides = d["sides"]
+    rows = []
+    for name in ("listening", "off"):
+        s = sides[name]
+        lo, hi = s["sampler_cpu_s_spread"]
+        rows.append(
+            [
+                name,
+                f"{s['sampler_cpu_s']:.3f} ({lo:.3f} .. {hi:.3f})",
+                f"{s['drain_cpu_ms']:.1f}",
+                f"{s['records_read']:.0f}",
+                f"{s['records_kept']:.0f}",
+                f"{s['overflows']:.0f}",
+                f"{s['threads_with_cpu']:.0f} of {d['threads']}",
+            ]
+        )
+    lo, hi = d["cpu_ratio_spread"]
+    return "\n".join(
+        [
+            f"**Exit records** ({d['threads']} threads of ~2 ms at 100 Hz; "
+            f"{d['pairs']} interleaved pairs, medians)",
+            "",
+            machine_line(d["machine"]),
+            "",
+            md_table(
+                [
+                    "exit records",
+                    "circuit CPU s (min .. max)",
+                    "drain CPU ms",
+                    "records read",
+                    "kept",
+                    "overflows",
+                    "threads with CPU",
+                ],
+                rows,
+            ),
+            "",
+            f"Listening costs {pct(d['cpu_ratio'])} of circuit's CPU pair by pair "
+            f"({pct(lo)} .. {pct(hi)}); {d['drain_us_per_record']:.2f} µs per record read; "
+            f"opening the listener (register, then a test thread's record) "
+            f"{d['open_ms']:.1f} ms.",
+        ]
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "pyspy_triggers": pyspy_triggers,
     "gilstate_cost": gilstate_cost,
+    "exits_cost": exits_cost,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
     "floor": floor,

@@ -28,6 +28,8 @@ class Stat(NamedTuple):
     starttime: int  # clock ticks since boot
     rss_pages: int
     processor: int
+    cutime: int = 0  # clock ticks: what the process's reaped children used
+    cstime: int = 0
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -51,6 +53,8 @@ def parse_stat(data: bytes) -> Stat:
         int(f[19]),
         int(f[21]),
         int(f[36]) if len(f) > 36 else -1,
+        int(f[13]),
+        int(f[14]),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, ProcessGone
+from .exits import ExitFilter, ExitListener
 from .fdscan import (
     CHECK_MIN_NS,
     FD_BUDGET,
@@ -106,6 +107,11 @@ class Sampler:
         # pid -> where its GIL figures come from: "interpreter 3.12" (read
         # from its memory) or "futex: <why not>" (meta.json's gil_sources)
         self.gil_sources: dict[int, str] = {}
+        # The kernel's exit records (tracer/exits.py), when circuit may listen:
+        # drained at each return to Python (drain_exits).
+        self.exits: ExitListener | None = None
+        self.exit_filter = ExitFilter()
+        self.exit_rows = 0
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
     # -- tree ----------------------------------------------------------------
@@ -238,9 +244,10 @@ class Sampler:
                 if self._sample(tr, t_ns):
                     self._ran = True
             self.samples += 1
-            return
-        ran, back, n = fast.tick(t_ns)
-        self._finish_tick(t_ns, ran, back, n)
+        else:
+            ran, back, n = fast.tick(t_ns)
+            self._finish_tick(t_ns, ran, back, n)
+        self.drain_exits(t_ns)
 
     @property
     def can_burst(self) -> bool:
@@ -281,6 +288,8 @@ class Sampler:
                 self.tick(b.pending)  # a pid was handed out: look for new children
             else:
                 self._finish_tick(b.pending, (), b.back, 0)  # (its ran pids are in `ran`)
+        if b.done:
+            self.drain_exits(b.last)
         return b.done, b.missed, b.deadline, b.last, b.pending
 
     def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
@@ -384,7 +393,19 @@ class Sampler:
         if full:
             sched.full_at = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
+    def drain_exits(self, t_ns: int) -> None:
+        """Keep the exit records of the traced tree read since the last drain."""
+        if self.exits is None:
+            return
+        for r in self.exit_filter.keep(self.exits.drain(), self.seen, t_ns):
+            self.sink.add("exits", (t_ns, *r))
+            self.exit_rows += 1
+
     def close(self) -> None:
+        if self.exits is not None:
+            self.drain_exits(time.monotonic_ns())  # the tree's last exits
+            self.exits.close()
+            # (kept, not None: the run's meta reports what it read)
         for tr in list(self.traced.values()):
             self._drop(tr)
         self.backend.shutdown()

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import merge, signals
 from .backends import Backend, make_backend
+from .exits import ExitListener, exits_end_meta, exits_meta
 from .options import Options, SessionError
 from .redact import redact_argv
 from .sampler import LoopStats, Sampler, run_loop
@@ -91,8 +92,11 @@ class Session:
         meta["backend"] = backend.name
         self.target.start(writer, backend, old_mask)
         # The run starts when the target is there (for `run`: once spawned).
+        # Listen before the first sample: an exit between the two is kept.
+        exits = ExitListener.open() if opts.exits else "off (asked)"
         meta.update(start_ns=time.monotonic_ns(), start_time=_now_iso())
-        return Sampler(
+        meta["exits"] = exits_meta(exits)
+        sampler = Sampler(
             backend,
             writer,
             self.target.pid,
@@ -100,6 +104,8 @@ class Session:
             fds=opts.fds,
             redact=redact_argv if opts.redact else None,
         )
+        sampler.exits = exits if isinstance(exits, ExitListener) else None
+        return sampler
 
     def _trace(self, writer: RunWriter, sampler: Sampler) -> dict[str, Any]:
         opts, target = self.opts, self.target
@@ -286,6 +292,7 @@ def _finish(
         "tick": sampler.tick_impl,
         "samples_in_c_loop": stats.c_samples,
         "gil_sources": {str(pid): src for pid, src in sorted(sampler.gil_sources.items())},
+        "exits": exits_end_meta(meta.get("exits", {}), sampler),
         "warnings": warnings,
         **extra,
     }

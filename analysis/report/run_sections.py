@@ -41,6 +41,7 @@ def run_document(run: Any) -> Document:
         gil=getattr(run, "gil", None),
         stacks=getattr(run, "stacks", None),
         fds=getattr(run, "fds", None),
+        exits=getattr(run, "exits", None),
     )
     per = M.run_period(meta)
     t0 = M.start_ns(meta, th, pr)
@@ -319,6 +320,20 @@ def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
             "): ",
             V(secs(t["cpu_s"])),
             " of CPU.",
+        )
+    only = s.get("threads_seen_only_at_exit") or 0
+    if only:
+        sec.say(
+            V(only),
+            " threads lived and died between two samples: their CPU comes from the kernel's "
+            "exit records, as does every exited thread's final count.",
+        )
+    elif s.get("exits_source") not in (None, "taskstats") and s.get("threads_missed_at_most"):
+        sec.say(
+            "Up to ",
+            V(s["threads_missed_at_most"]),
+            " threads and processes may have lived between two samples unseen (circuit ran "
+            "without the kernel's exit records, which need root).",
         )
     sec.body.append(Figure("cpu", plots.cpu(run, rates=rates), "CPU per thread and process total"))
     return sec

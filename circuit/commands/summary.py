@@ -136,6 +136,9 @@ def render(s: dict[str, Any]) -> None:
             _fmt_waits(t["time_by_wait"], total),
         )
     con.print(tt)
+    line = _exits_line(s)
+    if line:
+        con.print(escape(line))
     gil = s.get("gil") or {}
     if gil.get("source"):
         con.print(f"GIL (source: {gil['source']}; docs/pyspy.md):")
@@ -144,6 +147,25 @@ def render(s: dict[str, Any]) -> None:
             con.print("  " + escape(_gil_line(g)))
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def _exits_line(s: dict[str, Any]) -> str:
+    """What died between samples: seen from its exit records, or missed."""
+    source = s.get("exits_source")
+    if source is None:
+        return ""  # a run from before exit records
+    if source == "taskstats":
+        line = (
+            f"exit records: {s['threads_seen_only_at_exit']} threads and "
+            f"{s['processes_seen_only_at_exit']} processes seen only at exit"
+        )
+        lost = s.get("exit_records_lost")
+        if lost:
+            line += f"; the kernel dropped records {lost} times (some exits are missing)"
+        return line
+    missed = s.get("threads_missed_at_most")
+    bound = "" if missed is None else f"; at most {missed} threads and processes never seen"
+    return f"exit records {source}{bound} (docs/format.md, exits.parquet)"
 
 
 def _gil_line(g: dict[str, Any]) -> str:

@@ -255,7 +255,15 @@ class ProcBackend(Backend):
         except (OSError, ValueError, IndexError):
             return None
         th.sched, th.row = sched, row
-        prow = p.prow = self._process_row(p, t.ppid, 1, p.prow.user_ns, p.prow.system_ns)
+        prow = p.prow = self._process_row(
+            p,
+            t.ppid,
+            1,
+            p.prow.user_ns,
+            p.prow.system_ns,
+            t.cutime * self.tick_ns,
+            t.cstime * self.tick_ns,
+        )
         p.rows = [row]
         p.io_idx = [0] if row.syscall in self.classify.fd_io else []
         p.scheds = [sched]
@@ -283,11 +291,25 @@ class ProcBackend(Backend):
 
     def _stat_row(self, p: ProcHandle, st: procfs.Stat) -> ProcessRow:
         tick = self.tick_ns
-        return self._process_row(p, st.ppid, st.num_threads, st.utime * tick, st.stime * tick)
+        return self._process_row(
+            p,
+            st.ppid,
+            st.num_threads,
+            st.utime * tick,
+            st.stime * tick,
+            st.cutime * tick,
+            st.cstime * tick,
+        )
 
     @staticmethod
     def _process_row(
-        p: ProcHandle, ppid: int, num_threads: int, user_ns: int, system_ns: int
+        p: ProcHandle,
+        ppid: int,
+        num_threads: int,
+        user_ns: int,
+        system_ns: int,
+        children_user_ns: int,
+        children_system_ns: int,
     ) -> ProcessRow:
         io = p.io
         return new_row(
@@ -303,6 +325,8 @@ class ProcBackend(Backend):
                 io.write_chars,
                 io.read_bytes,
                 io.write_bytes,
+                children_user_ns,
+                children_system_ns,
             ),
         )
 

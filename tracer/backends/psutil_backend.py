@@ -109,6 +109,8 @@ class PsutilBackend(Backend):
             write_chars=iot[1],
             read_bytes=iot[2],
             write_bytes=iot[3],
+            children_user_ns=round(getattr(ct, "children_user", 0.0) * 1e9),
+            children_system_ns=round(getattr(ct, "children_system", 0.0) * 1e9),
         )
         return prow, rows, True
 
