@@ -16,8 +16,11 @@ tests/targets/sched_target.py SECONDS`` and replays the recording per thread
 * **off-CPU**: ``circuit summary``'s blocked time (every wait reason but
   ``running`` and ``runnable``) against the kernel's blocked time over the
   span circuit sampled, with the sampling error's bound (:func:`blocked_tolerance`).
+* **waits**: ``running`` and ``runnable`` against the kernel's CPU and
+  run-queue time over the same span (:func:`span_waits`).
 
-Writes benchmarks/results/sched_truth.json and .md; rerun it on a new kernel.
+A run in which perf dropped events (it says so, or a thread counted more
+switches than the recording holds) is run again.  Writes benchmarks/results/sched_truth.json and .md; rerun it on a new kernel.
 """
 
 from __future__ import annotations
