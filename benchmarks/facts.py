@@ -189,6 +189,10 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
             _merge_facts(d, f)
         elif kind == "analysis_cost":
             _analysis_facts(d, f)
+        elif kind == "sched_truth":
+            from sched_tables import facts as sched_facts
+
+            sched_facts(d, f)
     m = results["floor"]["machine"]
     f["machine"] = machine_line(m).rsplit(", load average", 1)[0]
     f["machine.cores"] = str(m["cores"])

@@ -31,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DOCS = (ROOT / "docs" / "performance.md",)
+DOCS = (ROOT / "docs" / "performance.md", ROOT / "docs" / "accuracy.md")
 BLOCK = re.compile(r"(<!-- results: (\w+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -468,10 +468,31 @@ def exits_cost(d: dict[str, Any]) -> str:
     )
 
 
+def sched_truth(d: dict[str, Any]) -> str:
+    from sched_tables import render as render_sched  # (its own module: three tables)
+
+    return render_sched(d, machine_line(d["machine"]))
+
+
+def mutants(d: dict[str, Any]) -> str:
+    rows = []
+    for m in d["mutants"]:
+        caught = [r["tests"] for r in m.get("runs", []) if r["failed"]]
+        missed = [r["tests"] for r in m.get("runs", []) if not r["failed"]]
+        verdict = (
+            "error: " + m["error"] if "error" in m else "killed" if m["killed"] else "SURVIVED"
+        )
+        rows.append([m["mutant"], m["what"], verdict, ", ".join(caught), ", ".join(missed)])
+    table = md_table(["mutant", "what it breaks", "verdict", "failed", "passed"], rows)
+    return "\n".join(["# Mutants (benchmarks/mutants.py)", "", table])
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "pyspy_triggers": pyspy_triggers,
     "gilstate_cost": gilstate_cost,
     "exits_cost": exits_cost,
+    "mutants": mutants,
+    "sched_truth": sched_truth,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
     "floor": floor,

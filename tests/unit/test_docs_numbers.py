@@ -36,6 +36,13 @@ CLAIMS: dict[str, list[str]] = {
     "docs/workloads.md": [
         "(48 traced runs; [[bench_e2e.median]] on [[machine.cores]] cores,",
     ],
+    "docs/accuracy.md": [
+        "1 kHz and achieved [[sched_truth.1000.achieved]] (100 Hz: [[sched_truth.100.achieved]]), with",
+        "up to [[sched_truth.1000.short.missed_max]] switches for a short-lived thread at 1 kHz, [[sched_truth.100.short.missed_max]] at 100 Hz",
+        "short threads' `running` came out [[sched_truth.100.short.running_ratio]] their CPU at 100 Hz, [[sched_truth.1000.short.running_ratio]] at 1 kHz.",
+        "time came out [[sched_truth.1000.io.running_ratio]] its CPU at 1 kHz ([[sched_truth.100.io.running_ratio]] at 100 Hz), and its blocked time [[sched_truth.1000.io.blocked_diff]] ([[sched_truth.100.io.blocked_diff]]).",
+        "wide ([[sched_truth.1000.io.tolerance_share]] of the",
+    ],
     "docs/format.md": [
         "the costliest file ([[floor.file.status.all]] of kernel time per read here,",
     ],
@@ -145,6 +152,11 @@ CLAIMS: dict[str, list[str]] = {
 RATES = r"\b(?:100|1000) Hz\b|\b1 kHz\b"
 CONSTANTS: dict[str, list[str]] = {
     "README.md": [r"\(0700/0600\)", RATES],
+    "docs/accuracy.md": [
+        RATES,
+        # what the target and the sampler are set to do, and the kernel's settings
+        r"\b(?:20|10|4|1) ms\b|\babout 7 µs\b|\bfew hundred µs\b|≤ 0\b",
+    ],
     "docs/performance.md": [
         RATES,
         # the targets
