@@ -382,7 +382,50 @@ def gilstate_cost(d: dict[str, Any]) -> str:
     )
 
 
+CHURN_HEADERS = [
+    "side",
+    "crawl wall s",
+    "connections/s",
+    "target wall",
+    "target CPU",
+    "achieved rate",
+    "sampler CPU (of one core)",
+]
+
+
+def churn_cost(d: dict[str, Any]) -> str:
+    rows = []
+    for name, s in d["summary"].items():
+        ours = name != "untraced"
+        rows.append(
+            [
+                name,
+                f"{s['work_wall_s_median']:.3f}",
+                f"{s['conns_per_s_median']:.0f}",
+                pct(s["work_wall_ratio_median"]) if ours else "",
+                pct(s["work_cpu_ratio_median"]) if ours else "",
+                f"{s['achieved_hz_median']:.1f} Hz ({s['rate_share_median'] * 100:.0f}%)"
+                if ours
+                else "",
+                f"{s['sampler_cpu_share_median'] * 100:.1f}%" if ours else "",
+            ]
+        )
+    bar = d["bar"]
+    met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in d["meets_bar"].items())
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n"
+        f"**crawler, {d['threads']} threads, {d['pages']} pages, {d['rate_hz']} Hz, fds scanned** "
+        f"({d['pairs']} interleaved rounds, medians; target ratios are per round against "
+        "that round's untraced run)\n\n"
+        + md_table(CHURN_HEADERS, rows)
+        + f"\n\nBar: rate >= {bar['rate_share'] * 100:.0f}%, sampler <= "
+        f"{bar['sampler_core_share'] * 100:.0f}% of a core, target within "
+        f"{pct(bar['target_ratio'])}. Met: {met}."
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "churn_cost": churn_cost,
     "gilstate_cost": gilstate_cost,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
