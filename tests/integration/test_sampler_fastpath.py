@@ -311,9 +311,8 @@ def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_pat
     # the earlier sockets must be resolved at the scans that open the later
     # ones, since no later scan may come while they are connected.
     from circuit.tracer.sampler import Sampler
-    from circuit.tracer.writer import RunWriter
-
     from circuit.tracer.sockdiag import Sock
+    from circuit.tracer.writer import RunWriter
 
     peer = Sock("tcp ESTABLISHED", "127.0.0.1:5000", "127.0.0.1:80")
     backend = _ScriptedFds(

@@ -40,7 +40,7 @@ def test_unix_request_layout():
     msg = sd.unix_request(7, 424242)
     length, typ, flags, seq, pid = struct.unpack_from("=IHHII", msg)
     assert (length, typ, flags, seq, pid) == (len(msg), 20, 1, 7, 0)  # no NLM_F_DUMP: one socket
-    fam, proto, _pad, states, ino, show, c0, c1 = struct.unpack_from("=BBHIIIII", msg, 16)
+    fam, proto, _pad, _states, ino, show, c0, c1 = struct.unpack_from("=BBHIIIII", msg, 16)
     assert (fam, proto, ino) == (socket.AF_UNIX, 0, 424242)
     assert show == sd.UDIAG_SHOW_NAME | sd.UDIAG_SHOW_PEER
     assert (c0, c1) == (0xFFFFFFFF, 0xFFFFFFFF)  # any cookie
