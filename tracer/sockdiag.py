@@ -28,7 +28,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from . import procfs
+from . import procfs, sockpeek
+from .sockpeek import SocketPeek
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -354,12 +355,23 @@ def read_proc_sockets(pid: int, names: Iterable[str]) -> dict[int, Sock]:
 
 
 class SocketLookup:
-    """Resolves a traced process's sockets, netlink first (:class:`SockDiag`),
-    its /proc/PID/net tables where netlink cannot see them."""
+    """Resolves a traced process's sockets: TCP and UDP ones through a copy
+    of their fd (:mod:`.sockpeek`) where it can be made, the others and
+    those by netlink (:class:`SockDiag`), and by the process's /proc/PID/net
+    tables where netlink cannot see them (another network namespace)."""
 
-    def __init__(self) -> None:
+    def __init__(self, copy: bool | None = None) -> None:
         self.diag: SockDiag | None = None
         self.tried = False
+        # TCP and UDP sockets are asked through a copy of their fd
+        # (tracer/sockpeek.py) where the kernel and our rights allow: a
+        # dump per scan walks the whole socket table.
+        self.peek: SocketPeek | None = None
+        if sockpeek.enabled() if copy is None else copy:
+            try:
+                self.peek = SocketPeek()
+            except (sockpeek.Unavailable, OSError):
+                self.peek = None
         # Inodes the last lookup did not find: asked again, they may be
         # bound-only TCP sockets, which only a costlier dump lists.
         self.missed: set[int] = set()
@@ -372,6 +384,13 @@ class SocketLookup:
         if self.diag is not None:
             self.diag.close()
             self.diag = None
+        if self.peek is not None:
+            self.peek.close()
+
+    def forget(self, pid: int) -> None:
+        """``pid`` is no longer traced: release what is held for it (its pidfd)."""
+        if self.peek is not None:
+            self.peek.forget(pid)
 
     def _netlink(self, pid: int) -> SockDiag | None:
         """The netlink socket, if it sees ``pid``'s sockets (same namespace)."""
@@ -391,6 +410,20 @@ class SocketLookup:
     def resolve(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
         """inode -> Sock for the sockets ``fds`` (fd -> inode) of ``pid``
         that could be found; the others have no address yet, or are gone."""
+        out: dict[int, Sock] = {}
+        if self.peek is not None and fds:
+            try:
+                found, fds = self.peek.resolve(pid, fds)
+                out.update((inode, Sock(*got)) for inode, got in found.items())
+            except sockpeek.Unavailable:
+                if self.peek.off:
+                    self.peek.close()
+                    self.peek = None
+            if not fds:
+                return out
+        return out | self._resolve(pid, fds)
+
+    def _resolve(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
         names: dict[int, str] = {}
         for fd, inode in fds.items():
             try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from circuit.tracer import sockdiag, sockpeek
 from circuit.tracer.backends import make_backend
 from circuit.tracer.sampler import Sampler
 from circuit.tracer.writer import RunWriter
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 CHURN = str(TARGETS / "churn_target.py")
+REBIND = str(TARGETS / "rebind_target.py")
 
 # family, type (as the target names them) -> what proto starts with
 PROTO = {
@@ -59,7 +61,11 @@ def _last_rows(writer: RunWriter, pid: int) -> dict[int, tuple]:
     return last
 
 
-def test_every_socket_has_the_addresses_the_target_sees(tmp_path):
+@pytest.mark.parametrize("copy", ["1", "0"], ids=["fd-copy", "sock-diag-dump"])
+def test_every_socket_has_the_addresses_the_target_sees(tmp_path, monkeypatch, copy):
+    """With TCP and UDP sockets asked through a copy of their fd
+    (tracer/sockpeek.py) and with the switch off (sock_diag dumps)."""
+    monkeypatch.setenv(sockpeek.ENV_SWITCH, copy)
     sockdir = tempfile.mkdtemp(prefix="circ-sock-", dir="/tmp")  # (unix paths are short)
     p = subprocess.Popen(
         [sys.executable, str(TARGETS / "sockets_target.py"), sockdir],
@@ -71,7 +77,16 @@ def test_every_socket_has_the_addresses_the_target_sees(tmp_path):
     try:
         assert p.stdout.readline().strip() == "phase1"
         writer = RunWriter(tmp_path, {"format_version": 1})
-        s = Sampler(make_backend("proc"), writer, p.pid, exclude={os.getpid()})
+        backend = make_backend("proc")
+        if copy == "1" and backend._sockets.peek is None:
+            pytest.skip("no pidfd_getfd here (Linux < 5.6)")
+        assert (backend._sockets.peek is not None) == (copy == "1")
+        dumps = []
+        real_inet = sockdiag.SockDiag.inet
+        monkeypatch.setattr(
+            sockdiag.SockDiag, "inet", lambda *a, **k: dumps.append(a[1:3]) or real_inet(*a, **k)
+        )
+        s = Sampler(backend, writer, p.pid, exclude={os.getpid()})
         _ticks(s, 0.3)  # the first scan: phase 1's sockets were open before it
         p.stdin.write("\n")
         p.stdin.flush()
@@ -115,6 +130,63 @@ def test_every_socket_has_the_addresses_the_target_sees(tmp_path):
     assert all(got[fd][0] == "addr" for fd in late if fd in seen_early)
     # Listening sockets have no remote.
     assert all(r[3] == "" for r in got.values() if r[1].endswith("LISTEN"))
+    # TCP and UDP sockets were asked through their copy, with no dump; or by dumps.
+    assert (not dumps) == (copy == "1"), dumps
+
+
+def test_a_target_closing_sockets_while_circuit_copies_them(tmp_path, monkeypatch):
+    """The target (tests/targets/rebind_target.py) listens, closes and
+    binds the same port again as fast as it can for 3 s, while circuit
+    scans it at 100 Hz and copies each new listener's fd to ask what it is.
+    A copy held when the target closes keeps the port bound until circuit
+    closes it: the next bind sees EADDRINUSE and retries.  Every close must
+    succeed and every rebind must get the port within 1 s (a copy is held
+    for one lookup, ~20 us of CPU; 1 s leaves room for the sampler being
+    preempted on a loaded machine, and fails on a copy left open).  And
+    circuit did resolve the target's listeners (through copies)."""
+    p = subprocess.Popen(
+        [sys.executable, REBIND, "3", "1.0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        writer = RunWriter(tmp_path, {"format_version": 1})
+        backend = make_backend("proc")
+        peek = backend._sockets.peek
+        if peek is None:
+            pytest.skip("no pidfd_getfd here (Linux < 5.6)")
+        copies: list[int] = []
+        real_getfd = peek.libc.getfd
+        monkeypatch.setattr(
+            peek.libc, "getfd", lambda pidfd, fd: copies.append(fd) or real_getfd(pidfd, fd)
+        )
+        s = Sampler(backend, writer, p.pid, exclude={os.getpid()})
+        _ticks(s, 3.5)
+        report = json.loads(p.stdout.readline())
+        s.close()
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+    rows = [r for r in writer.buffers["fds"] if r[1] == p.pid and r[3] == "open"]
+    listeners = [r for r in rows if r[6] == "tcp LISTEN" and r[7].startswith("127.0.0.1:")]
+    assert report["rounds"] > 100, report
+    assert report["close_errors"] == 0, report
+    assert report["gave_up"] == 0, report
+    assert report["longest_wait_s"] < 1.0, report
+    # ~300 scans at 100 Hz, each finding a new listener; most copies find
+    # the number already reused (a newer socket: not recorded), some the
+    # listener itself.
+    assert len(copies) >= 50, (len(copies), report)
+    assert listeners, (len(rows), report)
+
+
+def _runnable() -> int:
+    """Tasks runnable now besides this one (/proc/loadavg's 4th field counts
+    the reader too): the median of 5 looks 0.1 s apart."""
+    seen = []
+    for _ in range(5):
+        seen.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+        time.sleep(0.1)
+    return sorted(seen)[2]
 
 
 def test_a_churning_target_is_sampled_at_the_asked_rate(tmp_path):
@@ -124,7 +196,16 @@ def test_a_churning_target_is_sampled_at_the_asked_rate(tmp_path):
     (docs/performance.md, churn_cost); before netlink it kept 27-51 Hz.
     90%: the run's own "fell behind" line (tracer/session.py BEHIND_SHARE);
     the benchmark's bar is 95% as a median over interleaved runs, one run on
-    a shared 2-core machine gets the looser one."""
+    a shared 2-core machine gets the looser one.  The rate is what a busy
+    machine takes first (the sampler waits for a core): with more runnable
+    tasks than CPUs before the run, the test is skipped, not loosened."""
+    running = _runnable()
+    if running > (os.cpu_count() or 1):
+        load = Path("/proc/loadavg").read_text().split()[0]
+        pytest.skip(
+            f"machine busy: {running} runnable tasks on {os.cpu_count()} CPUs "
+            f"(load average {load}); the rate would measure the load"
+        )
     server = subprocess.Popen(
         [sys.executable, CHURN, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -91,6 +91,7 @@ class ProcBackend(Backend):
         return p
 
     def close(self, p: ProcHandle) -> None:
+        self._sockets.forget(p.pid)
         for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline, p.fd_dir):
             if fd >= 0:
                 os.close(fd)
