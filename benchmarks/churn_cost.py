@@ -8,11 +8,16 @@ connections a second on this machine.  Sides, interleaved round by round:
 
 * ``untraced``: the crawler alone;
 * ``circuit``: ``circuit run --rate 100 --no-pyspy`` (fds scanned: the default);
+* ``circuit-dump``: the same with ``CIRCUIT_SOCKET_COPY=0``: TCP sockets
+  found by sock_diag dumps rather than through a copy of their fd;
 * ``circuit-nofds``: the same with ``--no-fds``, for reference.
 
 Per run: the crawler's own measure of its work (wall time and CPU time, from
 ``time.monotonic`` and ``os.times`` inside it), and circuit's account of its
-sampling loop from meta.json (achieved rate, sampler CPU per wall second).
+sampling loop from meta.json (achieved rate, sampler CPU per wall second,
+fd scans and their CPU, samples the C loop took), and the 1-minute load
+average before each run (the machine is shared: the load is part of the
+result).
 The issue's bar: achieved >= 95% of the rate asked, sampler <= 5% of a core,
 target wall and CPU within 3% of untraced (medians of pair-by-pair ratios).
 
@@ -48,10 +53,13 @@ PY = sys.executable
 BAR = {"rate_share": 0.95, "sampler_core_share": 0.05, "target_ratio": 1.03}
 
 
-def run_one(cmd: list[str], out: str, run_dir: str | None) -> dict[str, float]:
+def run_one(
+    cmd: list[str], out: str, run_dir: str | None, env: dict[str, str] | None = None
+) -> dict[str, float]:
     if os.path.exists(out):
         os.unlink(out)
-    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    load = os.getloadavg()[0]
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"{cmd[0]} exited with {p.returncode}: {p.stderr[-2000:]}")
     r = json.loads(Path(out).read_text())
@@ -60,6 +68,7 @@ def run_one(cmd: list[str], out: str, run_dir: str | None) -> dict[str, float]:
         "work_cpu_s": float(r["work_cpu_s"]),
         "conns_per_s": float(r["conns_per_s"]),
         "pages": float(r["pages"]),
+        "loadavg_1m": load,
     }
     if run_dir is not None:
         meta = json.loads(Path(run_dir, "meta.json").read_text())
@@ -67,6 +76,11 @@ def run_one(cmd: list[str], out: str, run_dir: str | None) -> dict[str, float]:
         res["sampler_cpu_share"] = float(meta["sampler_cpu_share"])
         res["sampler_cpu_s"] = float(meta["sampler_cpu_s"])
         res["warned_behind"] = float(any("sampler kept" in w for w in meta["warnings"]))
+        res["samples"] = float(meta["samples"])
+        res["samples_in_c_loop"] = float(meta["samples_in_c_loop"])
+        res["fd_scans"] = float(meta.get("fd_scans", 0))
+        res["fd_scan_cpu_s"] = float(meta.get("fd_scan_cpu_s", 0.0))
+        res["wall_s"] = float(meta["wall_s"])
     return res
 
 
@@ -97,10 +111,16 @@ def main() -> None:
             cmds = {
                 "untraced": job,
                 "circuit": [*run, "-o", f"{tmp}/c", "--", *job],
+                "circuit-dump": [*run, "-o", f"{tmp}/c", "--", *job],
                 "circuit-nofds": [*run, "--no-fds", "-o", f"{tmp}/c", "--", *job],
             }
-            dirs = {"untraced": None, "circuit": f"{tmp}/c", "circuit-nofds": f"{tmp}/c"}
-            sides = {n: (lambda c=c, d=dirs[n]: run_one(c, out, d)) for n, c in cmds.items()}
+            dirs = {n: None if n == "untraced" else f"{tmp}/c" for n in cmds}
+            dump = {**os.environ, "CIRCUIT_SOCKET_COPY": "0"}
+            envs = {n: dump if n == "circuit-dump" else None for n in cmds}
+            sides = {
+                n: (lambda c=c, d=dirs[n], e=envs[n]: run_one(c, out, d, e))
+                for n, c in cmds.items()
+            }
             runs = interleave(sides, a.pairs, log=log)
     finally:
         assert server.stdin is not None
@@ -129,9 +149,20 @@ def main() -> None:
                 "sampler_cpu_share_median": median(share),
                 "sampler_cpu_share_spread": spread(share),
                 "runs_warned_behind": int(sum(r["warned_behind"] for r in rs)),
+                "fd_scans_per_s_median": median([r["fd_scans"] / r["wall_s"] for r in rs]),
+                "us_per_fd_scan_median": median(
+                    [1e6 * r["fd_scan_cpu_s"] / r["fd_scans"] for r in rs if r["fd_scans"]]
+                )
+                if any(r["fd_scans"] for r in rs)
+                else 0.0,
+                "fd_scan_core_share_median": median([r["fd_scan_cpu_s"] / r["wall_s"] for r in rs]),
+                "c_loop_sample_share_median": median(
+                    [r["samples_in_c_loop"] / r["samples"] for r in rs]
+                ),
             }
         summary[name] = s
     c = summary["circuit"]
+    loads = [r["loadavg_1m"] for rs in runs.values() for r in rs]
     meets = {
         "rate": c["rate_share_median"] >= BAR["rate_share"],
         "sampler_cpu": c["sampler_cpu_share_median"] <= BAR["sampler_core_share"],
@@ -148,6 +179,12 @@ def main() -> None:
         "bar": BAR,
         "meets_bar": meets,
         "commands": cmds,
+        "loadavg_1m": {
+            "min": min(loads),
+            "median": median(loads),
+            "max": max(loads),
+            "at_end": os.getloadavg()[0],
+        },
         "runs": runs,
         "summary": summary,
     }

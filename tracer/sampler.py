@@ -98,6 +98,7 @@ class Sampler:
         self._next_child_scan = 0
         self.thread_samples = 0
         self.fd_scan_ns = 0  # CPU time of the fd scans (a cause the behind warning names)
+        self.fd_scans = 0
         self.period_ns = 10_000_000
         # The backend's steady-state tick in C for the processes it can
         # take; the others, and any process it hands back for this tick,
@@ -379,6 +380,7 @@ class Sampler:
         tr.first = False
         cost = time.thread_time_ns() - c0
         self.fd_scan_ns += cost
+        self.fd_scans += 1
         # A busy process whose fd table does not change (a CPU-bound worker)
         # is rescanned less and less often; any change brings it back to
         # every sample.

@@ -317,6 +317,8 @@ def _finish(
         "processes_seen": len(sampler.seen),
         "tick": sampler.tick_impl,
         "samples_in_c_loop": stats.c_samples,
+        "fd_scans": sampler.fd_scans,
+        "fd_scan_cpu_s": round(sampler.fd_scan_ns / 1e9, 6),
         "gil_sources": {str(pid): src for pid, src in sorted(sampler.gil_sources.items())},
         "warnings": warnings,
         **extra,

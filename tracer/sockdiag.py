@@ -62,6 +62,10 @@ TCP_FD_STATES = ((1 << 14) - 1) & ~(
 ALL_STATES = 0xFFFFFFFF
 
 _STATE_NAMES = {int(k, 16): v for k, v in procfs.TCP_STATES.items()}
+# A copy costs ~15 us a socket, a dump 1-3 ms whatever the number
+# (benchmarks/socket_copy.py): beyond this many sockets in one lookup (a
+# server's first scan), dumps are cheaper.
+COPY_MOST = 100
 _UNIX_TYPES = {
     socket.SOCK_STREAM: "stream",
     socket.SOCK_DGRAM: "dgram",
@@ -411,7 +415,7 @@ class SocketLookup:
         """inode -> Sock for the sockets ``fds`` (fd -> inode) of ``pid``
         that could be found; the others have no address yet, or are gone."""
         out: dict[int, Sock] = {}
-        if self.peek is not None and fds:
+        if self.peek is not None and 0 < len(fds) <= COPY_MOST:
             try:
                 found, fds = self.peek.resolve(pid, fds)
                 out.update((inode, Sock(*got)) for inode, got in found.items())

@@ -162,19 +162,19 @@ def ask_copy(libc: _Libc, copy: int, inode: int) -> Inet | bool | None:
     the scan); False if it is not a TCP or UDP socket (asked elsewhere)."""
     if os.fstat(copy).st_ino != inode:
         return None
-    family = libc.opt(copy, socket.SOL_SOCKET, socket.SO_DOMAIN)
+    local = libc.name(copy, False)
+    family = struct.unpack_from("=H", local, 0)[0] if local and len(local) >= 2 else -1
     if family not in (socket.AF_INET, socket.AF_INET6):
         return False
+    # IPPROTO_TCP is only ever a SOCK_STREAM socket, IPPROTO_UDP a SOCK_DGRAM one.
     protocol = libc.opt(copy, socket.SOL_SOCKET, socket.SO_PROTOCOL)
     if protocol == socket.IPPROTO_TCP:
-        if libc.opt(copy, socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
-            return False
         state = libc.tcp_state(copy)
     elif protocol == socket.IPPROTO_UDP:
         state = 0
     else:
         return False  # raw, SCTP, UDP-Lite, MPTCP...: named by their protocol elsewhere
-    return inet(family, protocol, state, libc.name(copy, False) or b"", libc.name(copy, True))
+    return inet(family, protocol, state, local, libc.name(copy, True))
 
 
 class SocketPeek:
