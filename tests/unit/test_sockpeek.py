@@ -107,3 +107,40 @@ def test_the_switch(monkeypatch):
     assert sockpeek.enabled()
     monkeypatch.delenv(sockpeek.ENV_SWITCH)
     assert sockpeek.enabled()
+
+
+def test_a_lookup_of_many_sockets_asks_the_dump(peek, monkeypatch):
+    """Beyond COPY_MOST sockets in one lookup, one dump is cheaper than the
+    copies (benchmarks/socket_copy.py): the copy is not asked; and below
+    it, it is (and the dump is not)."""
+    from circuit.tracer import sockdiag
+
+    look = sockdiag.SocketLookup(copy=True)
+    if look.peek is None:
+        pytest.skip("no pidfd_getfd here")
+    copied: list[int] = []
+    real = look.peek.resolve
+    monkeypatch.setattr(
+        look.peek, "resolve", lambda pid, fds: copied.append(len(fds)) or real(pid, fds)
+    )
+    dumped: list[int] = []
+    real_inet = sockdiag.SockDiag.inet
+    monkeypatch.setattr(
+        sockdiag.SockDiag, "inet", lambda *a, **k: dumped.append(1) or real_inet(*a, **k)
+    )
+    socks = [socket.socket(type=socket.SOCK_DGRAM) for _ in range(sockdiag.COPY_MOST + 1)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        fds = {s.fileno(): _inode(s.fileno()) for s in socks}
+        many = look.resolve(os.getpid(), fds)
+        assert not copied and dumped
+        assert len(many) == len(fds) and all(v.proto == "udp" for v in many.values())
+        dumped.clear()
+        few = look.resolve(os.getpid(), dict(list(fds.items())[:3]))
+        assert copied == [3] and not dumped
+        assert few == {i: many[i] for i in few}
+    finally:
+        for s in socks:
+            s.close()
+        look.close()
