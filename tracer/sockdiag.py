@@ -16,6 +16,11 @@ namespace only: a target in another one, or a kernel without the
 interface, is answered from its /proc/PID/net tables instead
 (:func:`read_proc_sockets`).
 
+Where circuit may copy the target's fds (tracer/sockpeek.py), TCP and UDP
+sockets are asked through the copy instead: a dump walks the kernel's whole
+socket hash, a copy costs only what its socket costs.
+:class:`SocketLookup` chooses.
+
 The message builders and parsers are pure functions of bytes, unit-tested
 on canned replies; :class:`SockDiag` does the I/O.
 """
