@@ -21,6 +21,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from .. import procfs
+from ..sockdiag import Sock, SocketLookup
 from ..taskstats import TaskStats
 from . import proctree
 from .base import Backend, ProcessGone, ProcessRow, ThreadRow, new_row
@@ -62,6 +63,7 @@ class ProcBackend(Backend):
         self._can_io = True
         self._fd_limit_raised = False
         self._taskstats = TaskStats.open() if taskstats else None
+        self._sockets = SocketLookup()
 
     # -- handles -------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class ProcBackend(Backend):
         return p
 
     def close(self, p: ProcHandle) -> None:
+        self._sockets.forget(p.pid)
         for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline, p.fd_dir):
             if fd >= 0:
                 os.close(fd)
@@ -409,6 +412,7 @@ class ProcBackend(Backend):
         return FastPath.open(self, sink)
 
     def shutdown(self) -> None:
+        self._sockets.close()
         if self._taskstats is not None:
             self._taskstats.close()
             self._taskstats = None
@@ -478,8 +482,8 @@ class ProcBackend(Backend):
     def fds(self, p: ProcHandle, known: dict[int, str]) -> dict[int, str] | None:
         return proctree.list_fds(p.base, known)
 
-    def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
-        return proctree.read_sockets(pid)
+    def sockets(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
+        return self._sockets.resolve(pid, fds)
 
     def info(self, pid: int) -> dict[str, Any]:
         return proctree.process_info(pid)

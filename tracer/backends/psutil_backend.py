@@ -6,6 +6,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
+from ..sockdiag import Sock
 from .base import Backend, ProcessGone, ProcessRow, ThreadRow
 
 
@@ -137,7 +138,7 @@ class PsutilBackend(Backend):
             out[-1 - i] = "?"
         return out
 
-    def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
+    def sockets(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
         return {}
 
     def new_children(
