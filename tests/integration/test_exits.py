@@ -62,6 +62,11 @@ def _last_pid() -> int:
         return int(f.read().split()[4])
 
 
+def _pid_max() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())
+
+
 def traced(tmp: Path, mode: str, n: int, exits: bool, minor: int | None) -> dict[str, Any]:
     """Run the target under `circuit run`; its JSON, circuit's summary and meta."""
     if exits and not can_listen():
@@ -86,7 +91,8 @@ def traced(tmp: Path, mode: str, n: int, exits: bool, minor: int | None) -> dict
         "target": json.loads(res.read_text()),
         "summary": json.loads(s.stdout),
         "meta": meta,
-        "pids_around": after - before,
+        # pids wrap at pid_max: one wrap during the run is counted right
+        "pids_around": (after - before) % _pid_max(),
     }
 
 
