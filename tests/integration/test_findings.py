@@ -130,3 +130,19 @@ def test_programs_that_do_nothing_wrong(tmp_path):
     assert not [f for f in fs if f["severity"] in ABOVE_INFO], fs
     fs = _findings(tmp_path / "pool", PY, str(T / "procpool.py"), str(n), str(2 * n), "2000000")
     assert not [f for f in fs if f["severity"] in ABOVE_INFO], fs
+
+
+def test_threads_running_python_contend_for_the_gil(tmp_path):
+    """Four threads spinning in pure Python (tests/targets/gil_target.py
+    `spin`) on 2 cores: only one runs Python at a time, so each waits for the
+    GIL most of its time. The finding is first, names `spin`, and its numbers
+    are the GIL model's own (the summary's `gil` entry for that process)."""
+    out = tmp_path / "run"
+    r = cli("run", "-q", "--dump-interval", "0.3", "-o", str(out), "--",
+            PY, str(TARGETS / "gil_target.py"), "threads", "4", "2", timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = circuit.load(out).summary()
+    f = _culprit(s["findings"], "gil-contention", "spin")
+    (p,) = [p for p in s["gil"]["processes"] if p["pid"] == f["pid"]]
+    assert p["contention"] > 0.3, p
+    assert f["evidence"]["contention"] == pytest.approx(p["contention"], abs=1e-3), (f, p)
