@@ -17,6 +17,7 @@ from circuit.tracer.waits import Classifier
 
 from .. import metrics as M
 from ..summary import summarize_frames
+from .loop_sections import sec_loops
 from .model import Document, Figure, Inline, Section, Table, V, num, secs
 from .run_io_sections import sec_epoll, sec_fds, sec_tasks
 
@@ -75,6 +76,7 @@ def run_document(run: Any) -> Document:
     rates = M.thread_rates(th, per, t0)
     sections = [
         _sec_timeline(run, s, iv),
+        sec_loops(run, s["wall_s"]),
         _sec_sleep(s, iv, cls),
         _sec_ctx(run, s, rates),
         _sec_cpu(run, s, rates),
