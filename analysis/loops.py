@@ -197,6 +197,24 @@ def _time_by_wait(rows: pd.DataFrame) -> dict[str, float]:
     return {str(k): round(float(v), 6) for k, v in out.items() if v > 0}
 
 
+def _state(by_wait: dict[str, float], threshold: float) -> str:
+    """What a stalled loop thread did most. Time queued for a CPU counts as
+    ``running`` (the callback wanted the CPU; other work on the machine had
+    it), unless the thread ran for less than the threshold: its own work
+    would not have stalled the loop on an idle machine, the queue (or a
+    blocking dump's pause) did: ``runnable``."""
+    if not by_wait:
+        return "other"
+    d = dict(by_wait)
+    queued = d.pop("runnable", 0.0)
+    ran = d.get("running", 0.0)
+    d["running"] = ran + queued
+    top = max(d, key=lambda k: d[k])
+    if top == "running" and ran < threshold:
+        return "runnable"
+    return top
+
+
 def _stall_stack(
     stacks: pd.DataFrame, pid: int, tid: int, a: int, b: int, period: int
 ) -> tuple[list[dict[str, Any]], int | None, str]:
@@ -269,7 +287,7 @@ def loop_figures(
                 {
                     "start_s": round((int(r.start_ns) - t0) / 1e9, 4),
                     "duration_s": round(int(r.dur_ns) / 1e9, 4),
-                    "state": max(by_wait, key=lambda k: by_wait[k]) if by_wait else "other",
+                    "state": _state(by_wait, thr),
                     "time_by_wait": by_wait,
                     "ended": bool(r.ended),
                     "stack": [_frame_str(f) for f in frames],

@@ -132,6 +132,7 @@ def _mixed(p: Params, i: int) -> None:
 
 SYNC = {
     "io-sleep": _io_sleep,
+    "io-blocked": _io_sleep,
     "io-http": _io_http,
     "cpu-count": _cpu_count,
     "cpu-hash": _cpu_hash,
@@ -154,6 +155,12 @@ def run_task(p: Params, i: int) -> None:
 
 async def _aio_sleep(p: Params, i: int, ctx: dict[str, Any]) -> None:
     await asyncio.sleep(duration(i, p.scale))
+
+
+async def _aio_blocked(p: Params, i: int, ctx: dict[str, Any]) -> None:
+    # The mistake the loop analysis finds: a blocking call in a coroutine.
+    # Every other task waits while it sleeps (docs/loops.md).
+    time.sleep(duration(i, p.scale))
 
 
 async def _aio_http(p: Params, i: int, ctx: dict[str, Any]) -> None:
@@ -182,6 +189,7 @@ async def _aio_mixed(p: Params, i: int, ctx: dict[str, Any]) -> None:
 
 ASYNC = {
     "io-sleep": _aio_sleep,
+    "io-blocked": _aio_blocked,
     "io-http": _aio_http,
     "cpu-count": _aio_cpu_count,
     "cpu-hash": _aio_cpu_hash,

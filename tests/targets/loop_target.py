@@ -3,7 +3,8 @@
     python loop_target.py MODE OUT.json [--uvloop] [--debug]
 
 MODE: ``sleep`` (a coroutine calls time.sleep(1.5) twice while 50 tasks
-await asyncio.sleep(0.2)), ``cpu`` (a counting loop of ~0.6 s in a
+await asyncio.sleep(0.2)), ``varied`` (time.sleep of 0.12 to 0.5 s, five
+times), ``cpu`` (a counting loop of ~0.6 s in a
 coroutine), ``socket`` (a blocking recv of 0.6 s on a socketpair whose
 other end a thread writes to late), ``healthy`` (only awaits, with a little
 CPU between them).  OUT.json gets the program's own measurements:
@@ -44,6 +45,16 @@ def load_config() -> None:
 
 async def blocking_coroutine() -> None:
     load_config()
+
+
+def nap(s: float) -> None:
+    t = time.monotonic_ns()
+    time.sleep(s)
+    blocks.append((t, time.monotonic_ns()))
+
+
+async def varied_coroutine(s: float) -> None:
+    nap(s)
 
 
 def crunch() -> int:
@@ -93,6 +104,10 @@ async def main(mode: str) -> dict:
         await blocking_coroutine()
         await asyncio.sleep(0.7)
         await blocking_coroutine()
+    elif mode == "varied":
+        for s in (0.15, 0.3, 0.12, 0.5, 0.2):
+            await varied_coroutine(s)
+            await asyncio.sleep(0.3)
     elif mode == "cpu":
         await cpu_coroutine()
     elif mode == "socket":
