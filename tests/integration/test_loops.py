@@ -222,9 +222,11 @@ def _server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
 
 
 def _load(port: int, path: str, stop: threading.Event, errors: list[str]) -> None:
-    """An untraced client: a request every ~20 ms (one after another for
-    /block) until ``stop`` (bounded). Paced: a loop that never waits for
-    events (requests always ready) reads as busy, not idle (docs/loops.md)."""
+    """An untraced client: a request, then a pause (50 ms after /ok, 0.2 s
+    after /block), until ``stop`` (bounded). Paced: a loop that never waits
+    for events (requests always ready) reads as one busy stretch, not idle
+    (docs/loops.md, limits), and two blocks with no idle sample between
+    them read as one stall."""
     for _ in range(2000):
         if stop.is_set():
             return
@@ -234,8 +236,7 @@ def _load(port: int, path: str, stop: threading.Event, errors: list[str]) -> Non
         except OSError as e:
             errors.append(str(e))
             return
-        if path != "/block":
-            stop.wait(0.02)
+        stop.wait(0.2 if path == "/block" else 0.05)
 
 
 def _attach(tmp_path: Path, port: int, pid: int, paths: list[str], name: str) -> Any:
@@ -278,20 +279,21 @@ def test_aiohttp_server_attached_blocking_handler_found_healthy_not(tmp_path: Pa
     block the server timed itself is a stall naming the handler's code."""
     srv, port, blocks_file = _server(tmp_path)
     try:
-        healthy = _attach(tmp_path, port, srv.pid, ["/ok"] * 4, "healthy")
+        healthy = _attach(tmp_path, port, srv.pid, ["/ok"] * 2, "healthy")
         loops = loop_figures(healthy.meta, healthy.threads, healthy.stacks)
         assert [lp["pid"] for lp in loops] == [srv.pid], loops
         _program_stalls(loops[0]["stalls"], 0)
         assert loops[0]["stalls"] == []
-        blocked = _attach(tmp_path, port, srv.pid, ["/ok", "/ok", "/block"], "blocked")
+        blocked = _attach(tmp_path, port, srv.pid, ["/ok", "/block"], "blocked")
     finally:
         srv.kill()
         srv.wait(10)
-    lp = loop_figures(blocked.meta, blocked.threads, blocked.stacks)[0]
+    (lp,) = loop_figures(blocked.meta, blocked.threads, blocked.stacks)
     t0 = blocked.meta["start_ns"]
+    begin = t0 + lp["start_s"] * 1e9  # the loop's first idle sample
     end = t0 + blocked.meta["wall_s"] * 1e9
     blocks = [tuple(map(int, ln.split())) for ln in blocks_file.read_text().splitlines()]
-    inside = [(a, b) for a, b in blocks if a > t0 + 0.05e9 and b < end - 0.05e9]
+    inside = [(a, b) for a, b in blocks if a > begin + 0.05e9 and b < end - 0.05e9]
     assert len(inside) >= 3, (blocks, t0, end)
     res = {"tid": lp["tid"], "blocks": inside}
     stalls = _check_stall_encloses_blocks(blocked, res)
