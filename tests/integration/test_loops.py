@@ -161,20 +161,47 @@ def test_cpu_blocked_loop_is_running_and_socket_blocked_is_socket(tmp_path: Path
 
 def test_healthy_loop_has_no_stall_and_its_busy_share_is_its_cpu(tmp_path: Path) -> None:
     """20 tasks doing a little work between random short awaits (4 s): no
-    stall of 0.1 s or more, and the loop's busy time matches the thread's
-    own CPU plus run-queue delay (what kept it out of epoll_wait) within
-    10% of it. Samples at 500 Hz: busy stretches are mostly shorter than a
-    period, so the busy share is a sampling estimate of a share p over N
-    samples, relative error sqrt((1-p)/(pN)) (about 2% at p = 0.3, N =
-    2000); random sleeps never beat with the sampler."""
+    stall of 0.1 s or more, and the loop's busy time matches its CPU time.
+
+    The loop is out of its selector while it runs (the thread's own CPU
+    time) and while it sits in a run queue after a preemption or a wake-up;
+    which part of the thread's run delay (schedstat) falls outside the
+    selector cannot be told from outside, so busy time must lie within 10%
+    of [CPU, CPU + run delay]; on a quiet machine (run delay near 0) that is
+    "within 10% of its CPU time". Samples at 500 Hz: busy stretches are
+    mostly shorter than a period, so the busy time is a sampling estimate
+    of a share p over N samples, relative error sqrt((1-p)/(pN)) (about 2%
+    at p = 0.3, N = 2000); random sleeps never beat with the sampler. But
+    on an oversubscribed machine the sampler gets a CPU mostly when some
+    other thread gives one up, the loop's among them, so its samples are
+    no longer taken at random times (measured here at load 4-8 on 2 cores:
+    busy time 33% under and 29% over the CPU): the test then skips, with
+    the machine's idle share and the loop's run delay it measured."""
+    idle0 = _idle()
     run, res, _ = _trace(tmp_path, sys.executable, "healthy", opts=("--rate", "500"))
+    idle = _idle(idle0)
     lp = _loop(run, res["tid"])
     if run.meta["rate_hz_achieved"] < 250:
         pytest.skip(f"sampler kept {run.meta['rate_hz_achieved']} of 500 Hz: machine busy")
     _program_stalls(lp["stalls"], 0)
     assert lp["stalls"] == []
-    truth_s = (res["schedstat_cpu_ns"] + res["run_delay_ns"]) / 1e9
-    assert lp["busy_s"] == pytest.approx(truth_s, rel=0.10), (lp, res)
+    cpu_s, delay_s = res["schedstat_cpu_ns"] / 1e9, res["run_delay_ns"] / 1e9
+    if idle < 0.5 or delay_s > 0.1 * cpu_s:
+        pytest.skip(
+            f"machine busy: {100 * idle:.0f}% idle during the run (need 50%), loop queued "
+            f"{delay_s:.3f} s for {cpu_s:.3f} s of CPU (need under 10%)"
+        )
+    assert 0.9 * cpu_s <= lp["busy_s"] <= 1.1 * (cpu_s + delay_s), (lp, res)
+
+
+def _idle(before: tuple[int, int] | None = None) -> Any:
+    """/proc/stat's idle and total jiffies; with ``before``: the share idle since."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    now = (v[3] + v[4], sum(v[:8]))
+    if before is None:
+        return now
+    return (now[0] - before[0]) / max(1, now[1] - before[1])
 
 
 def test_every_slow_callback_asyncio_debug_reports_is_a_stall(tmp_path: Path) -> None:
@@ -206,7 +233,8 @@ def test_loop_blocked_findings_carry_each_stall(tmp_path: Path) -> None:
     assert fs[0]["culprit"].startswith("read_reply "), fs
     assert fs[0]["tid"] == res["tid"] and fs[0]["stack"], fs
     s = circuit.load(run.path).summary()
-    assert [st["duration_s"] for st in s["loops"][0]["stalls"]] == [fs[0]["duration_s"]]
+    (stall,) = s["loops"][0]["stalls"]
+    assert stall["duration_s"] == pytest.approx(fs[0]["duration_s"], abs=5e-4)  # rounded to ms
 
 
 def _server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:

@@ -22,7 +22,7 @@ from tests.support.report_data import EVIL, build_bench
 
 pytestmark = pytest.mark.integration
 
-SECTIONS = ["threads", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
+SECTIONS = ["threads", "loops", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
 BENCH_SECTIONS = ["models", "scaling", "sleep", "gil", "epoll", "runs"]
 
 
