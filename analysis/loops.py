@@ -154,33 +154,36 @@ def busy_stretches(rows: pd.DataFrame, syscall: int, epfd: int) -> pd.DataFrame:
         & (rows["arg0"].to_numpy().astype(np.int64) == epfd)
     )
     stopped = np.isin(rows["state"].astype(str).to_numpy(), ("t", "T"))
-    status = np.where(idle, 1, np.where(stopped, -1, 0))  # 1 idle, 0 busy, -1 carry
-    for i in range(1, len(status)):
-        if status[i] == -1:
-            status[i] = status[i - 1]
-    idle_at = np.flatnonzero(status == 1)
+    # 1 idle, 0 busy; a stopped sample carries the status before it
+    status = pd.Series(np.where(idle, 1.0, np.where(stopped, np.nan, 0.0))).ffill()
+    busy = status.to_numpy() == 0  # (leading stopped samples stay NaN: not busy)
+    idle_at = np.flatnonzero(status.to_numpy() == 1)
     if not len(idle_at):
         return empty
     lo, hi = int(idle_at[0]), int(idle_at[-1])
-    out = []
-    i = lo
-    n = len(status)
-    while i < n:
-        if status[i] == 1:
-            i += 1
-            continue
-        j = i
-        while j < n and status[j] != 1:
-            j += 1
-        last = j - 1
-        # It left the selector between the idle sample before it and its
-        # first busy one, and came back between its last busy sample and
-        # the next idle one: midway is the estimate, half a gap either way.
-        start = (int(t[i - 1]) + int(t[i])) // 2
-        end = (int(t[last]) + int(t[j])) // 2 if j < n else int(t[last] + dt[last])
-        out.append((start, end, end - start, j < n, i, last))
-        i = j
-    df = pd.DataFrame(out, columns=cols) if out else empty.copy()
+    busy[:lo] = False  # before the loop first waited: not the loop yet
+    n = len(busy)
+    edge = np.diff(np.r_[0, busy.astype(np.int8), 0])
+    first = np.flatnonzero(edge == 1)
+    after = np.flatnonzero(edge == -1)  # the sample after each stretch (n: none)
+    last = after - 1
+    ended = after < n
+    # It left the selector between the idle sample before it and its first
+    # busy one, and came back between its last busy sample and the next
+    # idle one: midway is the estimate, half a gap either way.
+    start = (t[first - 1] + t[first]) // 2
+    nxt = np.where(ended, t[np.minimum(after, n - 1)], 0)
+    end = np.where(ended, (t[last] + nxt) // 2, t[last] + dt[last])
+    df = pd.DataFrame(
+        {
+            "start_ns": start,
+            "end_ns": end,
+            "dur_ns": end - start,
+            "ended": ended,
+            "first": first,
+            "last": last,
+        }
+    )
     df.attrs["span"] = (int(t[lo]), int(t[hi] + dt[hi]))
     return df
 
