@@ -7,19 +7,20 @@ the report's event-loop section, the Perfetto slices and the
 
 **A loop thread** is a thread that waited in ``epoll_wait`` (wait ``poll``,
 an ``epoll_*`` syscall): its *selector* is the epoll fd it waited on most.
-When py-spy dumped the thread's process, one of the thread's stacks must
-also show an event loop (asyncio's ``base_events.py`` / ``runners.py``, or
-uvloop); without dumps of the process, the kernel evidence stands alone
-(``identified_by: "epoll"``).
+When py-spy dumped the thread after its first epoll wait, one of its
+stacks must also show an event loop (asyncio's ``base_events.py`` /
+``runners.py``, or uvloop); without such dumps, the kernel evidence stands
+alone (``identified_by: "epoll"``).
 
 **Idle, busy, stalls.** A sample of a loop thread in its selector (that
 syscall on that fd) is *idle*; any other sample is *busy*; a sample taken
 while a blocking py-spy dump had the thread stopped (state ``t``) keeps
-the status before it.  A busy stretch began between its first busy sample and the idle one before it,
-and ended between its last busy sample and the next idle one, so its
-start and end are each known to half a sampling period (the gap between two samples: midway between them is taken).
-A *stall* is a busy stretch of at least the loop threshold
-(``--loop-threshold``, default 0.1 s: asyncio's ``slow_callback_duration``).
+the status before it.  A busy stretch began between its first busy sample
+and the idle one before it, and ended between its last busy sample and the
+next idle one: the midpoints are taken, so each end is known to half the
+gap between two samples.  A *stall* is a busy stretch of at least the loop
+threshold (``--loop-threshold``, default 0.1 s: asyncio's
+``slow_callback_duration``).
 A loop that goes back to its selector only when events are ready
 (``epoll_wait`` returning at once) between two samples reads as busy.
 """
@@ -119,9 +120,12 @@ def find_loops(
         by = "epoll"
         if pid in dumped:
             mine = stacks[(stacks["pid"] == pid) & (stacks["tid"] == tid)]
-            if not any(any(is_loop_frame(f) for f in fr or []) for fr in mine["frames"]):
-                continue  # a Python process's thread that is no event loop
-            by = "stack"
+            if any(any(is_loop_frame(f) for f in fr or []) for fr in mine["frames"]):
+                by = "stack"
+            elif (mine["end_ns"] >= int(g["t_ns"].min())).any():
+                continue  # dumped while it used epoll, and no loop on it: not a loop
+            # else: every dump of it came before its first epoll wait
+            # (imports, say): the kernel evidence stands alone
         key = g.groupby(["syscall", "arg0"], observed=True).size().idxmax()
         out.append(
             {

@@ -149,6 +149,9 @@ def test_a_python_thread_without_loop_frames_is_no_loop() -> None:
     th = samples("." * 10)
     other = [{"name": "serve_forever", "file": "/usr/lib/python3.11/socketserver.py", "line": 1}]
     assert find_loops(th, stacks([(0, 1, 1, other)]), "x86_64") == []
+    # a dump from before its first epoll wait (its imports) says nothing
+    early = stacks([(-50 * MS, 1, 1, other)])
+    assert find_loops(th, early, "x86_64")[0]["identified_by"] == "epoll"
     assert len(find_loops(th, stacks([(0, 1, 1, LOOP_FRAMES)]), "x86_64")) == 1
     uv = [{"name": "run", "file": "/venv/lib/python3.11/site-packages/uvloop/__init__.py"}]
     assert len(find_loops(th, stacks([(0, 1, 1, uv)]), "x86_64")) == 1
