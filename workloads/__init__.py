@@ -13,8 +13,9 @@ Workloads (what one task does):
                releases the GIL, so threads do run it on several CPUs at once
     disk       write a file, fsync it, drop it from the page cache, read it back
     mixed      alternate CPU bursts and sleeps
-    io-blocked io-sleep's waits made with time.sleep even inside a coroutine: under
-               the asyncio models each one blocks the event loop (a loop stall)
+    io-blocked io-sleep's waits, half of each a blocking time.sleep even in a
+               coroutine, then a quarter more awaited: under the asyncio models the
+               blocking halves stall the event loop, one after another
 
 Models (how the N tasks run): sequential, threads, asyncio, processes,
 thread-pool, process-pool, and asyncio-uvloop when uvloop is installed.

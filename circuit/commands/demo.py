@@ -16,14 +16,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run the default `circuit bench` into circuit-runs/demo (io-sleep, io-http, "
             "cpu-count and cpu-hash under sequential, threads, asyncio and processes) plus a "
-            f"thread sweep ({bench.DEMO_SWEEP}), every run traced, then write its report: "
+            f"thread sweep ({bench.DEMO_SWEEP}) and a blocked event loop "
+            f"({bench.DEMO_LOOP_SWEEP}, beside io-sleep's healthy one), every run traced, "
+            "then write its report: "
             "circuit-runs/demo/report.html and report.md. "
             "Takes every `circuit bench` option (--sweep none: the plain default bench)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=bench.EPILOG,
     )
-    bench.add_bench_options(p, output=Path("circuit-runs/demo"), sweep=bench.DEMO_SWEEP)
+    bench.add_bench_options(
+        p, output=Path("circuit-runs/demo"), sweep=(bench.DEMO_SWEEP, bench.DEMO_LOOP_SWEEP)
+    )
     p.set_defaults(func=run)
 
 
