@@ -221,9 +221,11 @@ def test_every_slow_callback_asyncio_debug_reports_is_a_stall(tmp_path: Path) ->
         left.remove(match[0])
 
 
-def test_loop_blocked_findings_carry_each_stall(tmp_path: Path) -> None:
-    """The loop-blocked finding kind on a real run: one finding per stall,
-    with its stack and culprit."""
+def test_loop_blocked_findings_and_perfetto_slices_carry_each_stall(tmp_path: Path) -> None:
+    """On a real run: one loop-blocked finding per stall, with its stack and
+    culprit; one Perfetto slice per stall on the loop thread, which encloses
+    the program's own block to within the sampling gaps (its ends sit on
+    samples) and the thread's state slices inside it."""
     from circuit.analysis.findings.loops import find
 
     run, res, _ = _trace(tmp_path, sys.executable, "socket")
@@ -235,6 +237,24 @@ def test_loop_blocked_findings_carry_each_stall(tmp_path: Path) -> None:
     s = circuit.load(run.path).summary()
     (stall,) = s["loops"][0]["stalls"]
     assert stall["duration_s"] == pytest.approx(fs[0]["duration_s"], abs=5e-4)  # rounded to ms
+    from circuit.analysis.export import chrome_trace
+
+    ev_all = chrome_trace(run)["traceEvents"]
+    (sl,) = [e for e in ev_all if e.get("cat") == "loop"]
+    assert sl["tid"] == res["tid"] and "read_reply" in sl["name"], sl
+    (a, b) = res["blocks"][0]
+    t0 = M.start_ns(run.meta, run.threads)
+    g1, g2 = _gap_around(run, res["tid"], a), _gap_around(run, res["tid"], b)
+    assert t0 + sl["ts"] * 1000 <= a + g1 and t0 + (sl["ts"] + sl["dur"]) * 1000 >= b - g2
+    inner = [
+        e
+        for e in ev_all
+        if e.get("cat") == "state"
+        and e["tid"] == res["tid"]
+        and e["ts"] >= sl["ts"]
+        and e["ts"] < sl["ts"] + sl["dur"]
+    ]
+    assert inner and all(e["ts"] + e["dur"] <= sl["ts"] + sl["dur"] + 1e-3 for e in inner)
 
 
 def _server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
