@@ -192,6 +192,36 @@ def busy_stretches(rows: pd.DataFrame, syscall: int, epfd: int) -> pd.DataFrame:
     return df
 
 
+def _busy_parts(
+    rows: pd.DataFrame, a: int, b: int, syscall: int, epfd: int
+) -> tuple[int, int, int]:
+    """The loop thread's time out of its selector over [a, b): its CPU time
+    (the schedstat counter: exact, however short its bursts), its run-queue
+    time (run delay, counted apart: queued after a wake-up the loop is late,
+    not busy), and the time its samples show it blocked in anything but
+    its selector (a sleep, a socket read: waits seen by the samples)."""
+    from .metrics import cpu_counter
+    from .runnable import RUNNABLE_NS, own_ns
+
+    inside = rows[(rows["t_ns"] >= a) & (rows["t_ns"] < b)]
+    if len(inside) < 2:
+        return 0, 0, 0
+    cpu = cpu_counter(inside)
+    rd = inside["run_delay_ns"].to_numpy().astype(np.int64)
+    cpu_ns = max(int(cpu[-1] - cpu[0]), 0)
+    queued_ns = max(int(rd[-1] - rd[0]), 0) if rd[0] >= 0 else 0
+    w = inside["wait"].astype(str).to_numpy()
+    selector = (
+        (w == "poll")
+        & (inside["syscall"].to_numpy().astype(np.int64) == syscall)
+        & (inside["arg0"].to_numpy().astype(np.int64) == epfd)
+    )
+    stopped = np.isin(inside["state"].astype(str).to_numpy(), ("t", "T"))
+    blocked = ~selector & ~stopped & (w != "running") & (w != "runnable")
+    own = own_ns(inside) if RUNNABLE_NS in inside.columns else inside["dt_ns"].to_numpy()
+    return cpu_ns, queued_ns, int(own[blocked].sum())
+
+
 def _time_by_wait(rows: pd.DataFrame) -> dict[str, float]:
     from .runnable import RUNNABLE, RUNNABLE_NS, own_ns
 
@@ -247,10 +277,12 @@ def loop_figures(
     stacks: pd.DataFrame | None = None,
     threshold: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per loop thread: ``pid``, ``tid``, ``busy_share``, ``longest_stall_s``,
-    ``stalls`` (``start_s``, ``duration_s``, ``state``, ``stack``...), the
-    busy stretches' distribution, and whether it is saturated.  ``threads``:
-    the run's samples (classified or not)."""
+    """Per loop thread: ``pid``, ``tid``, ``busy_share`` (CPU counter plus
+    sampled blocked time outside the selector, over the observed span),
+    ``longest_stall_s``, ``stalls`` (``start_s``, ``duration_s``, ``state``,
+    ``stack``...), the busy stretches' distribution (from the samples), and
+    whether it is saturated.  ``threads``: the run's samples (classified or
+    not)."""
     from . import metrics as M
     from .summary import with_durations
 
@@ -280,9 +312,10 @@ def loop_figures(
         live = ongoing_ok and len(rows) and int(rows["t_ns"].iloc[-1]) >= last_t - 2 * per
         st = st[st["ended"] | bool(live)]
         span_ns = max(b - a, 0)
-        busy_ns = int(st["dur_ns"].sum()) if len(st) else 0
         if len(st) and not bool(st["ended"].iloc[-1]):
             span_ns = max(span_ns, int(st["end_ns"].iloc[-1]) - a)
+        cpu_ns, queued_ns, blocked_ns = _busy_parts(rows, a, a + span_ns, lp["syscall"], lp["epfd"])
+        busy_ns = cpu_ns + blocked_ns
         stalls = []
         for r in st[st["dur_ns"] >= round(thr * 1e9)].itertuples():
             inside = rows.iloc[int(r.first) : int(r.last) + 1]
@@ -312,6 +345,9 @@ def loop_figures(
                 "start_s": round((a - t0) / 1e9, 4),
                 "observed_s": round(span_ns / 1e9, 4),
                 "busy_s": round(busy_ns / 1e9, 4),
+                "cpu_s": round(cpu_ns / 1e9, 4),
+                "blocked_s": round(blocked_ns / 1e9, 4),
+                "queued_s": round(queued_ns / 1e9, 4),
                 "busy_share": round(share, 4),
                 "saturated": bool(share >= SATURATED_SHARE),
                 "longest_stall_s": round(float(durs.max()), 4) if len(durs) else 0.0,

@@ -42,6 +42,7 @@ def samples(states: str, pid: int = 1, tid: int = 1, period: int = 10 * MS) -> p
     3, ``s`` time.sleep, ``r`` running, ``t`` stopped by a dump, ``p``
     epoll_wait on another fd (fd 7)."""
     rows = []
+    cpu = 0  # the CPU counter: a running sample runs until the next one
     for i, c in enumerate(states):
         state, wait, sc, arg0 = {
             ".": ("S", "poll", EPOLL, 3),
@@ -60,12 +61,13 @@ def samples(states: str, pid: int = 1, tid: int = 1, period: int = 10 * MS) -> p
                 "wait": wait,
                 "syscall": sc,
                 "arg0": arg0,
-                "cpu_ns": 0,
+                "cpu_ns": cpu,
                 "user_ns": 0,
                 "system_ns": 0,
                 "run_delay_ns": 0,
             }
         )
+        cpu += period if c == "r" else 0
     return pd.DataFrame(rows)
 
 
@@ -245,3 +247,14 @@ def test_stall_state_queued_for_a_cpu_is_running_only_if_it_ran_the_threshold() 
     assert _state({"running": 0.05, "runnable": 0.07, "other": 0.01}, 0.1) == "runnable"
     assert _state({"sleep": 1.4, "running": 0.01, "runnable": 0.02}, 0.1) == "sleep"
     assert _state({}, 0.1) == "other"
+
+
+def test_busy_time_is_the_cpu_counter_even_when_samples_miss_the_bursts() -> None:
+    """Bursts shorter than a sample's gap: every sample finds the loop idle,
+    but its CPU counter grew 3 ms per 10 ms: busy 30%, from the counter."""
+    th = samples("." * 101)
+    th["cpu_ns"] = th["t_ns"] * 3 // 10
+    (lp,) = loop_figures(META, th)
+    assert lp["cpu_s"] == pytest.approx(0.3)
+    assert lp["busy_share"] == pytest.approx(0.3 / 1.01, abs=1e-3)
+    assert lp["stalls"] == [] and lp["blocked_s"] == 0
