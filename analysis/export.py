@@ -3,13 +3,18 @@
 * Chrome Trace Event JSON (``perfetto`` and ``chrome`` write the same format;
   it opens in ui.perfetto.dev and chrome://tracing): one complete ('X')
   slice per merged thread-state interval, named by wait reason; process and
-  thread names as metadata ('M') events; marks as instant ('i') events; CPU
-  (cores) and open fds by kind as counter ('C') events; for each process
+  thread names as metadata ('M') events (a thread's Python name where a
+  py-spy dump gave one, with its tid: "worker-0 (tid 24371)"); marks as
+  instant ('i') events; CPU (cores) and open fds by kind as counter ('C')
+  events; for each process
   whose interpreter's GIL state was read (analysis/gil.py), a "GIL holder"
   track: one slice per stretch a thread held the GIL, named by its tid.
   Timestamps are microseconds since the run started.
 * CSV: a zip of one CSV per table (threads, intervals, processes, fds,
-  procs, gil, marks), for spreadsheets.
+  procs, gil, marks), for spreadsheets; threads and intervals have a
+  ``python_name`` column beside the kernel's ``name``.
+
+Both are written owner-only, like the run folder (analysis/files.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from circuit.tracer.schema import GIL_FIELDS
 from circuit.tracer.waits import Classifier
 
 from . import metrics as M
+from .files import open_private, private_dirs
 from .gil import holder_runs, holder_timeline
+from .names import python_names, thread_label, with_python_names
 
 # The GIL-holder track's thread id: above any Linux tid (pid_max is at most
 # 2**22), so it never lands on a real thread's track.
@@ -45,6 +52,7 @@ def chrome_trace(run: Any) -> dict[str, Any]:
     per = M.run_period(meta)
     t0 = M.start_ns(meta, th, pr)
     events: list[dict[str, Any]] = []
+    py = python_names(run)
 
     # -- metadata: names for pids and tids
     names: dict[int, str] = {}
@@ -71,7 +79,7 @@ def chrome_trace(run: Any) -> dict[str, Any]:
                     "name": "thread_name",
                     "pid": int(pid),
                     "tid": int(tid),
-                    "args": {"name": f"{name} ({tid})"},
+                    "args": {"name": thread_label(pid, tid, name, py.get((int(pid), int(tid))))},
                 }
             )
 
@@ -101,7 +109,7 @@ def chrome_trace(run: Any) -> dict[str, Any]:
         events += records
 
     # -- who held the GIL, where the interpreter said
-    events += _gil_track(run, th, per, t0)
+    events += _gil_track(run, th, per, t0, py)
 
     # -- event loop stalls, on the loop's thread, around its states
     events += _loop_stalls(run, th, t0)
@@ -115,7 +123,7 @@ def chrome_trace(run: Any) -> dict[str, Any]:
                 {
                     "ph": "i",
                     "s": "t",
-                    "name": str(r["name"]),
+                    "name": _mark_title(r),
                     "cat": "mark",
                     "ts": float(_us(int(r["t_ns"]), t0)),
                     "pid": int(r["pid"]),
@@ -205,7 +213,9 @@ def _loop_stalls(run: Any, th: pd.DataFrame, t0: int) -> list[dict[str, Any]]:
     return out
 
 
-def _gil_track(run: Any, th: pd.DataFrame, per: int, t0: int) -> list[dict[str, Any]]:
+def _gil_track(
+    run: Any, th: pd.DataFrame, per: int, t0: int, py: dict[tuple[int, int], str]
+) -> list[dict[str, Any]]:
     runs = holder_runs(holder_timeline(getattr(run, "gil", None), th, per))
     runs = runs[runs["holder"] >= 0]
     if runs.empty:
@@ -225,7 +235,9 @@ def _gil_track(run: Any, th: pd.DataFrame, per: int, t0: int) -> list[dict[str, 
     frame = pd.DataFrame(
         {
             "name": [
-                f"GIL: {names.get((p, h), 'thread')} ({h})" if h > 0 else "GIL: unnamed thread"
+                "GIL: " + thread_label(p, h, names.get((p, h), "thread"), py.get((int(p), int(h))))
+                if h > 0
+                else "GIL: unnamed thread"
                 for p, h in zip(runs["pid"], runs["holder"], strict=True)
             ],
             "cat": "gil",
@@ -242,6 +254,12 @@ def _gil_track(run: Any, th: pd.DataFrame, per: int, t0: int) -> list[dict[str, 
     return events + records
 
 
+def _mark_title(r: dict[str, Any]) -> str:
+    """``phase: load`` for ``circuit.mark("phase", name="load")``, else the mark's name."""
+    sub = r.get("field_name")
+    return f"{r['name']}: {sub}" if sub is not None and pd.notna(sub) else str(r["name"])
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (np.integer,)):
         return int(v)
@@ -254,7 +272,8 @@ def _jsonable(v: Any) -> Any:
 
 def write_chrome_trace(run: Any, out: str | Path) -> Path:
     out = Path(out)
-    with open(out, "w", encoding="utf-8") as f:
+    private_dirs(out.parent)
+    with open_private(out) as f:
         json.dump(chrome_trace(run), f, separators=(",", ":"))
     return out
 
@@ -262,9 +281,10 @@ def write_chrome_trace(run: Any, out: str | Path) -> Path:
 def csv_tables(run: Any) -> dict[str, pd.DataFrame]:
     per = M.run_period(run.meta)
     gil = getattr(run, "gil", None)
+    py = python_names(run)
     return {
-        "threads": run.threads,
-        "intervals": M.state_intervals(run.threads, per),
+        "threads": with_python_names(run.threads, py),
+        "intervals": with_python_names(M.state_intervals(run.threads, per), py),
         "processes": run.processes,
         "fds": run.fds,
         "procs": run.procs,
@@ -275,7 +295,8 @@ def csv_tables(run: Any) -> dict[str, pd.DataFrame]:
 
 def write_csv_zip(run: Any, out: str | Path) -> Path:
     out = Path(out)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    private_dirs(out.parent)
+    with open_private(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
         for name, df in csv_tables(run).items():
             buf = io.StringIO()
             df.to_csv(buf, index=False)

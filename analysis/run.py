@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from circuit.errors import CircuitError
+from circuit.errors import CircuitError, not_a_run
 from circuit.tracer.parts import STREAM_SUFFIX, part_files, read_stream
 from circuit.tracer.schema import (
     ADDED_TABLES,
@@ -34,10 +34,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RunFormatError(f"{path}: no such file or folder")
     if not path.is_dir():
-        raise RunFormatError(f"{path} is not a run folder")
+        raise RunFormatError(not_a_run(path, "a file, not a folder"))
     mfile = path / META_FILE
     if not mfile.exists():
-        raise RunFormatError(f"{path} is not a circuit run folder (no {META_FILE})")
+        raise RunFormatError(not_a_run(path, f"no {META_FILE}"))
     try:
         meta = json.loads(mfile.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -276,6 +276,12 @@ class Run:
         return _read_table(self.path, "gil", self.load_warnings, self.finalized)
 
     @cached_property
+    def exits(self) -> pd.DataFrame:
+        """The kernel's final figures for each task of the tree that exited
+        while circuit listened (empty without root, or in older runs)."""
+        return _read_table(self.path, "exits", self.load_warnings, self.finalized)
+
+    @cached_property
     def stacks(self) -> pd.DataFrame:
         """py-spy dumps, one row per thread per dump (see docs/pyspy.md)."""
         from .pyspy import load_stacks
@@ -325,6 +331,7 @@ class Run:
         """Jupyter: the summary, with one bar per thread showing where its time went."""
         import html
 
+        from .names import display_name
         from .style import WAIT_COLORS
 
         s = self.summary()
@@ -338,7 +345,8 @@ class Run:
                 if v > 0
             )
             rows.append(
-                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td><td>{html.escape(str(t['name']))}</td>"
+                f"<tr><td>{t['pid']}</td><td>{t['tid']}</td>"
+                f"<td>{html.escape(display_name(t['name'], t.get('python_name')))}</td>"
                 f"<td>{t['cpu_s']:.3f}</td><td style='white-space:nowrap'>{bar}</td>"
                 f"<td>{html.escape(_top_wait(t['time_by_wait']))}</td></tr>"
             )

@@ -16,6 +16,13 @@ WAIT_COLORS: dict[str, str] = {
 }
 # Holding the GIL: a colour no wait reason uses (waiting for it is WAIT_COLORS["gil"]).
 GIL_HELD_COLOR = "#e6a100"
+# The timeline's GIL-holder lane: one colour per holding thread (the busiest
+# first), then one for the rest and one for a holder circuit could not name.
+# None of them is a wait reason's colour: a lane's colour never reads as a wait
+# (tests/unit/test_analysis_plots.py checks both sets are disjoint).
+GIL_HOLDER_COLORS: tuple[str, ...] = (GIL_HELD_COLOR, "#17becf", "#393b79", "#637939", "#7b4173")
+GIL_HOLDER_OTHER_COLOR = "#c49c94"
+GIL_HOLDER_UNNAMED_COLOR = "#bdbdbd"
 FD_COLORS: dict[str, str] = {
     "file": "#8c8c8c",
     "socket": "#1f77b4",

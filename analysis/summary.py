@@ -111,6 +111,8 @@ def summarize(run: Run) -> dict[str, Any]:
         maps=run.maps,
         stacks=run.stacks,
         gil=run.gil,
+        fds=run.fds,
+        exits=getattr(run, "exits", None),
     )
 
 
@@ -122,10 +124,16 @@ def summarize_frames(
     maps: pd.DataFrame | None = None,
     stacks: pd.DataFrame | None = None,
     gil: pd.DataFrame | None = None,
+    fds: pd.DataFrame | None = None,
+    exits: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
     GIL as its interpreter recorded it); without it the GIL figures come from
-    the futex evidence alone (analysis/gil.py)."""
+    the futex evidence alone (analysis/gil.py).  ``findings``: the ranked
+    diagnoses (analysis/findings/, docs/findings.md).  ``exits``: the exit
+    records (analysis/exits.py)."""
+    from .exits import apply_exits
+    from .findings import find_frames
     from .gil import classify_gil, gil_metrics
     from .pyspy import thread_names
 
@@ -235,7 +243,7 @@ def summarize_frames(
 
     loops = loop_figures(meta, threads, stacks) if len(threads) else []
     cpu = user_total + system_total
-    return {
+    out = {
         "run": str(meta.get("path", "")),
         "mode": meta.get("mode"),
         "command": meta.get("command"),
@@ -260,3 +268,8 @@ def summarize_frames(
         "loops": loops,
         "warnings": list(meta.get("warnings") or []),
     }
+    # What died between samples: exact finals, rows for the unseen (analysis/exits.py).
+    apply_exits(out, meta, threads, processes, exits)
+    # after the figures: the findings read them (GIL model, wall time)
+    out["findings"] = find_frames(meta, threads, processes, fds, stacks, gil, out)
+    return out

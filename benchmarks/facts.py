@@ -173,6 +173,43 @@ def _analysis_facts(d: dict[str, Any], f: dict[str, str]) -> None:
     f["verdict.bytes"] = _verdict(d["bytes_per_thread_sample"] <= 16.0)
 
 
+def _churn_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    for side, s in d["summary"].items():
+        if side == "untraced":
+            continue
+        k = f"churn.{side}"
+        f[f"{k}.hz"] = f"{s['achieved_hz_median']:.1f} Hz"
+        f[f"{k}.share"] = f"{s['rate_share_median'] * 100:.0f}%"
+        f[f"{k}.sampler"] = f"{s['sampler_cpu_share_median'] * 100:.1f}%"
+        f[f"{k}.wall"] = pct(s["work_wall_ratio_median"])
+        f[f"{k}.cpu"] = pct(s["work_cpu_ratio_median"])
+        lo, hi = s["work_wall_ratio_spread"]
+        f[f"{k}.wall_range"] = f"{pct(lo)} to {pct(hi)}"
+        f[f"{k}.scans"] = f"{s['fd_scans_per_s_median']:.0f}"
+        f[f"{k}.us_per_scan"] = f"{s['us_per_fd_scan_median']:.0f} µs"
+        f[f"{k}.scan_share"] = f"{s['fd_scan_core_share_median'] * 100:.1f}%"
+        f[f"{k}.c_loop"] = f"{s['c_loop_sample_share_median'] * 100:.0f}%"
+    load = d["loadavg_1m"]
+    f["churn.load"] = _rng(load["min"], load["max"], ".1f")
+    f["churn.pairs"] = str(d["pairs"])
+    met = d["meets_bar"]
+    f["verdict.churn_rate"] = _verdict(met["rate"])
+    f["verdict.churn_sampler"] = _verdict(met["sampler_cpu"])
+    f["verdict.churn_target"] = _verdict(met["target_wall"] and met["target_cpu"])
+
+
+def _socket_copy_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    for side, s in d["summary"].items():
+        f[f"socket_copy.{side}.lookup"] = f"{s['us_per_lookup'] / 1000:.1f} ms"
+        f[f"socket_copy.{side}.socket"] = f"{s['us_per_socket']:.1f} µs"
+    f["socket_copy.sockets"] = str(d["sockets"])
+    w = d["window"]
+    if w:
+        f["socket_copy.window.median"] = f"{w['median_us']:.0f} µs"
+        f["socket_copy.window.p99"] = f"{w['p99_us']:.0f} µs"
+        f["socket_copy.window.max"] = f"{w['max_us'] / 1000:.0f} ms"
+
+
 def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """Name -> a figure as the docs show it, derived from the results files."""
     results = load_results() if results is None else results
@@ -189,6 +226,14 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
             _merge_facts(d, f)
         elif kind == "analysis_cost":
             _analysis_facts(d, f)
+        elif kind == "sched_truth":
+            from sched_tables import facts as sched_facts
+
+            sched_facts(d, f)
+        elif kind == "churn_cost" and "loadavg_1m" in d:
+            _churn_facts(d, f)
+        elif kind == "socket_copy":
+            _socket_copy_facts(d, f)
     m = results["floor"]["machine"]
     f["machine"] = machine_line(m).rsplit(", load average", 1)[0]
     f["machine.cores"] = str(m["cores"])

@@ -69,6 +69,11 @@ def sched_unusable() -> str | None:
     return None
 
 
+class LostEvents(RuntimeError):
+    """perf could not keep up with the machine's scheduler events: the replay
+    would miss switches, so there is no truth to compare with."""
+
+
 def sched_script(data: Path) -> str:
     """``perf script`` of a sched recording, in the form :func:`sched_events` reads."""
     r = subprocess.run(
@@ -81,7 +86,7 @@ def sched_script(data: Path) -> str:
     lost = [line for line in r.stderr.splitlines() if "lost" in line.lower()]
     if lost:
         # A lost switch breaks every count after it: no truth to compare with.
-        raise RuntimeError(f"perf lost events: {lost[0].strip()}")
+        raise LostEvents(f"perf lost events: {lost[0].strip()}")
     return r.stdout
 
 

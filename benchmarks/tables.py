@@ -31,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DOCS = (ROOT / "docs" / "performance.md",)
+DOCS = (ROOT / "docs" / "performance.md", ROOT / "docs" / "accuracy.md")
 BLOCK = re.compile(r"(<!-- results: (\w+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -422,9 +422,171 @@ def pyspy_triggers(d: dict[str, Any]) -> str:
     )
 
 
+def exits_cost(d: dict[str, Any]) -> str:
+    sides = d["sides"]
+    rows = []
+    for name in ("listening", "off"):
+        s = sides[name]
+        lo, hi = s["sampler_cpu_s_spread"]
+        rows.append(
+            [
+                name,
+                f"{s['sampler_cpu_s']:.3f} ({lo:.3f} .. {hi:.3f})",
+                f"{s['drain_cpu_ms']:.1f}",
+                f"{s['records_read']:.0f}",
+                f"{s['records_kept']:.0f}",
+                f"{s['overflows']:.0f}",
+                f"{s['threads_with_cpu']:.0f} of {d['threads']}",
+            ]
+        )
+    lo, hi = d["cpu_ratio_spread"]
+    return "\n".join(
+        [
+            f"**Exit records** ({d['threads']} threads of ~2 ms at 100 Hz; "
+            f"{d['pairs']} interleaved pairs, medians)",
+            "",
+            machine_line(d["machine"]),
+            "",
+            md_table(
+                [
+                    "exit records",
+                    "circuit CPU s (min .. max)",
+                    "drain CPU ms",
+                    "records read",
+                    "kept",
+                    "overflows",
+                    "threads with CPU",
+                ],
+                rows,
+            ),
+            "",
+            f"Listening costs {pct(d['cpu_ratio'])} of circuit's CPU pair by pair "
+            f"({pct(lo)} .. {pct(hi)}); {d['drain_us_per_record']:.2f} µs per record read; "
+            f"opening the listener (register, then a test thread's record) "
+            f"{d['open_ms']:.1f} ms.",
+        ]
+    )
+
+
+def sched_truth(d: dict[str, Any]) -> str:
+    from sched_tables import render as render_sched  # (its own module: three tables)
+
+    return render_sched(d, machine_line(d["machine"]))
+
+
+def mutants(d: dict[str, Any]) -> str:
+    rows = []
+    for m in d["mutants"]:
+        caught = [r["tests"] for r in m.get("runs", []) if r["failed"]]
+        missed = [r["tests"] for r in m.get("runs", []) if not r["failed"]]
+        verdict = (
+            "error: " + m["error"] if "error" in m else "killed" if m["killed"] else "SURVIVED"
+        )
+        rows.append([m["mutant"], m["what"], verdict, ", ".join(caught), ", ".join(missed)])
+    table = md_table(["mutant", "what it breaks", "verdict", "failed", "passed"], rows)
+    return "\n".join(["# Mutants (benchmarks/mutants.py)", "", table])
+
+
+CHURN_HEADERS = [
+    "side",
+    "crawl wall s",
+    "connections/s",
+    "target wall",
+    "target CPU",
+    "achieved rate",
+    "sampler CPU (of one core)",
+]
+
+
+def churn_cost(d: dict[str, Any]) -> str:
+    rows = []
+    for name, s in d["summary"].items():
+        ours = name != "untraced"
+        rows.append(
+            [
+                name,
+                f"{s['work_wall_s_median']:.3f}",
+                f"{s['conns_per_s_median']:.0f}",
+                pct(s["work_wall_ratio_median"]) if ours else "",
+                pct(s["work_cpu_ratio_median"]) if ours else "",
+                f"{s['achieved_hz_median']:.1f} Hz ({s['rate_share_median'] * 100:.0f}%)"
+                if ours
+                else "",
+                f"{s['sampler_cpu_share_median'] * 100:.1f}%" if ours else "",
+            ]
+        )
+    bar = d["bar"]
+    met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in d["meets_bar"].items())
+    scans = [
+        [
+            name,
+            f"{s['fd_scans_per_s_median']:.0f}",
+            f"{s['us_per_fd_scan_median']:.0f}",
+            f"{s['fd_scan_core_share_median'] * 100:.1f}%",
+            f"{s['c_loop_sample_share_median'] * 100:.0f}%",
+        ]
+        for name, s in d["summary"].items()
+        if "fd_scans_per_s_median" in s
+    ]
+    load = d.get("loadavg_1m")
+    load_line = (
+        f"; 1-minute load average before each run: median {load['median']:.2f} "
+        f"({load['min']:.2f}..{load['max']:.2f})"
+        if load
+        else ""
+    )
+    scan_table = (
+        "\n\n**fd scans** (medians)\n\n"
+        + md_table(
+            ["side", "scans/s", "µs CPU per scan", "of one core", "samples in the C loop"],
+            scans,
+        )
+        if scans
+        else ""
+    )
+    return (
+        f"Machine: {machine_line(d['machine'])}{load_line}\n\n"
+        f"**crawler, {d['threads']} threads, {d['pages']} pages, {d['rate_hz']} Hz, fds scanned** "
+        f"({d['pairs']} interleaved rounds, medians; target ratios are per round against "
+        "that round's untraced run)\n\n"
+        + md_table(CHURN_HEADERS, rows)
+        + f"\n\nBar: rate >= {bar['rate_share'] * 100:.0f}%, sampler <= "
+        f"{bar['sampler_core_share'] * 100:.0f}% of a core, target within "
+        f"{pct(bar['target_ratio'])}. Met: {met}." + scan_table
+    )
+
+
+def socket_copy(d: dict[str, Any]) -> str:
+    rows = [
+        [name, f"{s['us_per_lookup']:.0f}", f"{s['us_per_socket']:.1f}"]
+        for name, s in d["summary"].items()
+    ]
+    w = d["window"]
+    held = (
+        f"A copy is held (pidfd_getfd's return to close()'s, perf tracepoints, "
+        f"{w['copies']} copies): median {w['median_us']:.1f} µs, 99th percentile "
+        f"{w['p99_us']:.1f} µs, longest {w['max_us']:.0f} µs."
+        if w
+        else "perf was not there: the window was not measured."
+    )
+    return (
+        f"Machine: {machine_line(d['machine'])}; TCP established hash: "
+        f"{d['tcp_ehash_buckets']:,} buckets\n\n"
+        f"**{d['sockets']} TCP sockets of one process, resolved {d['reps']} times a round** "
+        f"({d['rounds']} interleaved rounds, medians)\n\n"
+        + md_table(["lookup", "µs per lookup", "µs per socket"], rows)
+        + f"\n\n{held}"
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "pyspy_triggers": pyspy_triggers,
+    "churn_cost": churn_cost,
+    "socket_copy": socket_copy,
     "gilstate_cost": gilstate_cost,
+    "exits_cost": exits_cost,
+    "mutants": mutants,
+    "sched_truth": sched_truth,
     "overhead": overhead,
     "sampler_cost": sampler_cost,
     "floor": floor,

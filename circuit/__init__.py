@@ -4,7 +4,9 @@ Public API (kept light to import: pandas loads only when a run is loaded):
 
 * ``circuit.load(path)``  -> a :class:`~circuit.analysis.run.Run`
 * ``circuit.trace(path)`` -> context manager tracing this process from a helper
-* ``circuit.mark(name)``  -> a named event in the current run
+* ``circuit.mark(name, **fields)`` -> a named event in the current run
+  (``circuit.mark("phase", name="load")``: fields may include ``name``)
+* ``circuit.compare([a, b])`` -> runs side by side, as a DataFrame
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .errors import CircuitError
 from .marks import mark
 
 __version__ = "0.1.0"
-__all__ = ["CircuitError", "__version__", "dump", "load", "mark", "trace"]
+__all__ = ["CircuitError", "__version__", "compare", "dump", "load", "mark", "trace"]
 
 if TYPE_CHECKING:
     from .analysis.run import Run
@@ -27,6 +29,15 @@ def load(path: Any) -> Run:
     from .analysis.run import load as _load
 
     return _load(path)
+
+
+def compare(runs: Any, labels: Any = None) -> Any:
+    """Runs (folders or loaded runs) side by side, the first the baseline:
+    the table of ``circuit compare`` as a DataFrame (bench folders: cell by
+    cell).  ``labels``: one name per run (default: the folder names)."""
+    from .api import compare as _compare
+
+    return _compare(runs, labels)
 
 
 def trace(path: Any, **kwargs: Any) -> Trace:

@@ -1,4 +1,5 @@
-"""``circuit.trace()``: trace the current process from a helper process.
+"""``circuit.trace()``: trace the current process from a helper process;
+``circuit.compare()``: runs side by side.
 
 The helper (``python -m circuit.tracer.agent``) attaches to our PID and samples
 from outside; it stops when the pipe we hold on its stdin closes, which also
@@ -126,3 +127,26 @@ def _helper_error(err: bytes) -> str:
     lines = err.decode(errors="replace").strip().splitlines()
     msg = lines[-1] if lines else "the tracing helper failed"
     return msg.removeprefix("circuit: error: ").replace("use --force", "use force=True")
+
+
+def compare(runs: Any, labels: Any = None) -> Any:
+    """The comparison table of some runs (paths or :class:`Run` objects).
+
+    Columns: ``group, metric, label, unit, compared``, one column of values
+    per run and one ``"<label> vs <first>"`` per later run (a ratio or a
+    difference, as ``compared`` says); NaN where a figure does not apply or
+    was not recorded (``df.attrs["not_recorded"]``: per run, the groups its
+    summary has no key for).  Bench folders: one block per matched cell.
+    """
+    from .analysis.compare_load import compare_paths, to_frame
+
+    if isinstance(runs, (str, os.PathLike)):
+        raise CircuitError("compare takes a list of runs, e.g. circuit.compare([a, b])")
+    paths = [Path(getattr(r, "path", r)) for r in runs]
+    if labels is not None and not isinstance(labels, str):
+        labels = ",".join(str(x) for x in labels)
+    cmp = compare_paths(paths, labels)
+    df = to_frame(cmp)
+    if cmp["kind"] == "runs":
+        df.attrs["not_recorded"] = cmp["not_recorded"]
+    return df

@@ -9,7 +9,7 @@ import sys
 from .errors import CircuitError
 
 # name -> module in circuit.commands; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ("run", "attach", "summary", "bench", "report", "export", "demo")
+COMMANDS = ("run", "attach", "summary", "compare", "bench", "report", "export", "demo")
 
 DESCRIPTION = """\
 circuit traces Python programs from outside the process: every thread's kernel
@@ -23,6 +23,7 @@ examples:
   circuit attach 1234 --duration 10     trace a running process
   circuit summary out                   what the threads did, where time went
   circuit summary out --json            the same, machine-readable
+  circuit compare before after          two runs side by side: what changed most
   circuit bench                         threads vs asyncio vs processes, measured
   circuit report out                    HTML report (+ Markdown) with plots and explanations
   circuit export out --format perfetto  trace JSON for ui.perfetto.dev (or --format csv)

@@ -22,10 +22,13 @@ _fd_dir: str | None = None
 _lock = threading.Lock()
 
 
-def mark(name: str, **fields: Any) -> None:
+def mark(name: str, /, **fields: Any) -> None:
     """Record a named instant (e.g. ``task-start``) in the current run, if any.
 
-    Extra keyword fields (numbers, short strings) are stored with the mark.
+    Extra keyword fields (numbers, short strings) are stored with the mark,
+    ``name`` among them: ``mark("phase", name="load")`` is a ``phase`` mark
+    naming the phase ``load`` (``Run.marks``: ``name`` "phase",
+    ``field_name`` "load"; the Perfetto export shows "phase: load").
     """
     run_dir = os.environ.get(ENV_RUN_DIR)
     if not run_dir:

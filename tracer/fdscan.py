@@ -43,8 +43,9 @@ CHECK_MIN_NS = 9_000_000
 # Numbers are reused at once (Python's imports open and close files all the
 # time), so small tables, the common case, are re-resolved on every scan.
 SMALL_FD_TABLE = 64
-# A socket with no address yet (created, not yet bound) is looked up again at
-# the next scans, then only at full scans (a never-bound socket costs little).
+# A socket that may still get an address (created, not yet bound; bound but
+# neither listening nor connected) is looked up again at the next scans, then
+# only at full scans (a never-connected socket costs one netlink request).
 SOCKET_RETRIES = 20
 # An fd table that cannot be read is tried again this much later.
 UNREADABLE_RETRY_NS = 1_000_000_000
@@ -110,7 +111,9 @@ class FdTable:
     kinds: dict[int, str] = field(default_factory=dict)
     # The `fds` and `fds_<kind>` columns of its processes rows.
     counts: tuple[int, ...] = (0,) * (len(FD_KINDS) + 1)
-    unresolved: dict[int, str] = field(default_factory=dict)  # sockets with no address yet
+    # Sockets that may still get an address (not bound, or bound but neither
+    # listening nor connected): fd -> (link target, what its last row said).
+    unresolved: dict[int, tuple[str, tuple[str, str, str]]] = field(default_factory=dict)
     retries: int = 0
 
     def scan(
@@ -132,43 +135,53 @@ class FdTable:
             return None
         # A number whose target changed (reused between scans) is a close + an open.
         closed = [fd for fd, target in old.items() if new.get(fd) != target]
-        opened = [fd for fd, target in new.items() if old.get(fd) != target]
+        opened = sorted(fd for fd, target in new.items() if old.get(fd) != target)
         kinds = self.kinds
         for fd in closed:
             kind = kinds.pop(fd, "other")
             self.unresolved.pop(fd, None)
             if fd >= 0:
                 add("fds", (t_ns, pid, fd, "close", kind, old[fd], "", "", "", False))
-        socks: dict[int, tuple[str, str, str]] | None = None
-        for fd in sorted(opened):
-            target = new[fd]
-            kind = kinds[fd] = fd_kind(target)
-            if fd < 0:
-                continue  # counted but not named (psutil)
-            proto = local = remote = ""
-            if kind == "socket":
-                if socks is None:
-                    socks = backend.sockets(pid)
-                proto, local, remote = socks.get(link_inode(target), ("", "", ""))
-                if not proto:
-                    self.unresolved[fd] = target  # not bound/connected yet: retry later
-            add("fds", (t_ns, pid, fd, "open", kind, target, proto, local, remote, initial))
-        just = set(opened)
-        earlier = [fd for fd in self.unresolved if fd not in just]
+        for fd in opened:
+            kinds[fd] = fd_kind(new[fd])
+        # Only sockets new since the last scan are looked up (by inode), and
+        # those still waiting for an address: a few at first, then at full
+        # scans only.  Also when this scan opened others (threads creating
+        # sockets one after the other, then all blocking in recv, leave no
+        # later scan to do it while they are connected).
+        ask = {fd: link_inode(new[fd]) for fd in opened if fd >= 0 and kinds[fd] == "socket"}
+        earlier = [fd for fd in self.unresolved if fd not in ask]
         if earlier and (full or self.retries < SOCKET_RETRIES):
             self.retries += 1
-            # Sockets that got an address since they were opened: an "addr"
-            # event.  Also when this scan opened others (threads creating
-            # sockets one after the other, then all blocking in recv, leave
-            # no later scan to do it while they are connected).
-            if socks is None:
-                socks = backend.sockets(pid)
-            for fd in earlier:
-                target = self.unresolved[fd]
-                found = socks.get(link_inode(target))
-                if found:
-                    del self.unresolved[fd]
-                    add("fds", (t_ns, pid, fd, "addr", "socket", target, *found, False))
+            ask.update((fd, link_inode(self.unresolved[fd][0])) for fd in earlier)
+        else:
+            earlier = []
+        socks = backend.sockets(pid, ask) if ask else {}
+        for fd in opened:
+            if fd < 0:
+                continue  # counted but not named (psutil)
+            target, kind = new[fd], kinds[fd]
+            found = ("", "", "")
+            if kind == "socket":
+                sock = socks.get(ask[fd])
+                if sock is not None:
+                    found = (sock.proto, sock.local, sock.remote)
+                if sock is None or not sock.settled:
+                    self.unresolved[fd] = (target, found)  # its address may come later
+                    self.retries = 0
+            add("fds", (t_ns, pid, fd, "open", kind, target, *found, initial))
+        for fd in earlier:
+            target, said = self.unresolved[fd]
+            sock = socks.get(ask[fd])
+            if sock is None:
+                continue
+            if sock.settled:
+                del self.unresolved[fd]
+            now = (sock.proto, sock.local, sock.remote)
+            if now != said:  # bound, listening or connected since: an "addr" row
+                add("fds", (t_ns, pid, fd, "addr", "socket", target, *now, False))
+                if fd in self.unresolved:
+                    self.unresolved[fd] = (target, now)
         self.fds = new
         if opened or closed:
             by_kind = dict.fromkeys(FD_KINDS, 0)

@@ -28,6 +28,8 @@ class Stat(NamedTuple):
     starttime: int  # clock ticks since boot
     rss_pages: int
     processor: int
+    cutime: int = 0  # clock ticks: what the process's reaped children used
+    cstime: int = 0
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -51,6 +53,8 @@ def parse_stat(data: bytes) -> Stat:
         int(f[19]),
         int(f[21]),
         int(f[36]) if len(f) > 36 else -1,
+        int(f[13]),
+        int(f[14]),
     )
 
 
@@ -207,6 +211,9 @@ TCP_STATES = {
 }
 
 
+_UNCONNECTED = ("0.0.0.0:0", "[::]:0")
+
+
 def parse_net_inet(data: bytes, proto: str, v6: bool) -> dict[int, tuple[str, str, str]]:
     """inode -> (proto, local, remote) from /proc/PID/net/{tcp,udp}{,6}."""
     out: dict[int, tuple[str, str, str]] = {}
@@ -220,13 +227,22 @@ def parse_net_inet(data: bytes, proto: str, v6: bool) -> dict[int, tuple[str, st
             local, remote = conv(f[1]), conv(f[2])
         except (ValueError, OSError):
             continue
+        if remote in _UNCONNECTED:
+            remote = ""  # listening, bound only, or an unconnected datagram socket
         state = TCP_STATES.get(f[3], f[3]) if proto == "tcp" else ""
         out[inode] = (f"{proto}{'6' if v6 else ''} {state}".strip(), local, remote)
     return out
 
 
+_UNIX_TYPES = {"0001": "stream", "0002": "dgram", "0005": "seqpacket"}
+_SO_ACCEPTCON = 1 << 16  # the Flags column of a listening socket
+_SS_CONNECTED = "03"
+
+
 def parse_net_unix(data: bytes) -> dict[int, tuple[str, str, str]]:
-    """inode -> ("unix", path, "") from /proc/PID/net/unix."""
+    """inode -> (proto, path, "") from /proc/PID/net/unix: ``unix stream
+    LISTEN``, ``unix stream ESTABLISHED`` or ``CLOSE``, ``unix dgram``;
+    the table names no peer, so the remote address stays empty."""
     out: dict[int, tuple[str, str, str]] = {}
     for line in data.decode("utf-8", NAME_ERRORS).splitlines()[1:]:
         f = line.split(None, 7)
@@ -234,9 +250,17 @@ def parse_net_unix(data: bytes) -> dict[int, tuple[str, str, str]]:
             continue
         try:
             inode = int(f[6])
+            flags = int(f[3], 16)
         except ValueError:
             continue
-        out[inode] = ("unix", f[7] if len(f) > 7 else "", "")
+        kind = _UNIX_TYPES.get(f[4], f[4])
+        if kind == "dgram":
+            proto = "unix dgram"
+        elif flags & _SO_ACCEPTCON:
+            proto = f"unix {kind} LISTEN"
+        else:
+            proto = f"unix {kind} {'ESTABLISHED' if f[5] == _SS_CONNECTED else 'CLOSE'}"
+        out[inode] = (proto, f[7] if len(f) > 7 else "", "")
     return out
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .observers import Observer
-from .pyspy_policy import WATCH_NS, DumpPolicy
+from .pyspy_policy import LONG_WAIT, WATCH_NS, DumpPolicy
 from .pyspy_record import Profiles, private_file
 from .pyspy_tools import (
     ENV_PYSPY,
@@ -45,6 +45,7 @@ from .pyspy_tools import (
     request_dump,
     thread_record,
     unlink_quietly,
+    unnamed,
     written_ns,
 )
 from .schema import PYSPY_DIR
@@ -112,6 +113,7 @@ class PySpyObserver(Observer):
     exe: str | None = field(default=None, init=False)
     policy: DumpPolicy = field(default_factory=DumpPolicy, init=False)
     _inflight: dict[int, _Dump] = field(default_factory=dict, init=False)
+    _stop_to_read: set[int] = field(default_factory=set, init=False)  # pids: no --nonblocking
     _python: dict[int, tuple[str, bool]] = field(default_factory=dict, init=False)
     _pids: list[int] = field(default_factory=list, init=False)
     _seen: dict[int, int] = field(default_factory=dict, init=False)  # pid -> first seen
@@ -307,12 +309,14 @@ class PySpyObserver(Observer):
 
     # -- dumps -----------------------------------------------------------------
 
-    def _args(self) -> list[str]:
+    def _args(self, trigger: str = "", pid: int = 0) -> list[str]:
         assert self.exe is not None
         args = [self.exe, "dump", "--json"]
         if self.native:
             args.append("--native")  # needs a stopped process: never with --nonblocking
-        elif self.nonblocking:
+        elif self.nonblocking or (trigger == LONG_WAIT and pid not in self._stop_to_read):
+            # A long wait's stack does not move; stopping the target would cut
+            # the very wait looked at (restarted as restart_syscall, its fd lost).
             args.append("--nonblocking")
         return args
 
@@ -359,7 +363,7 @@ class PySpyObserver(Observer):
         try:
             with private_file(out) as fo, private_file(err) as fe:
                 proc = subprocess.Popen(
-                    [*self._args(), "--pid", str(pid)],
+                    [*self._args(trigger, pid), "--pid", str(pid)],
                     stdin=subprocess.DEVNULL,
                     stdout=fo,
                     stderr=fe,
@@ -405,7 +409,7 @@ class PySpyObserver(Observer):
                     f"py-spy dump of PID {pid} did not finish within {self.timeout:g} s "
                     "and was killed (a hung py-spy or target); kernel sampling goes on",
                 )
-                self._cleanup(d)
+                unlink_quietly(d.out, d.err)
                 del self._inflight[pid]
                 continue
             del self._inflight[pid]
@@ -419,7 +423,7 @@ class PySpyObserver(Observer):
             err = d.err.read_text(errors="replace")
         except OSError:
             raw, err = b"", ""
-        self._cleanup(d)
+        unlink_quietly(d.out, d.err)
         threads = None
         if code == 0:
             try:
@@ -447,6 +451,10 @@ class PySpyObserver(Observer):
             return
         self._streak.pop(d.pid, None)
         self.policy.succeeded(d.pid)
+        if "--nonblocking" in d.proc.args and not self.nonblocking and unnamed(threads):
+            # py-spy names the OS threads of a running 3.10 only by stopping it
+            self._stop_to_read.add(d.pid)
+            return self._start_dump(d.pid, d.trigger)
         rec = {
             "t_ns": d.t_ns,
             "end_ns": end,
@@ -468,10 +476,6 @@ class PySpyObserver(Observer):
                 file=sys.stderr,
                 flush=True,
             )
-
-    @staticmethod
-    def _cleanup(d: _Dump) -> None:
-        unlink_quietly(d.out, d.err)
 
     def _fail(self, kind: str, message: str) -> None:
         f = self._failures.setdefault(kind, {"kind": kind, "message": message, "count": 0})

@@ -48,6 +48,7 @@ NEW_THREADS_NS = 50_000_000
 # the rows looked at every WATCH_NS and py-spy taking ~20-40 ms to read the
 # process, a wait of ~100 ms or more gets a stack taken inside it.
 LONG_WAIT_NS = 40_000_000
+LONG_WAIT = "long-wait"  # the trigger's name (dumps.jsonl `trigger`)
 WATCH_NS = 25_000_000
 # After a blocking dump, a thread's context switches move on for this long
 # (measured: ~20-40 ms) while it goes back to the same wait.
@@ -221,7 +222,7 @@ class DumpPolicy:
             elif p.early_ns is not None and now_ns >= p.early_ns:
                 trigger = "early"
             elif self._long_wait(p, now_ns):
-                trigger = "long-wait"
+                trigger = LONG_WAIT
             if trigger is None:
                 continue
             if self._credit < self.per_dump_s:

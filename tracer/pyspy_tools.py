@@ -139,3 +139,9 @@ def unlink_quietly(*paths: Path) -> None:
             f.unlink()
         except OSError:
             pass
+
+
+def unnamed(threads: list[Any]) -> bool:
+    """Whether a dump's threads lack their OS thread ids (py-spy reading a
+    running Python 3.10 or older without stopping it)."""
+    return any(isinstance(t, dict) and t.get("os_thread_id") is None for t in threads)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, ProcessGone
+from .exits import ExitFilter, ExitListener
 from .fdscan import (
     CHECK_MIN_NS,
     FD_BUDGET,
@@ -97,6 +98,8 @@ class Sampler:
         self._ran = True  # a traced process ran since the last look for children
         self._next_child_scan = 0
         self.thread_samples = 0
+        self.fd_scan_ns = 0  # CPU time of the fd scans (a cause the behind warning names)
+        self.fd_scans = 0
         self.period_ns = 10_000_000
         # The backend's steady-state tick in C for the processes it can
         # take; the others, and any process it hands back for this tick,
@@ -106,6 +109,11 @@ class Sampler:
         # pid -> where its GIL figures come from: "interpreter 3.12" (read
         # from its memory) or "futex: <why not>" (meta.json's gil_sources)
         self.gil_sources: dict[int, str] = {}
+        # The kernel's exit records (tracer/exits.py), when circuit may listen:
+        # drained at each return to Python (drain_exits).
+        self.exits: ExitListener | None = None
+        self.exit_filter = ExitFilter()
+        self.exit_rows = 0
         self._add(root_pid, -1, time.monotonic_ns(), root=True)
 
     # -- tree ----------------------------------------------------------------
@@ -238,9 +246,10 @@ class Sampler:
                 if self._sample(tr, t_ns):
                     self._ran = True
             self.samples += 1
-            return
-        ran, back, n = fast.tick(t_ns)
-        self._finish_tick(t_ns, ran, back, n)
+        else:
+            ran, back, n = fast.tick(t_ns)
+            self._finish_tick(t_ns, ran, back, n)
+        self.drain_exits(t_ns)
 
     @property
     def can_burst(self) -> bool:
@@ -281,6 +290,8 @@ class Sampler:
                 self.tick(b.pending)  # a pid was handed out: look for new children
             else:
                 self._finish_tick(b.pending, (), b.back, 0)  # (its ran pids are in `ran`)
+        if b.done:
+            self.drain_exits(b.last)
         return b.done, b.missed, b.deadline, b.last, b.pending
 
     def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
@@ -377,6 +388,8 @@ class Sampler:
         sched.nfds = len(tr.table.fds)
         tr.first = False
         cost = time.thread_time_ns() - c0
+        self.fd_scan_ns += cost
+        self.fd_scans += 1
         # A busy process whose fd table does not change (a CPU-bound worker)
         # is rescanned less and less often; any change brings it back to
         # every sample.
@@ -384,7 +397,19 @@ class Sampler:
         if full:
             sched.full_at = t_ns + max(FULL_FD_SCAN_NS, cost * FD_BUDGET)
 
+    def drain_exits(self, t_ns: int) -> None:
+        """Keep the exit records of the traced tree read since the last drain."""
+        if self.exits is None:
+            return
+        for r in self.exit_filter.keep(self.exits.drain(), self.seen, t_ns):
+            self.sink.add("exits", (t_ns, *r))
+            self.exit_rows += 1
+
     def close(self) -> None:
+        if self.exits is not None:
+            self.drain_exits(time.monotonic_ns())  # the tree's last exits
+            self.exits.close()
+            # (kept, not None: the run's meta reports what it read)
         for tr in list(self.traced.values()):
             self._drop(tr)
         self.backend.shutdown()
@@ -398,6 +423,7 @@ class LoopStats:
     first_ns: int = 0
     last_ns: int = 0
     cpu_s: float = 0.0
+    fd_scan_cpu_s: float = 0.0  # of cpu_s, in fd scans (listing, socket lookups)
 
     @property
     def achieved_hz(self) -> float:
@@ -433,6 +459,7 @@ def run_loop(
     sampler.period_ns = period
     stats = LoopStats()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    scan0 = sampler.fd_scan_ns
     sink = sampler.sink
     deadline = time.monotonic_ns()
     stats.first_ns = deadline
@@ -479,4 +506,5 @@ def run_loop(
         stop = wait(max(deadline - now, 0) / 1e9)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     stats.cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    stats.fd_scan_cpu_s = (sampler.fd_scan_ns - scan0) / 1e9
     return stats

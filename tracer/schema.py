@@ -55,6 +55,10 @@ PROCESS_SAMPLE_FIELDS: tuple[tuple[str, str], ...] = (
     ("write_chars", "int64"),
     ("read_bytes", "int64"),
     ("write_bytes", "int64"),
+    # What the kernel credited to this process for the children it reaped
+    # (and theirs): /proc/PID/stat cutime and cstime, as os.times() reports them.
+    ("children_user_ns", "int64"),
+    ("children_system_ns", "int64"),
 )
 
 PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
@@ -113,6 +117,25 @@ GIL_FIELDS: tuple[tuple[str, str], ...] = (
     ("switches", "int64"),  # the interpreter's cumulative count of holder changes
 )
 
+# Every task of the traced tree that exited while circuit listened, with the
+# kernel's final figures (tracer/exits.py; root only): one row per thread,
+# and a process's threads sum to its own totals.  t_ns is when circuit read
+# the record (the exit came before, by at most one drain interval).
+EXIT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ns", "int64"),
+    ("pid", "int32"),  # its process (tgid)
+    ("tid", "int32"),
+    ("ppid", "int32"),  # its process's parent
+    ("name", "string"),
+    ("user_ns", "int64"),  # tick-sampled (the kernel's raw utime), µs precision
+    ("system_ns", "int64"),
+    ("cpu_ns", "int64"),  # scheduler runtime, as /proc/TID/schedstat's first field
+    ("run_delay_ns", "int64"),
+    ("ctx_vol", "int64"),
+    ("ctx_invol", "int64"),
+    ("elapsed_ns", "int64"),  # from its start to its exit, µs precision
+)
+
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "threads": THREAD_FIELDS,
     "processes": PROCESS_FIELDS,
@@ -120,11 +143,12 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "procs": PROC_FIELDS,
     "maps": MAP_FIELDS,
     "gil": GIL_FIELDS,
+    "exits": EXIT_FIELDS,
 }
 
 # Tables a format-1 run may lack (adding a table keeps the format version,
 # docs/format.md): such a run still loads, with these tables empty.
-ADDED_TABLES = frozenset({"maps", "gil"})
+ADDED_TABLES = frozenset({"maps", "gil", "exits"})
 
 # Rows are sorted this way when a run is finalised: long runs of one thread
 # compress to almost nothing (bytes per thread-sample is a published number).
@@ -135,6 +159,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "procs": ("t_ns", "pid"),
     "maps": ("pid", "t_ns", "start"),
     "gil": ("pid", "t_ns"),
+    "exits": ("pid", "tid", "t_ns"),
 }
 
 

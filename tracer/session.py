@@ -24,6 +24,7 @@ from typing import Any
 
 from . import merge, signals
 from .backends import Backend, make_backend
+from .exits import ExitListener, exits_end_meta, exits_meta
 from .options import Options, SessionError
 from .redact import redact_argv
 from .sampler import LoopStats, Sampler, run_loop
@@ -91,8 +92,11 @@ class Session:
         meta["backend"] = backend.name
         self.target.start(writer, backend, old_mask)
         # The run starts when the target is there (for `run`: once spawned).
+        # Listen before the first sample: an exit between the two is kept.
+        exits = ExitListener.open() if opts.exits else "off (asked)"
         meta.update(start_ns=time.monotonic_ns(), start_time=_now_iso())
-        return Sampler(
+        meta["exits"] = exits_meta(exits)
+        sampler = Sampler(
             backend,
             writer,
             self.target.pid,
@@ -100,6 +104,8 @@ class Session:
             fds=opts.fds,
             redact=redact_argv if opts.redact else None,
         )
+        sampler.exits = exits if isinstance(exits, ExitListener) else None
+        return sampler
 
     def _trace(self, writer: RunWriter, sampler: Sampler) -> dict[str, Any]:
         opts, target = self.opts, self.target
@@ -243,15 +249,47 @@ def _stop_observers(opts: Options, reason: str) -> tuple[dict[str, Any], list[st
 BEHIND_SHARE = 0.9
 
 
-def _behind(stats: LoopStats, rate: float) -> str | None:
+# A cause the warning names: fd scans that took this share of the sampler's
+# CPU, this many threads read per sample, a load average of this per core.
+BEHIND_FD_SHARE = 0.3
+BEHIND_THREADS = 200
+BEHIND_LOAD_PER_CORE = 1.0
+
+
+def _behind(
+    stats: LoopStats,
+    rate: float,
+    threads_per_sample: float = 0.0,
+    load: float | None = None,
+    cores: int = 1,
+) -> str | None:
     """A warning if the loop held much less than the requested rate (over
-    enough samples to tell): time per state is then coarser than asked."""
+    enough samples to tell): time per state is then coarser than asked.  It
+    names the causes it measured (the fd scans' share of the sampler's CPU,
+    threads per sample, the 1-minute load average) and what would help."""
     if stats.samples < 20 or stats.achieved_hz >= BEHIND_SHARE * rate:
         return None
+    wall = (stats.last_ns - stats.first_ns) / 1e9
+    causes = []
+    if stats.cpu_s > 0 and stats.fd_scan_cpu_s >= BEHIND_FD_SHARE * stats.cpu_s:
+        causes.append(
+            f"fd scans took {stats.fd_scan_cpu_s / stats.cpu_s:.0%} of its "
+            f"{stats.cpu_s:.2f} s of CPU (--no-fds skips them)"
+        )
+    if threads_per_sample >= BEHIND_THREADS:
+        causes.append(f"it read {threads_per_sample:.0f} threads per sample (a lower --rate)")
+    if load is not None and load >= BEHIND_LOAD_PER_CORE * cores:
+        causes.append(
+            f"the machine was busy: load average {load:.1f} on {cores} cores (a lower --rate)"
+        )
+    if not causes:
+        share = stats.cpu_s / wall if wall > 0 else 0.0
+        causes.append(
+            f"no single cause stood out (sampler CPU {share:.0%} of a core; a lower --rate)"
+        )
     return (
         f"the sampler kept {stats.achieved_hz:.1f} of the {rate:g} Hz asked "
-        f"({stats.missed} deadlines missed): the machine was busy, or the target "
-        "has too many threads for this rate (docs/performance.md)"
+        f"({stats.missed} deadlines missed): " + "; ".join(causes) + " (docs/performance.md)"
     )
 
 
@@ -268,7 +306,8 @@ def _finish(
     obs_updates, obs_warnings = _stop_observers(opts, reason)
     extra = {**obs_updates, **extra}
     warnings = list(meta.get("warnings", [])) + sampler.backend.warnings + obs_warnings
-    behind = _behind(stats, opts.rate)
+    per_sample = sampler.thread_samples / sampler.samples if sampler.samples else 0.0
+    behind = _behind(stats, opts.rate, per_sample, os.getloadavg()[0], os.cpu_count() or 1)
     if behind:
         warnings.append(behind)
         opts.say(f"warning: {behind}")
@@ -286,7 +325,10 @@ def _finish(
         "processes_seen": len(sampler.seen),
         "tick": sampler.tick_impl,
         "samples_in_c_loop": stats.c_samples,
+        "fd_scans": sampler.fd_scans,
+        "fd_scan_cpu_s": round(sampler.fd_scan_ns / 1e9, 6),
         "gil_sources": {str(pid): src for pid, src in sorted(sampler.gil_sources.items())},
+        "exits": exits_end_meta(meta.get("exits", {}), sampler),
         "warnings": warnings,
         **extra,
     }

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from circuit.errors import not_a_run
+
 from .merge import merge_parts
 from .parts import DIR_MODE, FILE_MODE, STREAM_SUFFIX, Encoded, Segment, part_files, part_schema
 from .schema import META_FILE, SORT_KEYS, TABLES, arrow_schema
@@ -271,10 +273,13 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
     path = Path(path)
     if path.exists():
         if not path.is_dir():
-            raise FileExistsError(f"{path} exists and is not a folder")
+            raise FileExistsError(not_a_run(path, "a file, not a folder") + "; not writing into it")
         if any(path.iterdir()):
+            if not _looks_like_a_run(path):
+                # Never offer --force for a folder that is not ours.
+                raise FileExistsError(not_a_run(path) + "; not writing into it")
             if not force:
-                raise FileExistsError(f"{path} is not empty (use --force to overwrite it)")
+                raise FileExistsError(f"{path} holds a circuit run (use --force to overwrite it)")
             _clear_run_dir(path)
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(path, DIR_MODE)
@@ -286,12 +291,16 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
     return path
 
 
+def _looks_like_a_run(path: Path) -> bool:
+    return (path / META_FILE).exists() or any(path.glob("*.parquet"))
+
+
 def _clear_run_dir(path: Path) -> None:
     import shutil
 
-    if not (path / META_FILE).exists() and not any(path.glob("*.parquet")):
+    if not _looks_like_a_run(path):
         # Refuse to wipe a folder that does not look like one of ours.
-        raise FileExistsError(f"{path} is not empty and is not a circuit run; not overwriting it")
+        raise FileExistsError(not_a_run(path) + "; not writing into it")
     for child in path.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)

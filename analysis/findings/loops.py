@@ -12,44 +12,13 @@ SATURATED_SHARE (90%) of its time or more without such a stall is one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..loops import loop_figures
+from .base import Finding
 
 KIND = "loop-blocked"
 CRITICAL_TIMES = 10  # a stall this many times the threshold is critical
-
-try:  # the findings engine's record, where it is installed
-    from .base import Finding  # type: ignore[import-not-found]
-except ImportError:
-
-    @dataclass
-    class Finding:  # type: ignore[no-redef]
-        """The engine's Finding, field for field (the keys of ``findings``)."""
-
-        kind: str
-        severity: str
-        title: str
-        start_s: float
-        duration_s: float
-        pid: int
-        tid: int | None
-        thread_name: str
-        evidence: dict[str, float]
-        stack: list[str] = field(default_factory=list)
-        threads: list[int] = field(default_factory=list)
-        stacks: dict[str, list[str]] = field(default_factory=dict)
-        resources: list[dict[str, Any]] = field(default_factory=list)
-        lost_s: float = 0.0
-        culprit: str = ""
-
-        def to_dict(self) -> dict[str, Any]:
-            d = dict(self.__dict__)
-            for k in ("start_s", "duration_s", "lost_s"):
-                d[k] = round(float(d[k]), 3)
-            d["evidence"] = {k: round(float(v), 4) for k, v in self.evidence.items()}
-            return d
 
 
 def find(ev: Any) -> list[Finding]:

@@ -21,7 +21,14 @@ from circuit.tracer.waits import WAIT_REASONS
 
 from .. import metrics as m
 from ..gil import holder_note, holder_runs, holder_timeline, run_gil
-from ..style import FD_COLORS, WAIT_COLORS
+from ..names import display_name, python_names, thread_label
+from ..style import (
+    FD_COLORS,
+    GIL_HOLDER_COLORS,
+    GIL_HOLDER_OTHER_COLOR,
+    GIL_HOLDER_UNNAMED_COLOR,
+    WAIT_COLORS,
+)
 from ..style import GIL_HELD_COLOR as HELD_COLOR
 from .base import MODEL_COLORS, _empty_figure, _short, _styled, _subplots
 
@@ -37,9 +44,21 @@ def _time_axis(ax: Any, run: Any, *t_s: Any) -> None:
     ax.set_xlabel("time since start (s)")
 
 
-def _label(pid: int, tid: int, name: str, multi_pid: bool) -> str:
-    base = f"{_short(name, 16)} {tid}"
-    return f"{pid}/{base}" if multi_pid else base
+def _label(pid: int, tid: int, comm: str, python_name: str | None, multi_pid: bool) -> str:
+    """``worker-0 (tid 24371)``: the Python name where a dump gave one (analysis/names.py)."""
+    return thread_label(pid, tid, _short(display_name(comm, python_name), 24), None, multi_pid)
+
+
+def _holder_colors(hold: pd.DataFrame) -> tuple[dict[int, str], list[int]]:
+    """Colour per GIL holder (tid; 0: unnamed) and the holders with a colour of
+    their own, busiest first; the rest share GIL_HOLDER_OTHER_COLOR."""
+    held = (hold["end_ns"] - hold["start_ns"]).groupby(hold["holder"]).sum()
+    named = [int(t) for t in held.sort_values(ascending=False, kind="stable").index if t > 0]
+    own = named[: len(GIL_HOLDER_COLORS)]
+    colors = {t: GIL_HOLDER_COLORS[i] for i, t in enumerate(own)}
+    colors.update({t: GIL_HOLDER_OTHER_COLOR for t in named[len(own) :]})
+    colors[0] = GIL_HOLDER_UNNAMED_COLOR
+    return colors, own
 
 
 def _rects(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: float) -> np.ndarray:
@@ -114,27 +133,31 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
     if others:
         sel = iv["wait"].isin(others).to_numpy()
         ax.add_collection(
-            PolyCollection(_rects(x0[sel], x1[sel], y[sel], 0.7), facecolors="#000000")
+            PolyCollection(
+                _rects(x0[sel], x1[sel], y[sel], 0.7), facecolors="#000000", edgecolors="none"
+            )
         )
+    py = python_names(run)
     labels = [
-        _label(p, t, nm, lanes["pid"].nunique() > 1)
+        _label(p, t, nm, py.get((int(p), int(t))), lanes["pid"].nunique() > 1)
         for p, t, nm in zip(lanes["pid"], lanes["tid"], lanes["name"], strict=True)
     ]
-    tids = sorted(hold["holder"].unique())
-    cmap = plt.get_cmap("tab10")
-    colors = {t: cmap(i % 10) if t > 0 else "#999999" for i, t in enumerate(tids)}
+    colors, own = _holder_colors(hold)
     if gil_pids:
         gy = len(lanes) + np.searchsorted(gil_pids, hold["pid"].to_numpy()).astype(float)
         hx0 = (hold["start_ns"].to_numpy() - t0) / 1e9
         hx1 = (hold["end_ns"].to_numpy() - t0) / 1e9
         ax.add_collection(
             PolyCollection(
-                _rects(hx0, hx1, gy, 0.7), facecolors=[colors[t] for t in hold["holder"]]
+                _rects(hx0, hx1, gy, 0.7),
+                facecolors=[colors[t] for t in hold["holder"]],
+                edgecolors="none",
+                gid="gil-holders",
             )
         )
         multi = len(gil_pids) > 1 or lanes["pid"].nunique() > 1
         labels += [f"GIL holder {p}" if multi else "GIL holder" for p in gil_pids]
-        ax.axhline(len(lanes) - 0.5, color="#333", lw=0.8)
+        ax.axhline(len(lanes) - 0.5, color="#333", lw=0.8, gid="separator")
     # Task spans: a thin black bar along the top of the task's thread lane.
     spans = m.task_spans(run.marks)
     has_tasks = False
@@ -184,11 +207,7 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
     if other_marks:
         handles.append(plt.Line2D([], [], color="black", ls="", marker="v", label="mark"))
     if gil_pids:
-        shown = tids[:8]
-        handles += [
-            Patch(color=colors[t], label=f"GIL held by {t}" if t > 0 else "GIL held (unnamed)")
-            for t in shown
-        ]
+        handles += _holder_handles(hold, colors, own, _thread_names(th, py))
     ax.legend(
         handles=handles,
         title="wait reason",
@@ -199,6 +218,31 @@ def timeline(run: Any, max_lanes: int = MAX_LANES, intervals: pd.DataFrame | Non
     ax.grid(axis="x", color="#ddd", lw=0.6)
     fig.tight_layout()
     return fig
+
+
+def _thread_names(th: pd.DataFrame, py: dict[tuple[int, int], str]) -> dict[int, str]:
+    """tid -> the thread's display name (tids are unique across a run's processes)."""
+    comm = th.groupby(["pid", "tid"], observed=True)["name"].last()
+    return {int(t): display_name(c, py.get((int(p), int(t)))) for (p, t), c in comm.items()}
+
+
+def _holder_handles(
+    hold: pd.DataFrame, colors: dict[int, str], own: list[int], names: dict[int, str]
+) -> list[Patch]:
+    """One legend entry per colour the holder lane draws, and no other."""
+    handles = [
+        Patch(color=colors[t], label=f"GIL held by {_short(names.get(t, 'thread'), 24)} (tid {t})")
+        for t in own
+    ]
+    holders = set(map(int, hold["holder"]))
+    rest = sorted(holders - set(own) - {0})
+    if rest:
+        handles.append(
+            Patch(color=GIL_HOLDER_OTHER_COLOR, label=f"GIL held by {len(rest)} other threads")
+        )
+    if 0 in holders:
+        handles.append(Patch(color=GIL_HOLDER_UNNAMED_COLOR, label="GIL held (thread not named)"))
+    return handles
 
 
 # -- 2. CPU per thread ---------------------------------------------------------
@@ -217,12 +261,14 @@ def cpu(run: Any, max_threads: int = 8, rates: pd.DataFrame | None = None) -> Fi
     ax = fig.add_subplot()
     if rates is None:
         rates = m.thread_rates(th, per, t0)
+    py = python_names(run)
     if len(rates):
         top = rates.groupby(["pid", "tid"])["cpu"].sum().nlargest(max_threads).index
         multi = rates["pid"].nunique() > 1
         for pid, tid in top:
             r = rates[(rates["pid"] == pid) & (rates["tid"] == tid)]
-            ax.plot(r["t_s"], r["cpu"], lw=1.2, label=_label(pid, tid, r["name"].iloc[0], multi))
+            label = _label(pid, tid, r["name"].iloc[0], py.get((int(pid), int(tid))), multi)
+            ax.plot(r["t_s"], r["cpu"], lw=1.2, label=label)
     pc = m.process_cpu(pr, per, t0)
     if len(pc):
         tot = pc.groupby("t_s")["cpu"].sum()
@@ -364,7 +410,8 @@ def gil(
         a.grid(color="#eee")
         a.set_title("GIL contention vs threads", fontsize=11)
     elif threads:
-        _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12])
+        names = _thread_names(run.threads, python_names(run)) if run is not None else {}
+        _thread_gil_bars(a, sorted(threads, key=lambda t: -t["time_s"])[:12], names)
     else:
         a.set_axis_off()
     if b is None:
@@ -396,7 +443,7 @@ def gil(
     return fig
 
 
-def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
+def _thread_gil_bars(ax: Any, threads: list[dict], names: dict[int, str]) -> None:
     """One bar per thread: time waiting for the GIL, holding it (when known), the rest."""
     y = np.arange(len(threads))
     wait = np.array([t["wait_s"] for t in threads])
@@ -406,9 +453,11 @@ def _thread_gil_bars(ax: Any, threads: list[dict]) -> None:
     if any(t["held_s"] is not None for t in threads):
         ax.barh(y, held, left=wait, color=HELD_COLOR, label="holding the GIL")
     ax.barh(y, rest, left=wait + held, color="#dddddd", label="other")
-    ax.set_yticks(
-        y, [f"{t['pid']}/{t['tid']}" if t["pid"] != t["tid"] else str(t["tid"]) for t in threads]
-    )
+    multi = len({t["pid"] for t in threads}) > 1
+    labels = [
+        _label(t["pid"], t["tid"], names.get(int(t["tid"]), "thread"), None, multi) for t in threads
+    ]
+    ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     # below the bars: inside, it hides the thread it lands on

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import bench as B
+from ..files import private_dirs, write_private
 from .bench_sections import bench_document
 from .html import HtmlRenderer, render_html
 from .markdown import MarkdownRenderer, _md, _md_code, render_markdown
@@ -46,7 +47,8 @@ __all__ = [
 
 
 def write_report(target: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
-    """Render the report of a run or bench folder; returns (html, markdown) paths."""
+    """Render the report of a run or bench folder; returns (html, markdown) paths.
+    Every file written is owner-only, like the run folder (analysis/files.py)."""
     target = Path(target)
     if B.is_bench(target):
         doc = bench_document(target)
@@ -60,14 +62,14 @@ def write_report(target: str | Path, out: str | Path | None = None) -> tuple[Pat
     if html_path.suffix.lower() not in (".html", ".htm"):
         html_path = html_path.with_name(html_path.name + ".html")
     md_path = html_path.with_suffix(".md")
-    html_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(html_path.parent)
     figures = _draw_figures(doc, html_path)
     outputs: list[tuple[Renderer, Path]] = [
         (HtmlRenderer(), html_path),
         (MarkdownRenderer(), md_path),
     ]
     for renderer, path in outputs:
-        path.write_text(renderer.render(doc, figures), encoding="utf-8")
+        write_private(path, renderer.render(doc, figures))
     return html_path, md_path
 
 
@@ -83,7 +85,7 @@ def _draw_figures(doc: Document, html_path: Path) -> dict[str, RenderedFigure]:
                 png = _png(b.fig)
                 plt.close(b.fig)
                 fname = f"{html_path.stem}-{b.name}.png"
-                (html_path.parent / fname).write_bytes(png)
+                write_private(html_path.parent / fname, png)
                 figures[b.name] = RenderedFigure(png, fname)
     return figures
 

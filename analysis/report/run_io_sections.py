@@ -15,6 +15,7 @@ import pandas as pd
 from circuit.tracer.waits import Classifier
 
 from .. import metrics as M
+from ..names import display_name
 from .model import Figure, Section, Table, V, num, secs
 
 
@@ -111,11 +112,12 @@ def sec_epoll(s: dict[str, Any], iv: pd.DataFrame, cls: Classifier, pr: pd.DataF
         )
         if len(poll):
             by = M.time_by_syscall(poll).sort_values("seconds", ascending=False).iloc[0]
+            py = {(t["pid"], t["tid"]): t.get("python_name") for t in s["threads"]}
             sec.say(
                 "Longest poller: thread ",
                 V(int(by["tid"])),
                 " (",
-                V(by["name"], code=True),
+                V(display_name(by["name"], py.get((int(by["pid"]), int(by["tid"])))), code=True),
                 ") waited ",
                 V(secs(by["seconds"])),
                 " in ",

@@ -17,6 +17,7 @@ from circuit.tracer.waits import Classifier
 
 from .. import metrics as M
 from ..summary import summarize_frames
+from .findings_section import sec_findings, trim_concepts
 from .loop_sections import sec_loops
 from .model import Document, Figure, Inline, Section, Table, V, num, secs
 from .run_io_sections import sec_epoll, sec_fds, sec_tasks
@@ -33,7 +34,15 @@ def run_document(run: Any) -> Document:
     # The GIL figures are the summary's: one model (analysis/gil.py) for
     # `circuit summary`, this report and the bench.
     s = summarize_frames(
-        meta, th, pr, procs, maps=getattr(run, "maps", None), gil=getattr(run, "gil", None)
+        meta,
+        th,
+        pr,
+        procs,
+        maps=getattr(run, "maps", None),
+        gil=getattr(run, "gil", None),
+        stacks=getattr(run, "stacks", None),
+        fds=getattr(run, "fds", None),
+        exits=getattr(run, "exits", None),
     )
     per = M.run_period(meta)
     t0 = M.start_ns(meta, th, pr)
@@ -74,7 +83,9 @@ def run_document(run: Any) -> Document:
     )
     # Computed once here, shared by the sections and their plots.
     rates = M.thread_rates(th, per, t0)
+    findings = s.get("findings") or []
     sections = [
+        sec_findings(findings),
         _sec_timeline(run, s, iv),
         sec_loops(run, s["wall_s"]),
         _sec_sleep(s, iv, cls),
@@ -85,6 +96,7 @@ def run_document(run: Any) -> Document:
         sec_epoll(s, iv, cls, pr),
         sec_tasks(marks, t0),
     ]
+    trim_concepts(sections, findings)
     warnings = [*(s.get("warnings") or []), *getattr(run, "load_warnings", [])]
     return Document(
         title="circuit report",
@@ -138,14 +150,17 @@ def _sec_timeline(run: Any, s: dict[str, Any], iv: pd.DataFrame) -> Section:
             [
                 t["pid"],
                 t["tid"],
-                t["name"],
+                t["name"] + (f" ({t['python_name']})" if t.get("python_name") else ""),
                 num(t["cpu_s"]),
                 f"{t['ctx_voluntary']} / {t['ctx_involuntary']}",
                 ", ".join(f"{k} {100 * v / total:.0f}%" for v, k in top),
             ]
         )
     sec.body.append(
-        Table(["pid", "tid", "name", "CPU s", "switches vol / invol", "time went to"], rows)
+        Table(
+            ["pid", "tid", "name (Python name)", "CPU s", "switches vol / invol", "time went to"],
+            rows,
+        )
     )
     if len(s["threads"]) > 30:
         sec.say(f"(the 30 busiest of {len(s['threads'])} threads are listed)")
@@ -307,6 +322,20 @@ def _sec_cpu(run: Any, s: dict[str, Any], rates: pd.DataFrame) -> Section:
             "): ",
             V(secs(t["cpu_s"])),
             " of CPU.",
+        )
+    only = s.get("threads_seen_only_at_exit") or 0
+    if only:
+        sec.say(
+            V(only),
+            " threads lived and died between two samples: their CPU comes from the kernel's "
+            "exit records, as does every exited thread's final count.",
+        )
+    elif s.get("exits_source") not in (None, "taskstats") and s.get("threads_missed_at_most"):
+        sec.say(
+            "Up to ",
+            V(s["threads_missed_at_most"]),
+            " threads and processes may have lived between two samples unseen (circuit ran "
+            "without the kernel's exit records, which need root).",
         )
     sec.body.append(Figure("cpu", plots.cpu(run, rates=rates), "CPU per thread and process total"))
     return sec

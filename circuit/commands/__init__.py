@@ -47,6 +47,12 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-fds", dest="fds", action="store_false", help="do not scan open file descriptors"
     )
+    p.add_argument(
+        "--no-exits",
+        dest="exits",
+        action="store_false",
+        help="do not listen for the kernel's exit records (root only; docs/format.md, exits)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.add_argument(
         "--redact",
@@ -72,6 +78,7 @@ def sampling_options(args: argparse.Namespace, out: Path, **extra: Any) -> Any:
         backend=args.backend,
         force=args.force,
         fds=args.fds,
+        exits=args.exits,
         quiet=args.quiet,
         redact=args.redact,
         record_env=args.record_env,
@@ -79,3 +86,17 @@ def sampling_options(args: argparse.Namespace, out: Path, **extra: Any) -> Any:
         observers=pyspy_observers(args),
         **extra,
     )
+
+
+def load_run(path: Path) -> Any:
+    """The run folder a reading command (summary, export) was given; a bench
+    folder, which holds many runs, is pointed at ``circuit report``."""
+    import circuit
+    from circuit.analysis.bench import is_bench
+    from circuit.errors import CircuitError
+
+    if is_bench(path):
+        raise CircuitError(
+            f"{path} is a bench folder (many runs), not a run: see `circuit report {path}`"
+        )
+    return circuit.load(path)

@@ -139,7 +139,9 @@ def add_bench_options(
         type=Path,
         default=output,
         metavar="DIR",
-        help="bench folder to write (default: a new folder under ./circuit-runs/)",
+        help="bench folder to write (default: "
+        + (str(output) if output else "a new folder under ./circuit-runs/")
+        + ")",
     )
     p.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier bench")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -51,11 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import circuit
     from circuit.analysis.export import write_chrome_trace, write_csv_zip
+    from circuit.commands import load_run
     from circuit.errors import CircuitError
 
-    r = circuit.load(args.run)
+    r = load_run(args.run)
     out = args.output or args.run.with_name(args.run.name + SUFFIX[args.format])
     try:
         if args.format == "csv":

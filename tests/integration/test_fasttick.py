@@ -584,6 +584,7 @@ def test_run_loop_never_asks_for_a_negative_wait():
         period_ns = 0
         alive = True
         can_burst = True
+        fd_scan_ns = 0
         sink = SimpleNamespace(last_flush=time.monotonic(), flush=lambda: None)
 
         def tick(self, t_ns):

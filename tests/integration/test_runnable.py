@@ -20,11 +20,14 @@ TARGET = TARGETS / "runnable_target.py"
 pytestmark = pytest.mark.integration
 
 
-def _run(tmp_path: Path, rate: int, *args: str) -> tuple:
+def _run(tmp_path: Path, rate: int, *args: str, tick: str = "c") -> tuple:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "circuit", "run", "-q", "-o", str(out), "--force"]
     cmd += ["--rate", str(rate), "--no-fds", "--", sys.executable, str(TARGET), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "CIRCUIT_PYTHON_TICK"}
+    if tick == "python":  # the Python tick alone reads every row (the C tick is off)
+        env["CIRCUIT_PYTHON_TICK"] = "1"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     own = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return circuit.load(out), own
@@ -51,9 +54,11 @@ def _window(run, w: dict) -> tuple[dict[str, float], float]:
     return out, worst
 
 
-@pytest.mark.parametrize("rate", [100, 1000])
+@pytest.mark.parametrize(
+    ("rate", "tick"), [(100, "c"), (1000, "c"), (100, "python")], ids=["100hz", "1khz", "py-100hz"]
+)
 def test_a_pool_of_four_on_two_cores_is_runnable_as_long_as_it_queued(
-    tmp_path: Path, rate: int
+    tmp_path: Path, rate: int, tick: str
 ) -> None:
     """4 CPU-bound processes on 2 cores queue about half their time. circuit's
     ``runnable`` for each worker, over the span the worker measured itself,
@@ -61,10 +66,12 @@ def test_a_pool_of_four_on_two_cores_is_runnable_as_long_as_it_queued(
     total is the same counter, so they differ only by where circuit places
     the delay in time (within a sampling interval of each end; farther when
     a wait spans several) plus 0.02 of the span. ``running`` against the
-    worker's own CPU the same way."""
+    worker's own CPU the same way. Under either tick: each reads run delay
+    on its own path."""
     if (os.cpu_count() or 1) > 2:
         pytest.skip("needs at most 2 CPUs to oversubscribe with 4 workers")
-    run, own = _run(tmp_path, rate, "pool", "4", "2")
+    run, own = _run(tmp_path, rate, "pool", "4", "2", tick=tick)
+    assert run.meta["tick"] == tick, run.meta
     assert len(own) == 4
     for w in own:
         life = w["life_s"]

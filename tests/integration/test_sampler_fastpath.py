@@ -301,8 +301,9 @@ class _ScriptedFds(ProcBackend):
         self.scan += 1
         return dict(self.tables[self.scan])
 
-    def sockets(self, pid):
-        return dict(self.addresses[self.scan])
+    def sockets(self, pid, fds):
+        known = self.addresses[self.scan]
+        return {i: known[i] for i in fds.values() if i in known}
 
 
 def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_path):
@@ -310,9 +311,10 @@ def test_a_socket_gets_its_address_even_when_the_next_scan_opens_another(tmp_pat
     # the earlier sockets must be resolved at the scans that open the later
     # ones, since no later scan may come while they are connected.
     from circuit.tracer.sampler import Sampler
+    from circuit.tracer.sockdiag import Sock
     from circuit.tracer.writer import RunWriter
 
-    peer = ("tcp", "127.0.0.1:5000", "127.0.0.1:80")
+    peer = Sock("tcp ESTABLISHED", "127.0.0.1:5000", "127.0.0.1:80")
     backend = _ScriptedFds(
         tables=[
             {},

@@ -16,9 +16,9 @@ Phases (all by default, in this order):
   cores there are: more processes than cores (involuntary switches, run-queue
   delay).
 
-Every thread of the target process reads its own ``/proc/thread-self/status``
-and ``schedstat`` as its last act (``own``), as does each pool worker after
-each of its tasks (the last kept).  The JSON on stdout's last line: pid, the
+Every thread of the target process (the main thread too) reads its own
+``/proc/thread-self/status`` and ``schedstat`` as its last act (``own``), as
+does each pool worker after each of its tasks (the last kept).  The JSON on stdout's last line: pid, the
 phases' [start, end] in ``time.monotonic_ns()``, and those readings.
 """
 
@@ -202,6 +202,7 @@ def main() -> None:
         PHASES[name](seconds)
         spans[name] = [t0, time.monotonic_ns()]
         time.sleep(0.05)  # a gap between phases: each one's threads are gone before the next
+    record("main")
     out = {"pid": os.getpid(), "phases": spans, "threads": READINGS}
     print(json.dumps(out), flush=True)
 

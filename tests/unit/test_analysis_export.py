@@ -97,8 +97,8 @@ def test_gil_holder_track_where_the_interpreter_said_who_held_it(tmp_path: Path)
     assert [e["name"] for e in track if e["ph"] == "M"] == ["thread_name"]
     held = [e for e in track if e["ph"] == "X"]
     assert [(e["name"], e["ts"], e["dur"]) for e in held] == [
-        ("GIL: t1 (1)", 0.0, 10_000.0),
-        ("GIL: t2 (2)", 10_000.0, 10_000.0),  # then free: no slice
+        ("GIL: t1 (tid 1)", 0.0, 10_000.0),
+        ("GIL: t2 (tid 2)", 10_000.0, 10_000.0),  # then free: no slice
     ]
     _check_trace(doc, th, 10_000_000)
     out = E.write_csv_zip(run, tmp_path / "x.zip")

@@ -80,7 +80,7 @@ def test_timeline_draws_intervals_by_wait_reason_with_legend() -> None:
     assert sum(len(p.get_paths()) for p in polys) < len(ROWS) / 3
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"running", "sleep", "task span", "mark"} <= set(legend)
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["w1 1", "w2 2"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["w1 (tid 1)", "w2 (tid 2)"]
     assert "GIL holder" not in _texts(fig)
     plt.close(fig)
 
@@ -91,7 +91,7 @@ def test_timeline_gil_strip_when_the_interpreter_said_who_held_it() -> None:
     fig = plots.timeline(run)
     assert "GIL holder" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert {"GIL held by 1", "GIL held by 2"} <= set(legend)
+    assert {"GIL held by t1 (tid 1)", "GIL held by t2 (tid 2)"} <= set(legend)
     plt.close(fig)
     # from the futex evidence alone nobody is named the holder
     fig = plots.timeline(fake_run(thread_frame(GIL_ROWS_FOR_BENCH)))
@@ -226,3 +226,84 @@ def test_importing_and_plotting_keep_the_users_backend(backend: str, tmp_path: P
     )
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+# -- timeline colours: every colour drawn is in the legend; holders never look like waits
+
+# One thread per wait reason (and one in a reason the plots do not know), 8
+# named GIL holders and an unnamed one: more holders than the palette has colours.
+_WAITS = ["running", "runnable", "sleep", "lock", "gil", "poll", "socket", "pipe", "disk"]
+COLOUR_ROWS = [
+    (t, 1, 10 + i, f"w{i}", "S", w, 0, t // 2, 0, 0)
+    for i, w in enumerate([*_WAITS, "child", "other", "mystery"])
+    for t in range(0, 200, 10)
+]
+COLOUR_GIL = [
+    (t, 1, 1, 10 + (t // 10) % 9 if (t // 10) % 9 < 8 else 0, t) for t in range(0, 200, 10)
+]
+
+
+def _hex(c) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(c, keep_alpha=False)
+
+
+def _drawn_colours(ax) -> set[str]:
+    """Face colours of the filled artists, colours of the lines and markers
+    (the lane separator is structure, not data)."""
+    from matplotlib.collections import LineCollection
+
+    out: set[str] = set()
+    for c in ax.collections:
+        if isinstance(c, PolyCollection):
+            out |= {_hex(f) for f in c.get_facecolors()}
+            if max(c.get_linewidths(), default=0) > 0:
+                out |= {_hex(e) for e in c.get_edgecolors() if e[3] > 0}
+        elif isinstance(c, LineCollection):
+            out |= {_hex(e) for e in c.get_colors()}
+    for ln in ax.lines:
+        if ln.get_gid() != "separator":
+            out |= {_hex(ln.get_color()), _hex(ln.get_markerfacecolor())}
+    return out
+
+
+def _legend_colours(ax) -> set[str]:
+    out: set[str] = set()
+    for h in ax.get_legend().legend_handles:
+        if isinstance(h, plt.Line2D):
+            out |= {_hex(h.get_color()), _hex(h.get_markerfacecolor())}
+        else:
+            out.add(_hex(h.get_facecolor()))
+    return out
+
+
+def test_timeline_draws_only_legend_colours_and_holders_never_reuse_wait_colours() -> None:
+    from circuit.analysis.style import WAIT_COLORS
+
+    run = fake_run(thread_frame(COLOUR_ROWS), marks=MARKS.assign(tid=[10, 10, 11]))
+    run.gil = gil_table(COLOUR_GIL)
+    fig = plots.timeline(run)
+    ax = fig.axes[0]
+    drawn, legend = _drawn_colours(ax), _legend_colours(ax)
+    assert drawn <= legend, f"drawn but not in the legend: {drawn - legend}"
+    waits = {_hex(c) for c in WAIT_COLORS.values()}
+    assert waits <= drawn  # every reason, runnable included, was drawn...
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert set(WAIT_COLORS) <= labels  # ...and named
+    (holders,) = [c for c in ax.collections if c.get_gid() == "gil-holders"]
+    held = {_hex(f) for f in holders.get_facecolors()}
+    assert len(held) >= 7  # 5 own colours, the rest, the unnamed holder
+    assert not held & waits
+    assert "GIL held by 3 other threads" in labels
+    assert "GIL held (thread not named)" in labels
+    plt.close(fig)
+
+
+def test_holder_palette_is_disjoint_from_wait_colours() -> None:
+    from circuit.analysis import style
+
+    holders = {*style.GIL_HOLDER_COLORS, style.GIL_HOLDER_OTHER_COLOR}
+    holders.add(style.GIL_HOLDER_UNNAMED_COLOR)
+    assert len(holders) == len(style.GIL_HOLDER_COLORS) + 2
+    assert not {_hex(c) for c in holders} & {_hex(c) for c in style.WAIT_COLORS.values()}

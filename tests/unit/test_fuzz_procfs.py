@@ -93,7 +93,7 @@ def test_unix_socket_path_with_spaces(path):
     header = b"Num       RefCount Protocol Flags    Type St Inode Path\n"
     got = procfs.parse_net_unix(header + line + b"\n")
     assert 4242 in got
-    assert got[4242][0] == "unix"
+    assert got[4242][0] == "unix stream LISTEN"
 
 
 @settings(max_examples=200, deadline=None)

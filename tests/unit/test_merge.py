@@ -38,7 +38,7 @@ def _write_run(path, samples: int, threads: int, seed: int = 3) -> RunWriter:
         t = 10_000_000 * (s + 1)
         for pid in PIDS:
             nkinds = len(FD_KIND_COLUMNS)
-            w.add("processes", (t, pid, 1, threads, s, t, t, 0, 0, 0, 0, 3, *(0,) * nkinds))
+            w.add("processes", (t, pid, 1, threads, s, t, t, 0, 0, 0, 0, 0, 0, 3, *(0,) * nkinds))
             rows = [
                 (pid, pid + 10 * k, f"w{k}", rng.choice("RS"), "running", -1, 0, "",
                  rng.randrange(1 << 40), t, t, k, s, rng.randrange(9), 0)

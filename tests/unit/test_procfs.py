@@ -90,7 +90,7 @@ def test_parse_net_tables():
         b"   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 6666 1\n"
     )
     t = procfs.parse_net_inet(tcp, "tcp", False)
-    assert t[5555] == ("tcp LISTEN", "127.0.0.1:8080", "0.0.0.0:0")
+    assert t[5555] == ("tcp LISTEN", "127.0.0.1:8080", "")
     assert t[6666] == ("tcp ESTABLISHED", "127.0.0.1:8080", "127.0.0.1:50000")
     tcp6 = (
         b"  sl  local_address                         remote_address\n"
@@ -102,10 +102,14 @@ def test_parse_net_tables():
         b"Num       RefCount Protocol Flags    Type St Inode Path\n"
         b"0000000000000000: 00000002 00000000 00010000 0001 01 8888 /run/my sock\n"
         b"0000000000000000: 00000003 00000000 00000000 0001 03 9999\n"
+        b"0000000000000000: 00000003 00000000 00000000 0001 01 1111 @abstract\n"
+        b"0000000000000000: 00000002 00000000 00000000 0002 01 2222\n"
     )
     u = procfs.parse_net_unix(unix)
-    assert u[8888] == ("unix", "/run/my sock", "")
-    assert u[9999] == ("unix", "", "")
+    assert u[8888] == ("unix stream LISTEN", "/run/my sock", "")
+    assert u[9999] == ("unix stream ESTABLISHED", "", "")
+    assert u[1111] == ("unix stream CLOSE", "@abstract", "")
+    assert u[2222] == ("unix dgram", "", "")
 
 
 X86 = Classifier("x86_64")

@@ -48,3 +48,23 @@ def test_blocked_intervals() -> None:
 def test_filter_keeps_only_the_given_threads() -> None:
     tl = SchedTimeline(sched_events(SCRIPT), tids=[11])
     assert tl.tids() == [11]
+
+
+def test_blocked_tolerance_uses_the_threads_own_intervals() -> None:
+    import numpy as np
+
+    from benchmarks.sched_truth import blocked_tolerance, blocked_variance, stalled_ns
+
+    ms = 1_000_000
+    samples = np.array([0, 1, 2, 10, 11]) * ms  # a stall from 2 to 10 ms
+    # A 0.5 ms block in a 1 ms interval: variance 1 × 0.5 ms²; in the
+    # 8 ms stall: 8 × 0.5 (and the stall counts whole: the block ends in it).
+    assert blocked_variance([(ms, ms + ms // 2)], samples, ms) == ms * ms // 2
+    assert blocked_variance([(5 * ms, 5 * ms + ms // 2)], samples, ms) == 8 * ms * ms // 2
+    assert stalled_ns([(5 * ms, 5 * ms + ms // 2)], samples, ms) == 8 * ms
+    # A block over the whole stall, from before it to after it: no edge inside.
+    assert stalled_ns([(ms, 10 * ms + ms // 2)], samples, ms) == 0
+    assert stalled_ns([], samples, ms) == 0
+    # The last row stands for one period.
+    assert blocked_variance([(11 * ms, 11 * ms + ms // 4)], samples, ms) == ms * ms // 4
+    assert blocked_tolerance([], samples, ms) == 2 * ms

@@ -37,7 +37,7 @@ def _add_samples(w: RunWriter, flush: int) -> None:
         t = 1_000_000 * flush + 1000 * s
         w.add(
             "processes",
-            (t, 7, 1, THREADS, 1 << 20, t, t, 1, 2, 3, 4, 5, *(1,) * len(FD_KIND_COLUMNS)),
+            (t, 7, 1, THREADS, 1 << 20, t, t, 1, 2, 3, 4, 0, 0, 5, *(1,) * len(FD_KIND_COLUMNS)),
         )
         w.add_threads(
             t,

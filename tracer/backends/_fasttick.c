@@ -56,11 +56,12 @@ static const char *const THREAD_NAMES[T_COUNT] = {
     "user_ns", "system_ns", "cpu_ns", "run_delay_ns", "ctx_vol", "ctx_invol", "cpu"};
 enum {
     P_PID, P_PPID, P_NUM_THREADS, P_RSS_BYTES, P_USER_NS, P_SYSTEM_NS, P_READ_CHARS,
-    P_WRITE_CHARS, P_READ_BYTES, P_WRITE_BYTES, P_COUNT
+    P_WRITE_CHARS, P_READ_BYTES, P_WRITE_BYTES, P_CHILDREN_USER_NS, P_CHILDREN_SYSTEM_NS, P_COUNT
 };
 static const char *const PROCESS_NAMES[P_COUNT] = {
     "pid",        "ppid",        "num_threads", "rss_bytes",  "user_ns",
-    "system_ns",  "read_chars",  "write_chars", "read_bytes", "write_bytes"};
+    "system_ns",  "read_chars",  "write_chars", "read_bytes", "write_bytes",
+    "children_user_ns", "children_system_ns"};
 enum { G_T_NS, G_PID, G_LOCKED, G_HOLDER, G_SWITCHES, G_COUNT };
 static const char *const GIL_NAMES[G_COUNT] = {"t_ns", "pid", "locked", "holder", "switches"};
 
@@ -124,7 +125,7 @@ typedef struct {
 
 typedef struct {
     char state;
-    long long ppid, utime, stime, num_threads, processor;
+    long long ppid, utime, stime, cutime, cstime, num_threads, processor;
     const char *comm;
     Py_ssize_t comm_len;
 } Stat;
@@ -139,7 +140,8 @@ static int parse_stat(const char *buf, Py_ssize_t n, Stat *st) {
     st->comm = lp + 1;
     st->comm_len = rp - lp - 1;
     const char *p = rp + 2, *end = buf + n;
-    /* f[0] state, f[1] ppid, f[11] utime, f[12] stime, f[17] num_threads, f[36] processor */
+    /* f[0] state, f[1] ppid, f[11] utime, f[12] stime, f[13] cutime, f[14] cstime,
+     * f[17] num_threads, f[36] processor */
     long long vals[37];
     int field = 0;
     st->state = *p;
@@ -164,6 +166,8 @@ static int parse_stat(const char *buf, Py_ssize_t n, Stat *st) {
     st->ppid = vals[1];
     st->utime = vals[11];
     st->stime = vals[12];
+    st->cutime = vals[13];
+    st->cstime = vals[14];
     st->num_threads = vals[17];
     if (field > 36) st->processor = vals[36];
     return 0;
@@ -578,7 +582,8 @@ enum { DONE_IDLE = 0, DONE_RAN = 1, FALLBACK = 2, ERROR = 3 };
 
 /* A process row (ProcBackend._process_row), with its CPU times (stolen). */
 static PyObject *process_row(FastTick *self, Proc *p, long long ppid, long long nthreads,
-                             PyObject *user_ns, PyObject *system_ns) {
+                             PyObject *user_ns, PyObject *system_ns, long long cutime,
+                             long long cstime) {
     PyObject *v[P_COUNT];
     v[P_PID] = PyLong_FromLong(p->pid);
     v[P_PPID] = ll(ppid);
@@ -590,6 +595,8 @@ static PyObject *process_row(FastTick *self, Proc *p, long long ppid, long long 
     v[P_WRITE_CHARS] = ll(p->io[1]);
     v[P_READ_BYTES] = ll(p->io[2]);
     v[P_WRITE_BYTES] = ll(p->io[3]);
+    v[P_CHILDREN_USER_NS] = ll(cutime * self->tick_ns);
+    v[P_CHILDREN_SYSTEM_NS] = ll(cstime * self->tick_ns);
     return make_row(self->process_type, self->px, v, P_COUNT);
 }
 
@@ -621,7 +628,7 @@ static PyObject *read_prow(FastTick *self, Proc *p, long long now, int slow_due,
     }
     *fallback = 0;
     return process_row(self, p, st.ppid, st.num_threads, ll(st.utime * self->tick_ns),
-                       ll(st.stime * self->tick_ns));
+                       ll(st.stime * self->tick_ns), st.cutime, st.cstime);
 }
 
 /* Whether a row says its thread was asleep (any state but R). */
@@ -738,7 +745,8 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
     if (single && !slow_due && have_lead) {
         const Py_ssize_t *x = self->px;
         prow = process_row(self, p, lead.ppid, 1, Py_NewRef(PyTuple_GET_ITEM(p->prow, x[P_USER_NS])),
-                           Py_NewRef(PyTuple_GET_ITEM(p->prow, x[P_SYSTEM_NS])));
+                           Py_NewRef(PyTuple_GET_ITEM(p->prow, x[P_SYSTEM_NS])), lead.cutime,
+                           lead.cstime);
     } else {
         int fallback;
         prow = read_prow(self, p, now, slow_due, &fallback);

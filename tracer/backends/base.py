@@ -15,6 +15,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from ..schema import PROCESS_SAMPLE_FIELDS, THREAD_FIELDS
+from ..sockdiag import Sock
 from ..waits import Classifier
 
 if TYPE_CHECKING:
@@ -101,8 +102,9 @@ class Backend(ABC):
         """The raw command line; it changes when the process execs."""
 
     @abstractmethod
-    def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
-        """socket inode -> (protocol, local address, remote address)."""
+    def sockets(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
+        """socket inode -> Sock (protocol, local and remote address), for
+        the sockets ``fds`` (fd number -> socket inode) that can be found."""
 
     @abstractmethod
     def new_children(

@@ -21,6 +21,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from .. import procfs
+from ..sockdiag import Sock, SocketLookup
 from ..taskstats import TaskStats
 from . import proctree
 from .base import Backend, ProcessGone, ProcessRow, ThreadRow, new_row
@@ -62,6 +63,7 @@ class ProcBackend(Backend):
         self._can_io = True
         self._fd_limit_raised = False
         self._taskstats = TaskStats.open() if taskstats else None
+        self._sockets = SocketLookup()
 
     # -- handles -------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class ProcBackend(Backend):
         return p
 
     def close(self, p: ProcHandle) -> None:
+        self._sockets.forget(p.pid)
         for fd in (p.fd_stat, p.fd_statm, p.fd_io, p.fd_cmdline, p.fd_dir):
             if fd >= 0:
                 os.close(fd)
@@ -255,7 +258,15 @@ class ProcBackend(Backend):
         except (OSError, ValueError, IndexError):
             return None
         th.sched, th.row = sched, row
-        prow = p.prow = self._process_row(p, t.ppid, 1, p.prow.user_ns, p.prow.system_ns)
+        prow = p.prow = self._process_row(
+            p,
+            t.ppid,
+            1,
+            p.prow.user_ns,
+            p.prow.system_ns,
+            t.cutime * self.tick_ns,
+            t.cstime * self.tick_ns,
+        )
         p.rows = [row]
         p.io_idx = [0] if row.syscall in self.classify.fd_io else []
         p.scheds = [sched]
@@ -283,11 +294,25 @@ class ProcBackend(Backend):
 
     def _stat_row(self, p: ProcHandle, st: procfs.Stat) -> ProcessRow:
         tick = self.tick_ns
-        return self._process_row(p, st.ppid, st.num_threads, st.utime * tick, st.stime * tick)
+        return self._process_row(
+            p,
+            st.ppid,
+            st.num_threads,
+            st.utime * tick,
+            st.stime * tick,
+            st.cutime * tick,
+            st.cstime * tick,
+        )
 
     @staticmethod
     def _process_row(
-        p: ProcHandle, ppid: int, num_threads: int, user_ns: int, system_ns: int
+        p: ProcHandle,
+        ppid: int,
+        num_threads: int,
+        user_ns: int,
+        system_ns: int,
+        children_user_ns: int,
+        children_system_ns: int,
     ) -> ProcessRow:
         io = p.io
         return new_row(
@@ -303,6 +328,8 @@ class ProcBackend(Backend):
                 io.write_chars,
                 io.read_bytes,
                 io.write_bytes,
+                children_user_ns,
+                children_system_ns,
             ),
         )
 
@@ -385,6 +412,7 @@ class ProcBackend(Backend):
         return FastPath.open(self, sink)
 
     def shutdown(self) -> None:
+        self._sockets.close()
         if self._taskstats is not None:
             self._taskstats.close()
             self._taskstats = None
@@ -454,8 +482,8 @@ class ProcBackend(Backend):
     def fds(self, p: ProcHandle, known: dict[int, str]) -> dict[int, str] | None:
         return proctree.list_fds(p.base, known)
 
-    def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
-        return proctree.read_sockets(pid)
+    def sockets(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
+        return self._sockets.resolve(pid, fds)
 
     def info(self, pid: int) -> dict[str, Any]:
         return proctree.process_info(pid)

@@ -1,5 +1,5 @@
 """The /proc backend off the per-sample path: new children, static facts,
-fd tables, sockets and our fd limit (tracer/backends/proc.py delegates here)."""
+fd tables and our fd limit (tracer/backends/proc.py delegates here)."""
 
 from __future__ import annotations
 
@@ -179,21 +179,3 @@ def count_fds(fd_dir: int) -> int | None:
     except OSError:
         return None
     return n or None
-
-
-def read_sockets(pid: int) -> dict[int, tuple[str, str, str]]:
-    """As Backend.sockets."""
-    out: dict[int, tuple[str, str, str]] = {}
-    for proto, v6 in (("tcp", False), ("tcp", True), ("udp", False), ("udp", True)):
-        name = f"/proc/{pid}/net/{proto}{'6' if v6 else ''}"
-        try:
-            with open(name, "rb") as f:
-                out.update(procfs.parse_net_inet(f.read(), proto, v6))
-        except OSError:
-            pass
-    try:
-        with open(f"/proc/{pid}/net/unix", "rb") as f:
-            out.update(procfs.parse_net_unix(f.read()))
-    except OSError:
-        pass
-    return out

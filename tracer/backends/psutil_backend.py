@@ -6,6 +6,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
+from ..sockdiag import Sock
 from .base import Backend, ProcessGone, ProcessRow, ThreadRow
 
 
@@ -109,6 +110,8 @@ class PsutilBackend(Backend):
             write_chars=iot[1],
             read_bytes=iot[2],
             write_bytes=iot[3],
+            children_user_ns=round(getattr(ct, "children_user", 0.0) * 1e9),
+            children_system_ns=round(getattr(ct, "children_system", 0.0) * 1e9),
         )
         return prow, rows, True
 
@@ -135,7 +138,7 @@ class PsutilBackend(Backend):
             out[-1 - i] = "?"
         return out
 
-    def sockets(self, pid: int) -> dict[int, tuple[str, str, str]]:
+    def sockets(self, pid: int, fds: dict[int, int]) -> dict[int, Sock]:
         return {}
 
     def new_children(
