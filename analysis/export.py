@@ -111,6 +111,9 @@ def chrome_trace(run: Any) -> dict[str, Any]:
     # -- who held the GIL, where the interpreter said
     events += _gil_track(run, th, per, t0, py)
 
+    # -- event loop stalls, on the loop's thread, around its states
+    events += _loop_stalls(run, th, t0)
+
     # -- marks as instants on their thread
     if len(marks):
         fields = [c for c in marks.columns if c.startswith("field_")]
@@ -171,6 +174,43 @@ def chrome_trace(run: Any) -> dict[str, Any]:
             "rate_hz": meta.get("rate_hz_achieved"),
         },
     }
+
+
+def _loop_stalls(run: Any, th: pd.DataFrame, t0: int) -> list[dict[str, Any]]:
+    """One slice per event loop stall (analysis/loops.py) on the loop
+    thread. Its ends are moved to the samples the stall lies between (its
+    first busy sample, the next idle one) so that it encloses the thread's
+    state slices inside it: a trace viewer nests them under it."""
+    from .loops import loop_figures
+
+    stacks = getattr(run, "stacks", None)
+    out: list[dict[str, Any]] = []
+    for lp in loop_figures(run.meta, th, stacks):
+        mine = th[(th["pid"] == lp["pid"]) & (th["tid"] == lp["tid"])]
+        t = np.sort(mine["t_ns"].to_numpy().astype(np.int64))
+        for st in lp["stalls"]:
+            a = M.start_ns(run.meta, th) + round(st["start_s"] * 1e9)
+            b = a + round(st["duration_s"] * 1e9)
+            i, j = np.searchsorted(t, [a, b])
+            a2 = int(t[i]) if i < len(t) else a
+            b2 = int(t[j]) if st["ended"] and j < len(t) else b
+            out.append(
+                {
+                    "ph": "X",
+                    "name": f"loop blocked: {st['culprit'] or st['state']}",
+                    "cat": "loop",
+                    "ts": float(_us(a2, t0)),
+                    "dur": max(b2 - a2, 0) / 1000.0,
+                    "pid": int(lp["pid"]),
+                    "tid": int(lp["tid"]),
+                    "args": {
+                        "stall_s": st["duration_s"],
+                        "state": st["state"],
+                        "stack": "\n".join(st["stack"]),
+                    },
+                }
+            )
+    return out
 
 
 def _gil_track(

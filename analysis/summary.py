@@ -239,6 +239,9 @@ def summarize_frames(
             )
 
     gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
+    from .loops import loop_figures  # event loops: their stalls and busy time (docs/loops.md)
+
+    loops = loop_figures(meta, threads, stacks) if len(threads) else []
     cpu = user_total + system_total
     out = {
         "run": str(meta.get("path", "")),
@@ -262,6 +265,7 @@ def summarize_frames(
         "processes": proc_list,
         "threads": thread_list,
         "gil": gil_figures,
+        "loops": loops,
         "warnings": list(meta.get("warnings") or []),
     }
     # What died between samples: exact finals, rows for the unseen (analysis/exits.py).

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             backend=a.backend,
             force=a.force,
             quiet=True,
+            loop_threshold=a.loop_threshold,
             observers=pyspy_observers(a),
             on_tick=ready,
         )

@@ -28,6 +28,7 @@ class Options:
     quiet: bool = False
     redact: bool = False  # mask secret-looking command-line values (tracer/redact.py)
     record_env: bool = False  # keep the target's environment (secret-looking values masked)
+    loop_threshold: float = 0.1  # event loop stalls: seconds out of the selector (docs/loops.md)
     exits: bool = True  # listen for the kernel's exit records (root; tracer/exits.py)
     extra_meta: dict[str, Any] = field(default_factory=dict)
     on_tick: Callable[[int], None] | None = None

@@ -106,6 +106,7 @@ class PySpyObserver(Observer):
     timeout: float = 5.0
     pyspy: str | None = None
     quiet: bool = False
+    loop_threshold: float = 0.1  # seconds: an event loop stall gets a dump from half this in
     name: str = "py-spy"
 
     run_dir: Path = field(default=Path("."), init=False)
@@ -140,7 +141,11 @@ class PySpyObserver(Observer):
     _first: object = field(default=None, init=False)  # _batches[0] then
 
     def __post_init__(self) -> None:
-        self.policy = DumpPolicy(auto=self.interval != 0, interval=self.interval)
+        self.policy = DumpPolicy(
+            auto=self.interval != 0,
+            interval=self.interval,
+            loop_stall_ns=round(self.loop_threshold * 1e9 / 2),
+        )
 
     # -- hooks -----------------------------------------------------------------
 

@@ -26,6 +26,17 @@ def _dump_interval(text: str) -> float | None:
     return value
 
 
+def _threshold(text: str) -> float:
+    """``--loop-threshold``: seconds, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < 3600:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be more than 0 s and under an hour, got {text}")
+    return value
+
+
 def add_pyspy_options(p: argparse.ArgumentParser, interval: float | None = None) -> None:
     g = p.add_argument_group(
         "py-spy",
@@ -80,6 +91,15 @@ def add_pyspy_options(p: argparse.ArgumentParser, interval: float | None = None)
         help="dumps and profile include native (C) frames; pauses the target",
     )
     g.add_argument("--no-pyspy", dest="pyspy", action="store_false", help="no py-spy at all")
+    g.add_argument(
+        "--loop-threshold",
+        type=_threshold,
+        default=0.1,
+        metavar="S",
+        help="an asyncio event loop out of its selector this long is stalled (default 0.1, "
+        "asyncio's slow_callback_duration): a stall gets a py-spy dump while it lasts (from "
+        "S/2 in), and `circuit summary` lists it with its culprit (docs/loops.md)",
+    )
 
 
 def pyspy_observers(args: argparse.Namespace) -> list[Observer]:
@@ -115,5 +135,6 @@ def pyspy_observers(args: argparse.Namespace) -> list[Observer]:
             idle=args.idle,
             timeout=args.dump_timeout,
             quiet=args.quiet,
+            loop_threshold=args.loop_threshold,
         )
     ]

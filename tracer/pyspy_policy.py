@@ -12,6 +12,11 @@ which Python processes to dump now, and why (the dump's ``trigger``):
   (same wait reason, same futex/fd argument, no voluntary context switch)
   for LONG_WAIT_NS, and no dump of its process was taken since the wait
   began: one dump, inside that wait;
+* ``loop-stall``: a thread seen waiting in ``epoll_wait`` (an event loop's
+  selector, most likely) has been out of that wait (running, or in any
+  other wait) for ``loop_stall_ns`` (half the loop threshold), and no dump
+  of its process was taken since it left: one dump, while the stall lasts,
+  so the stack names what blocks the loop (docs/loops.md);
 * ``exit``: the root Python process's last non-main thread exited (its
   thread count fell to one after being more): a threaded program ending
   (``threading._shutdown`` has joined its workers) or a pool shut down;
@@ -20,7 +25,8 @@ which Python processes to dump now, and why (the dump's ``trigger``):
 Every dump but ``demand`` and ``final`` (asked for by the user) is paid from
 a CPU budget (a token bucket: BURST_S of py-spy CPU at once, then BUDGET of
 one core), and a process is dumped at most once per MIN_GAP_NS for
-``early`` and ``long-wait``.  docs/pyspy.md and docs/performance.md give
+``early`` and ``long-wait`` (a ``loop-stall`` dump comes at once: a stall
+of the threshold may last only twice as long as it takes to notice).  docs/pyspy.md and docs/performance.md give
 the measured cost.
 """
 
@@ -58,8 +64,21 @@ AUTO_BUDGET = 0.005
 AUTO_MIN_S = 1.0
 AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
 
+# An event loop out of its selector this long gets a dump (half of
+# asyncio's slow_callback_duration, circuit's default --loop-threshold).
+LOOP_STALL_NS = 50_000_000
+
 # Positions in a thread row (a `threads` row without t_ns: tracer/schema.py).
-_TID, _STATE, _WAIT, _ARG0, _CTX_VOL = 1, 3, 4, 6, 12
+_TID, _STATE, _WAIT, _SYSCALL, _ARG0, _CTX_VOL = 1, 3, 4, 5, 6, 12
+
+
+def _epoll_calls() -> frozenset[int]:
+    from .waits import syscall_table
+
+    return frozenset(nr for name, nr in syscall_table().items() if name.startswith("epoll_"))
+
+
+_EPOLL = _epoll_calls()
 
 
 @dataclass
@@ -82,6 +101,8 @@ class _Proc:
     most: int = 0  # most threads it had since its count was last one
     exit_due: bool = False
     waits: dict[int, _Wait] = field(default_factory=dict)
+    selectors: dict[int, tuple[int, int]] = field(default_factory=dict)  # tid -> (syscall, fd)
+    out_since: dict[int, int] = field(default_factory=dict)  # loop tid -> left its selector
 
 
 @dataclass
@@ -93,6 +114,7 @@ class DumpPolicy:
     budget: float = BUDGET
     burst_s: float = BURST_S
     root: int = 0  # the root Python process (the exit trigger watches it)
+    loop_stall_ns: int = LOOP_STALL_NS
     procs: dict[int, _Proc] = field(default_factory=dict)
     _credit: float = field(default=BURST_S, init=False)  # CPU seconds py-spy may spend now
     _credit_ns: int = field(default=-1, init=False)
@@ -136,6 +158,7 @@ class DumpPolicy:
                 if row[_STATE] in ("t", "T"):
                     continue  # stopped (by a blocking dump, say): not the program's doing
                 wait = row[_WAIT]
+                self._loop_row(p, tid, t_ns, wait, row)
                 if wait == "running":
                     waits.pop(tid, None)
                     continue
@@ -150,10 +173,24 @@ class DumpPolicy:
                         waits[tid] = _Wait(key, t_ns, t_ns)
                 w = waits[tid]
                 w.last_ns = t_ns
-            if len(waits) > p.threads:  # threads that exited
+            if len(waits) > p.threads or len(p.selectors) > p.threads:  # threads that exited
                 alive = {row[_TID] for row in rows}
-                for tid in [t for t in waits if t not in alive]:
-                    del waits[tid]
+                for d in (waits, p.selectors, p.out_since):
+                    for tid in [t for t in d if t not in alive]:
+                        del d[tid]
+
+    @staticmethod
+    def _loop_row(p: _Proc, tid: int, t_ns: int, wait: str, row: tuple) -> None:
+        """Follow a thread that waits in epoll: when it left that wait."""
+        if wait == "poll" and row[_SYSCALL] in _EPOLL:
+            p.selectors[tid] = (row[_SYSCALL], row[_ARG0])
+        sel = p.selectors.get(tid)
+        if sel is None:
+            return
+        if wait == "poll" and (row[_SYSCALL], row[_ARG0]) == sel:
+            p.out_since.pop(tid, None)
+        else:
+            p.out_since.setdefault(tid, t_ns)
 
     @staticmethod
     def _stopped_by_dump(p: _Proc, w: _Wait) -> bool:
@@ -178,6 +215,8 @@ class DumpPolicy:
             trigger = None
             if p.exit_due and pid == self.root:
                 trigger = "exit"
+            elif self._loop_stall(p, now_ns):
+                trigger = "loop-stall"
             elif p.dumped and now_ns - p.last_ns < MIN_GAP_NS:
                 continue  # (before its first dump, retries keep their own pace)
             elif p.early_ns is not None and now_ns >= p.early_ns:
@@ -191,6 +230,14 @@ class DumpPolicy:
             self._credit -= self.per_dump_s
             out.append((pid, trigger))
         return out
+
+    def _loop_stall(self, p: _Proc, now_ns: int) -> bool:
+        """A loop thread out of its selector for loop_stall_ns, with no dump
+        of its process since it left (one dump per stall)."""
+        for since in p.out_since.values():
+            if since > p.last_ns and now_ns - since >= self.loop_stall_ns:
+                return True
+        return False
 
     def _long_wait(self, p: _Proc, now_ns: int) -> bool:
         for w in p.waits.values():

@@ -170,6 +170,7 @@ def base_meta(mode: str, opts: Options) -> dict[str, Any]:
         "clock_ticks_per_s": os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100,
         "backend": "",
         "rate_hz_requested": opts.rate,
+        "loop_threshold_s": opts.loop_threshold,
         "start_time": _now_iso(),
         "start_ns": time.monotonic_ns(),
         "warnings": [],

@@ -13,6 +13,9 @@ Workloads (what one task does):
                releases the GIL, so threads do run it on several CPUs at once
     disk       write a file, fsync it, drop it from the page cache, read it back
     mixed      alternate CPU bursts and sleeps
+    io-blocked io-sleep's waits, half of each a blocking time.sleep even in a
+               coroutine, then a quarter more awaited: under the asyncio models the
+               blocking halves stall the event loop, one after another
 
 Models (how the N tasks run): sequential, threads, asyncio, processes,
 thread-pool, process-pool, and asyncio-uvloop when uvloop is installed.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash", "disk", "mixed")
+WORKLOADS = ("io-sleep", "io-http", "cpu-count", "cpu-hash", "disk", "mixed", "io-blocked")
 MODELS_ALL = (
     "sequential",
     "threads",

@@ -30,6 +30,9 @@ from . import (
 )
 
 CHUNK = 2**20
+# io-blocked: a task's wait, in units of its io-sleep duration: awaited,
+# then blocking (time.sleep, even in a coroutine), then awaited.
+BLOCKED_SPLIT = (0.5, 0.5, 0.25)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ def http_url(p: Params, i: int) -> str:
 
 def _io_sleep(p: Params, i: int) -> None:
     time.sleep(duration(i, p.scale))
+
+
+def _io_blocked(p: Params, i: int) -> None:
+    time.sleep(duration(i, p.scale) * sum(BLOCKED_SPLIT))
 
 
 def _io_http(p: Params, i: int) -> None:
@@ -132,6 +139,7 @@ def _mixed(p: Params, i: int) -> None:
 
 SYNC = {
     "io-sleep": _io_sleep,
+    "io-blocked": _io_blocked,
     "io-http": _io_http,
     "cpu-count": _cpu_count,
     "cpu-hash": _cpu_hash,
@@ -154,6 +162,17 @@ def run_task(p: Params, i: int) -> None:
 
 async def _aio_sleep(p: Params, i: int, ctx: dict[str, Any]) -> None:
     await asyncio.sleep(duration(i, p.scale))
+
+
+async def _aio_blocked(p: Params, i: int, ctx: dict[str, Any]) -> None:
+    d = duration(i, p.scale)
+    await asyncio.sleep(d * BLOCKED_SPLIT[0])
+    # The mistake the loop analysis finds: a blocking call in a coroutine.
+    # Every other task waits while it sleeps (docs/loops.md).
+    time.sleep(d * BLOCKED_SPLIT[1])
+    # A wait after it: the loop idles again before the program ends, so the
+    # stall has an end a sample can see.
+    await asyncio.sleep(d * BLOCKED_SPLIT[2])
 
 
 async def _aio_http(p: Params, i: int, ctx: dict[str, Any]) -> None:
@@ -182,6 +201,7 @@ async def _aio_mixed(p: Params, i: int, ctx: dict[str, Any]) -> None:
 
 ASYNC = {
     "io-sleep": _aio_sleep,
+    "io-blocked": _aio_blocked,
     "io-http": _aio_http,
     "cpu-count": _aio_cpu_count,
     "cpu-hash": _aio_cpu_hash,

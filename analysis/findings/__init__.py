@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import cpu, fds, gil, io, locks
+from . import cpu, fds, gil, io, locks, loops
 from .base import SEVERITIES, Evidence, Finding
 
-KINDS: tuple[ModuleType, ...] = (gil, locks, fds, cpu, io)
+KINDS: tuple[ModuleType, ...] = (loops, gil, locks, fds, cpu, io)
 
 __all__ = ["KINDS", "SEVERITIES", "Evidence", "Finding", "find", "find_frames", "find_run", "rank"]
 

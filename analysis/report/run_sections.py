@@ -18,6 +18,7 @@ from circuit.tracer.waits import Classifier
 from .. import metrics as M
 from ..summary import summarize_frames
 from .findings_section import sec_findings, trim_concepts
+from .loop_sections import sec_loops
 from .model import Document, Figure, Inline, Section, Table, V, num, secs
 from .run_io_sections import sec_epoll, sec_fds, sec_tasks
 
@@ -86,6 +87,7 @@ def run_document(run: Any) -> Document:
     sections = [
         sec_findings(findings),
         _sec_timeline(run, s, iv),
+        sec_loops(run, s["wall_s"]),
         _sec_sleep(s, iv, cls),
         _sec_ctx(run, s, rates),
         _sec_cpu(run, s, rates),

@@ -82,6 +82,7 @@ def sampling_options(args: argparse.Namespace, out: Path, **extra: Any) -> Any:
         quiet=args.quiet,
         redact=args.redact,
         record_env=args.record_env,
+        loop_threshold=args.loop_threshold,
         observers=pyspy_observers(args),
         **extra,
     )

@@ -28,6 +28,9 @@ DEFAULT_SCALE = 0.1
 # 4 tasks, so its scaling and GIL sections have lines, not points.  On 2 cores
 # counting threads take N times as long as one, hashing threads do not.
 DEMO_SWEEP = "cpu-count,cpu-hash:threads:1,2,4"
+# The demo also shows a blocked event loop beside io-sleep's healthy one
+# (docs/loops.md): three more ~0.7 s runs.
+DEMO_LOOP_SWEEP = "io-blocked:asyncio:2"
 
 DESCRIPTION = """\
 Run every workload under every model (and every number of tasks), each as
@@ -81,7 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_bench_options(
-    p: argparse.ArgumentParser, output: Path | None = None, sweep: str | None = None
+    p: argparse.ArgumentParser,
+    output: Path | None = None,
+    sweep: str | tuple[str, ...] | None = None,
 ) -> None:
     p.add_argument(
         "--workloads",
@@ -108,7 +113,7 @@ def add_bench_options(
         metavar="WORKLOADS:MODELS:N[,N...]",
         help=(
             "also run these cells, e.g. cpu-count,cpu-hash:threads:1,2,4 (repeatable; "
-            f"none for no sweep; default {sweep or 'none'})"
+            f"none for no sweep; default {_specs_text(sweep)})"
         ),
     )
     p.set_defaults(default_sweep=sweep)
@@ -169,6 +174,12 @@ def parse_tasks(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def _specs_text(sweep: str | tuple[str, ...] | None) -> str:
+    if not sweep:
+        return "none"
+    return sweep if isinstance(sweep, str) else " and ".join(sweep)
+
+
 def parse_sweep(
     specs: list[str], workloads: tuple[str, ...], models: tuple[str, ...]
 ) -> list[tuple[str, str, int]]:
@@ -202,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
     specs = getattr(args, "sweep", None)
     if specs is None:
-        specs = [getattr(args, "default_sweep", None) or "none"]
+        default = getattr(args, "default_sweep", None) or "none"
+        specs = [default] if isinstance(default, str) else list(default)
     sweep = parse_sweep(specs, WORKLOADS, valid_models)
     if args.repeat < 1:
         raise CircuitError(f"--repeat must be at least 1, got {args.repeat}")

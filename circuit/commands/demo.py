@@ -38,13 +38,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "threads vs asyncio vs processes on I/O-bound and CPU-bound workloads, every\n"
             "run traced, and writes one report that compares them: which model used how\n"
             "much wall and CPU time, how they scale with threads, where the threads slept,\n"
-            "what the GIL cost. (circuit bench runs a matrix you choose and prints its\n"
-            "table; demo is its default matrix, a thread sweep and the report.)"
+            "what the GIL cost, and what a blocked event loop costs next to a healthy one.\n"
+            "(circuit bench runs a matrix you choose and prints its table; demo is its\n"
+            "default matrix, a thread sweep, a blocked-loop sweep and the report.)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    bench.add_bench_options(p, output=Path("circuit-runs/demo"), sweep=bench.DEMO_SWEEP)
+    bench.add_bench_options(
+        p, output=Path("circuit-runs/demo"), sweep=(bench.DEMO_SWEEP, bench.DEMO_LOOP_SWEEP)
+    )
     p.set_defaults(func=run)
 
 

@@ -35,6 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder written by circuit run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--loop-threshold",
+        type=float,
+        default=None,
+        metavar="S",
+        help="event loop stalls: at least S seconds out of the selector (default: the "
+        "run's own --loop-threshold, 0.1 s unless it was set; docs/loops.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -44,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args.run)
     s = r.summary()
     s["run"] = str(args.run)
+    if args.loop_threshold is not None:
+        from circuit.analysis.loops import loop_figures
+        from circuit.errors import CircuitError
+
+        if not 0 < args.loop_threshold < 3600:
+            raise CircuitError(f"--loop-threshold must be positive, got {args.loop_threshold:g}")
+        s["loops"] = loop_figures(r.meta, r.threads, r.stacks, args.loop_threshold)
     s["warnings"] = s["warnings"] + r.load_warnings
     if args.json:
         json.dump(s, sys.stdout, indent=2)
@@ -145,8 +160,36 @@ def render(s: dict[str, Any]) -> None:
     for g in gil.get("processes") or []:
         if g["threads"]:
             con.print("  " + escape(_gil_line(g)))
+    for line in loop_lines(s.get("loops") or []):
+        con.print(escape(line))
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def loop_lines(loops: list[dict[str, Any]]) -> list[str]:
+    """The event loops and their stalls, a few lines (docs/loops.md)."""
+    if not loops:
+        return []
+    out = ["event loops (docs/loops.md):"]
+    for lp in loops:
+        name = f" ({lp['thread_name']})" if lp.get("thread_name") else ""
+        n = len(lp["stalls"])
+        sat = ", SATURATED" if lp["saturated"] else ""
+        out.append(
+            f"  PID {lp['pid']} thread {lp['tid']}{name}: busy {100 * lp['busy_share']:.0f}% "
+            f"of {lp['observed_s']:.2f} s{sat}; {n} stall{'s' * (n != 1)} of "
+            f"{lp['threshold_s']:g} s or more, longest busy stretch {lp['longest_stall_s']:.3f} s"
+        )
+        for st in lp["stalls"][:10]:
+            where = f" in {st['culprit']}" if st.get("culprit") else " (no stack taken during it)"
+            out.append(
+                f"    at {st['start_s']:.2f} s: blocked {st['duration_s']:.3f} s, "
+                f"{st['state']}{where}"
+            )
+        if n > 10:
+            out.append(f"    ... {n - 10} more (circuit summary --json)")
+    out.append(f"  asyncio tasks: {loops[0]['tasks']}")
+    return out
 
 
 def _exits_line(s: dict[str, Any]) -> str:

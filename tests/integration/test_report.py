@@ -22,7 +22,18 @@ from tests.support.report_data import EVIL, build_bench
 
 pytestmark = pytest.mark.integration
 
-SECTIONS = ["findings", "threads", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
+SECTIONS = [
+    "findings",
+    "loops",
+    "threads",
+    "sleep",
+    "switches",
+    "cpu",
+    "gil",
+    "fds",
+    "epoll",
+    "tasks",
+]
 BENCH_SECTIONS = ["models", "scaling", "sleep", "gil", "epoll", "runs"]
 
 

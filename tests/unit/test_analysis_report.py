@@ -15,7 +15,7 @@ from tests.support.report_data import (
     thread_frame,
 )
 
-SECTIONS = ["threads", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
+SECTIONS = ["threads", "loops", "sleep", "switches", "cpu", "gil", "fds", "epoll", "tasks"]
 
 
 def _render(run) -> str:

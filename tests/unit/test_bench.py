@@ -320,8 +320,10 @@ def test_demo_adds_the_thread_sweep_and_bench_does_not() -> None:
     from circuit.commands import bench
 
     demo = build_parser().parse_args(["demo"])
-    assert demo.sweep is None and demo.default_sweep == bench.DEMO_SWEEP
+    assert demo.sweep is None
+    assert demo.default_sweep == (bench.DEMO_SWEEP, bench.DEMO_LOOP_SWEEP)
     assert bench.DEMO_SWEEP == "cpu-count,cpu-hash:threads:1,2,4"
+    assert bench.DEMO_LOOP_SWEEP == "io-blocked:asyncio:2"
     plain = build_parser().parse_args(["bench"])
     assert plain.sweep is None and plain.default_sweep is None
     off = build_parser().parse_args(["demo", "--sweep", "none"])
