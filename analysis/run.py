@@ -216,6 +216,7 @@ class Run:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.meta = _read_meta(self.path)
+        self.meta.setdefault("path", str(self.path))  # the summary's `run`, profiles' base
         self.load_warnings: list[str] = []
         self.finalized = bool(self.meta.get("finalized"))
         if self.finalized:

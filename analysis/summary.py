@@ -6,6 +6,7 @@ unit-tested on small hand-built frames.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,6 +95,16 @@ def _rate_hz(meta: dict[str, Any], processes: pd.DataFrame) -> float:
     if len(t) < 2:
         return 0.0
     return round((len(t) - 1) / ((int(t.max()) - int(t.min())) / 1e9), 3)
+
+
+def _profiles(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """meta.json's ``profiles`` with each file's path joined to the run folder."""
+    base = Path(str(meta.get("path") or "."))
+    out = []
+    for p in meta.get("profiles") or []:
+        files = {k: str(base / v) for k, v in p.items() if k != "pid" and v}
+        out.append({"pid": p.get("pid"), **files})
+    return out
 
 
 def period_ns(meta: dict[str, Any]) -> int:
@@ -266,6 +277,8 @@ def summarize_frames(
         "threads": thread_list,
         "gil": gil_figures,
         "loops": loops,
+        # py-spy profiles (--profile): their files, from the run folder
+        "profiles": _profiles(meta),
         "warnings": list(meta.get("warnings") or []),
     }
     # What died between samples: exact finals, rows for the unseen (analysis/exits.py).

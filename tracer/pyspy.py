@@ -2,15 +2,11 @@
 periodic, on demand, final) and profiles (``py-spy record``, run by
 :mod:`.pyspy_record`).
 
-Every dump is a background ``py-spy dump --json --pid PID`` (one per traced
-Python process: py-spy's ``--subprocesses`` does not return children in
-JSON), started from the sampling loop's ``tick`` and collected on a later
-tick, so the loop never waits for py-spy.  Which process to dump when is
-:class:`~.pyspy_policy.DumpPolicy`'s call, from the sampler's thread rows.
-Output goes to a temporary file (a pipe could fill and stall py-spy); every
-dump is bounded by a timeout and killed past it.  Results:
-``pyspy/dumps.jsonl`` in the run folder, one line per dump (format:
-docs/pyspy.md).
+Every dump is a background ``py-spy dump --json --pid PID`` per Python
+process, started from the loop's ``tick`` and collected on a later one (the
+loop never waits); :class:`~.pyspy_policy.DumpPolicy` says when. Output goes
+to a temporary file (a pipe could fill and stall py-spy), each dump under a
+timeout. Results: ``pyspy/dumps.jsonl`` (format: docs/pyspy.md).
 
 py-spy failing (missing, no ptrace permission, unknown interpreter version,
 hanging) is reported once on stderr and in meta.json, and never stops the
@@ -33,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .observers import Observer
-from .pyspy_policy import LONG_WAIT, WATCH_NS, DumpPolicy
+from .pyspy_policy import UNSTOPPED, WATCH_NS, DumpPolicy
 from .pyspy_record import Profiles, private_file
 from .pyspy_tools import (
     ENV_PYSPY,
@@ -314,7 +310,7 @@ class PySpyObserver(Observer):
         args = [self.exe, "dump", "--json"]
         if self.native:
             args.append("--native")  # needs a stopped process: never with --nonblocking
-        elif self.nonblocking or (trigger == LONG_WAIT and pid not in self._stop_to_read):
+        elif self.nonblocking or (trigger in UNSTOPPED and pid not in self._stop_to_read):
             # A long wait's stack does not move; stopping the target would cut
             # the very wait looked at (restarted as restart_syscall, its fd lost).
             args.append("--nonblocking")

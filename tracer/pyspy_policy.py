@@ -67,6 +67,10 @@ AUTO_GUESS_S = 0.012  # CPU per dump assumed until one has been measured
 # An event loop out of its selector this long gets a dump (half of
 # asyncio's slow_callback_duration, circuit's default --loop-threshold).
 LOOP_STALL_NS = 50_000_000
+LOOP_STALL = "loop-stall"  # the trigger's name (dumps.jsonl `trigger`)
+# Dumps of threads held in one place (a wait, a stalled loop) read without
+# stopping the target: stopping it would cut the very wait looked at.
+UNSTOPPED = (LONG_WAIT, LOOP_STALL)
 
 # Positions in a thread row (a `threads` row without t_ns: tracer/schema.py).
 _TID, _STATE, _WAIT, _SYSCALL, _ARG0, _CTX_VOL = 1, 3, 4, 5, 6, 12
@@ -216,7 +220,7 @@ class DumpPolicy:
             if p.exit_due and pid == self.root:
                 trigger = "exit"
             elif self._loop_stall(p, now_ns):
-                trigger = "loop-stall"
+                trigger = LOOP_STALL
             elif p.dumped and now_ns - p.last_ns < MIN_GAP_NS:
                 continue  # (before its first dump, retries keep their own pace)
             elif p.early_ns is not None and now_ns >= p.early_ns:

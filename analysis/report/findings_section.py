@@ -4,6 +4,7 @@ passages the rest of the report keeps (only those the findings need)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .model import Section, Table, V
@@ -45,7 +46,7 @@ KIND_SECTIONS = {
 DOC = "docs/findings.md"
 
 
-def sec_findings(findings: list[dict[str, Any]]) -> Section:
+def sec_findings(findings: list[dict[str, Any]], profiles: list[dict[str, Any]] = ()) -> Section:
     kinds = sorted({f["kind"] for f in findings})
     sec = Section(
         "findings",
@@ -53,6 +54,12 @@ def sec_findings(findings: list[dict[str, Any]]) -> Section:
         [KIND_CONCEPTS.get(k, k) for k in kinds]
         + [f"How each finding is decided, its thresholds and limits: {DOC}."],
     )
+    for p in profiles:  # --profile: where the time went, function by function
+        parts: list[Any] = [f"py-spy profile of PID {p.get('pid')}: "]
+        for key, what in (("flamegraph", "flame graph"), ("speedscope", "speedscope")):
+            if p.get(key):
+                parts += [V(what, href=Path(p[key]).resolve().as_uri()), " "]
+        sec.say(*parts, "(", V(str(Path(p.get("flamegraph") or "").parent), code=True), ").")
     if not findings:
         sec.say(
             "No finding: no GIL or lock contention, fd leak, CPU oversubscription or "

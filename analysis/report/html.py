@@ -33,9 +33,8 @@ def _inline_html(p: Para) -> str:
     out = []
     for part in p:
         if isinstance(part, V):
-            out.append(
-                f"<code>{_h(part.value)}</code>" if part.code else f"<b>{_h(part.value)}</b>"
-            )
+            text = f"<code>{_h(part.value)}</code>" if part.code else f"<b>{_h(part.value)}</b>"
+            out.append(f'<a href="{_h(part.href)}">{text}</a>' if part.href else text)
         else:
             out.append(_h(part))
     return "".join(out)

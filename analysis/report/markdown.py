@@ -31,7 +31,8 @@ def _inline_md(p: Para) -> str:
     out = []
     for part in p:
         if isinstance(part, V):
-            out.append(_md_code(part.value) if part.code else f"**{_md(part.value)}**")
+            text = _md_code(part.value) if part.code else f"**{_md(part.value)}**"
+            out.append(f"[{text}](<{part.href}>)" if part.href else text)
         else:
             out.append(part)
     return "".join(out)

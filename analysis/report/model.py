@@ -19,10 +19,12 @@ from typing import Any, Protocol
 
 @dataclass
 class V:
-    """A value from the data; rendered escaped (``code`` -> monospace)."""
+    """A value from the data; rendered escaped (``code`` -> monospace;
+    ``href``: a link to that address, escaped too)."""
 
     value: Any
     code: bool = False
+    href: str | None = None
 
 
 Inline = str | V

@@ -85,7 +85,7 @@ def run_document(run: Any) -> Document:
     rates = M.thread_rates(th, per, t0)
     findings = s.get("findings") or []
     sections = [
-        sec_findings(findings),
+        sec_findings(findings, s.get("profiles") or []),
         _sec_timeline(run, s, iv),
         sec_loops(run, s["wall_s"]),
         _sec_sleep(s, iv, cls),

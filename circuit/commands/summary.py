@@ -114,6 +114,9 @@ def render(s: dict[str, Any]) -> None:
         ended = f"killed by {s['exit_signal']} (exit {s['exit_code']})"
     con.print(f"[bold]{escape(cmd)}[/bold]  ({s['mode']}, {ended or 'not finalized'})")
     render_findings(con, s.get("findings") or [])
+    for p in s.get("profiles") or []:
+        files = ", ".join(f"{k} {escape(v)}" for k, v in p.items() if k != "pid")
+        con.print(f"py-spy profile of PID {p.get('pid')}: {files}")
     con.print(
         f"wall {s['wall_s']:.3f} s   CPU user {s['cpu_user_s']:.3f} s + system "
         f"{s['cpu_system_s']:.3f} s   parallelism {s['parallelism']:.2f}   "

@@ -70,26 +70,32 @@ def test_crawler_waits_on_the_slow_server(tmp_path, server):
 
 
 def test_blocking_socket_call_in_a_coroutine(tmp_path, server):
-    """load_config() does a blocking GET in the loop's thread: slow-io on
-    the server's port with load_config in the stack."""
+    """load_config() does a blocking GET in the loop's thread: the loop is
+    blocked (first, naming load_config), and each wait is slow I/O on the
+    server's port, also naming load_config."""
     fs = _findings(tmp_path, PY, str(T / "service.py"), "socket", str(server), "6")
-    f = _culprit(fs, "slow-io", "load_config")
-    assert f["resources"][0]["what"] == f"127.0.0.1:{server}"
+    f = _culprit(fs, "loop-blocked", "load_config")
     assert f["thread_name"] == "MainThread"
+    (io,) = [f for f in fs if f["kind"] == "slow-io" and f["severity"] in ABOVE_INFO]
+    assert any(line.startswith("load_config ") for line in io["stack"]), io["stack"]
+    assert io["resources"][0]["what"] == f"127.0.0.1:{server}"
+    assert io["evidence"]["waits"] >= 4, io  # 6 GETs of 0.2 s; a wait cut short is missed
 
 
 def test_blocking_sleep_in_a_coroutine_is_not_an_io_finding(tmp_path, server):
-    """load_config() calls time.sleep(0.3) in the loop: no I/O wait, no lock:
-    none of the five kinds applies (the event loop's loop-blocked will).
-    What holds today: nothing above info."""
+    """load_config() calls time.sleep(0.3) in the loop: no I/O wait, no
+    lock, so none of the I/O, lock or GIL kinds applies; the loop is blocked,
+    and loop-blocked says so first, naming load_config."""
     fs = _findings(tmp_path, PY, str(T / "service.py"), "sleep", str(server), "6")
-    assert not [f for f in fs if f["severity"] in ABOVE_INFO], fs
+    f = _culprit(fs, "loop-blocked", "load_config")
+    assert f["duration_s"] == pytest.approx(0.3, abs=0.1), f
+    assert not [f for f in fs if f["kind"] != "loop-blocked" and f["severity"] in ABOVE_INFO], fs
 
 
 def test_process_pool_larger_than_the_cpus(tmp_path):
     """2 x CPUs processes of pure-Python work: demand ~2 x CPUs, queued."""
     n = 2 * (os.cpu_count() or 1)
-    fs = _findings(tmp_path, PY, str(T / "procpool.py"), str(n), str(2 * n), "3000000")
+    fs = _findings(tmp_path, PY, str(T / "procpool.py"), str(n), str(2 * n), "8000000")
     f = _culprit(fs, "cpu-oversubscribed", "crunch")
     assert f["evidence"]["demand_cores"] > f["evidence"]["cpus"] + 0.5
     assert f["evidence"]["processes_waiting"] >= 2

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 SECTIONS = [
     "findings",
-    "loops",
     "threads",
+    "loops",
     "sleep",
     "switches",
     "cpu",
