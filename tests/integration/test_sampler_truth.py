@@ -207,7 +207,9 @@ def test_context_switches_match_the_threads_own(traced: Traced, name: str) -> No
 def test_the_sleeper_switched_often(traced: Traced) -> None:
     # Else the switch checks could not tell a frozen count from a live one.
     own = traced.own("sleep")
-    assert own.ctx_vol.iloc[-1] - own.ctx_vol.iloc[0] >= 20
+    if len(own) < 20:
+        pytest.skip(f"the sleeper took {len(own)} readings of its own: too few to count on")
+    assert own.ctx_vol.iloc[-1] - own.ctx_vol.iloc[0] >= 20, own
 
 
 @pytest.mark.parametrize("name", THREADS)
