@@ -175,19 +175,20 @@ def perf_record_argv(out: Path) -> list[str]:
 def perf_unusable() -> str | None:
     """Why ``perf`` cannot record futex syscalls here, or None when it can
     (asked once per process: a system-wide ``perf record`` takes ~1 s to start)."""
+    return perf_probe(perf_record_argv(Path("/dev/null")), "perf record", "tracepoints", 30)
+
+
+def perf_probe(argv: list[str], what: str, events: str, timeout: float) -> str | None:
+    """Why ``argv`` (a perf recording, to which ``true`` is appended) cannot
+    run here, or None when it can; ``what``/``events`` name it in the reason."""
     if shutil.which("perf") is None:
-        return "perf is not installed (Debian: apt-get install linux-perf)"
+        return "perf is not installed (Debian: apt-get install linux-perf; make perf)"
     try:
-        r = subprocess.run(
-            [*perf_record_argv(Path("/dev/null")), "true"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        r = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"perf record failed: {e}"
+        return f"{what} failed: {e}"
     if r.returncode != 0:
-        return f"perf cannot record tracepoints system-wide: {r.stderr.strip()[-300:]}"
+        return f"perf cannot record {events} system-wide: {r.stderr.strip()[-300:]}"
     return None
 
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks.oracles import perf_probe
 
 # A line of `perf script -F pid,tid,time,event,trace --ns`.
 _LINE = re.compile(r"^\s*(-?\d+)/(-?\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$")
@@ -53,20 +54,9 @@ def sched_record_argv(out: Path) -> list[str]:
 @functools.cache
 def sched_unusable() -> str | None:
     """Why ``perf sched record`` cannot run here, or None when it can."""
-    if shutil.which("perf") is None:
-        return "perf is not installed (Debian: apt-get install linux-perf; make perf)"
-    try:
-        r = subprocess.run(
-            [*sched_record_argv(Path("/dev/null")), "true"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"perf sched record failed: {e}"
-    if r.returncode != 0:
-        return f"perf cannot record sched tracepoints system-wide: {r.stderr.strip()[-300:]}"
-    return None
+    return perf_probe(
+        sched_record_argv(Path("/dev/null")), "perf sched record", "sched tracepoints", 60
+    )
 
 
 class LostEvents(RuntimeError):
