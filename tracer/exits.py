@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from typing import Any, NamedTuple
 
 from .taskstats import GENL_ID_CTRL, NLM_F_REQUEST, NLMSG_ERROR, _attrs, _nla
@@ -80,26 +81,36 @@ class Exit(NamedTuple):
     elapsed_ns: int
 
 
-def parse_stats(buf: bytes) -> Exit | None:
-    """A struct taskstats as the kernel sent it; None if too short to hold the
-    switch counts.  ``pid`` is 0 when its version has no ac_tgid."""
-    if len(buf) < _MIN_LEN:
+# The fields parse_stats reads, in one unpack (standard sizes, no padding).
+_FIELDS = struct.Struct(
+    f"=H{_CPU_DELAY_TOTAL - 2}xQ{_CPU_RUN_VIRTUAL_TOTAL - _CPU_DELAY_TOTAL - 8}xQ32s"
+    f"{_AC_PID - _AC_COMM - 32}xII{_AC_ETIME - _AC_PPID - 4}xQQQ"
+    f"{_NVCSW - _AC_STIME - 8}xQQ"
+)
+_TGID = struct.Struct("=I")
+_NLMSG = struct.Struct("=IH")
+_NLA = struct.Struct("=HH")
+
+
+def parse_stats(buf: bytes, start: int = 0, end: int | None = None) -> Exit | None:
+    """A struct taskstats as the kernel sent it (in ``buf[start:end]``); None
+    if too short to hold the switch counts.  ``pid`` is 0 when its version
+    has no ac_tgid."""
+    if end is None:
+        end = len(buf)
+    if end - start < _MIN_LEN:
         return None
-    (version,) = struct.unpack_from("H", buf, _VERSION)
+    (version, run_delay, run_ns, comm, tid, ppid, etime, utime, stime, nvcsw, nivcsw) = (
+        _FIELDS.unpack_from(buf, start)
+    )
     tgid = 0
-    if version >= _TGID_VERSION and len(buf) >= _AC_TGID + 4:
-        (tgid,) = struct.unpack_from("I", buf, _AC_TGID)
-    comm = buf[_AC_COMM : _AC_COMM + 32].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-    tid, ppid = struct.unpack_from("II", buf, _AC_PID)
-    etime, utime, stime = struct.unpack_from("QQQ", buf, _AC_ETIME)
-    nvcsw, nivcsw = struct.unpack_from("QQ", buf, _NVCSW)
-    (run_delay,) = struct.unpack_from("Q", buf, _CPU_DELAY_TOTAL)
-    (run_ns,) = struct.unpack_from("Q", buf, _CPU_RUN_VIRTUAL_TOTAL)
+    if version >= _TGID_VERSION and end - start >= _AC_TGID + 4:
+        (tgid,) = _TGID.unpack_from(buf, start + _AC_TGID)
     return Exit(
         tgid,
         tid,
         ppid,
-        comm,
+        comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
         utime * 1000,
         stime * 1000,
         run_ns,
@@ -110,6 +121,20 @@ def parse_stats(buf: bytes) -> Exit | None:
     )
 
 
+def _attr(data: bytes, i: int, end: int, kind: int) -> tuple[int, int]:
+    """Where the payload of netlink attribute ``kind`` is in ``data[i:end]``
+    (start, end); (0, 0) when it is not there.  (Offsets, not slices: a drain
+    parses every exit on the machine.)"""
+    while i + 4 <= end:
+        n, k = _NLA.unpack_from(data, i)
+        if n < 4:
+            break
+        if k & 0x3FFF == kind:
+            return i + 4, min(i + n, end)
+        i += (n + 3) & ~3
+    return 0, 0
+
+
 def parse_messages(data: bytes) -> list[Exit]:
     """The per-task exit records in one datagram of netlink messages.
 
@@ -118,9 +143,9 @@ def parse_messages(data: bytes) -> list[Exit]:
     whose stats carry only delay sums: only the per-task records are kept
     (a process's totals are the sum of its threads')."""
     out: list[Exit] = []
-    i = 0
-    while i + NLMSG_HDR <= len(data):
-        n, kind = struct.unpack_from("IH", data, i)
+    i, size = 0, len(data)
+    while i + NLMSG_HDR <= size:
+        n, kind = _NLMSG.unpack_from(data, i)
         if n < NLMSG_HDR:
             break
         if (
@@ -128,13 +153,11 @@ def parse_messages(data: bytes) -> list[Exit]:
             and n >= NLMSG_HDR + GENL_HDR
             and data[i + NLMSG_HDR] == TASKSTATS_CMD_NEW
         ):
-            attrs = _attrs(data[i : i + n], NLMSG_HDR + GENL_HDR)
-            agg = attrs.get(TASKSTATS_TYPE_AGGR_PID)
-            if agg is not None:
-                inner = _attrs(agg)
-                stats = inner.get(TASKSTATS_TYPE_STATS)
-                if stats is not None:
-                    rec = parse_stats(stats)
+            a, b = _attr(data, i + NLMSG_HDR + GENL_HDR, min(i + n, size), TASKSTATS_TYPE_AGGR_PID)
+            if b:
+                s0, s1 = _attr(data, a, b, TASKSTATS_TYPE_STATS)
+                if s1:
+                    rec = parse_stats(data, s0, s1)
                     if rec is not None:
                         out.append(rec)
         i += (n + 3) & ~3
@@ -295,7 +318,10 @@ class ExitFilter:
 
     def __init__(self) -> None:
         self.kept_pids: set[int] = set()  # processes known only from their exit records
-        self._held: list[tuple[int, Exit]] = []
+        # In arrival order, so the expired leave from the left: a drain costs
+        # what arrived, not every exit on the machine in the last HOLD_NS
+        # (a threaded server next door ends hundreds of threads a second).
+        self._held: deque[tuple[int, Exit]] = deque(maxlen=self.HOLD_MAX)
         self._known = (0, 0)  # sizes of (traced, kept_pids) when the held were last tried
 
     def keep(self, recs: list[Exit], traced: set[int], t_ns: int) -> list[Exit]:
@@ -306,11 +332,13 @@ class ExitFilter:
         again (every exit on the machine is held a while)."""
         out: list[Exit] = []
         rest = self._match([(t_ns, r) for r in recs], traced, out)
+        held = self._held
         if (len(traced), len(self.kept_pids)) != self._known:
-            rest = self._match(self._held + rest, traced, out)
-        else:
-            rest = self._held + rest
-        self._held = [(t, r) for t, r in rest if t_ns - t < self.HOLD_NS][-self.HOLD_MAX :]
+            rest = self._match([*held, *rest], traced, out)
+            held.clear()
+        held.extend(rest)
+        while held and t_ns - held[0][0] >= self.HOLD_NS:
+            held.popleft()
         self._known = (len(traced), len(self.kept_pids))
         return out
 
