@@ -247,8 +247,8 @@ class Sampler:
                     self._ran = True
             self.samples += 1
         else:
-            ran, back, n = fast.tick(t_ns)
-            self._finish_tick(t_ns, ran, back, n)
+            ran, back, n, scan = fast.tick(t_ns)
+            self._finish_tick(t_ns, ran, back, n, scan)
         self.drain_exits(t_ns)
 
     @property
@@ -269,34 +269,47 @@ class Sampler:
         missed, deadline, time of the last sample, time of a sample this
         call took with Python's help or 0): run_loop carries on from there."""
         assert self.fast is not None
-        b = self.fast.burst(
-            deadline,
-            period,
-            until,
-            signals,
-            watch_fd,
-            self.exclude,
-            self._ran,
-            self._next_child_scan,
-        )
-        self._ran, self._next_child_scan = b.ran_flag, b.next_child_scan
-        self.samples += b.done
-        self.c_samples += b.done
-        self.thread_samples += b.rows
-        for pid in b.ran:
-            self.traced[pid].schedule.dirty = True
-        if b.pending:
-            if b.back is None:
-                self.tick(b.pending)  # a pid was handed out: look for new children
-            else:
-                self._finish_tick(b.pending, (), b.back, 0)  # (its ran pids are in `ran`)
-        if b.done:
-            self.drain_exits(b.last)
-        return b.done, b.missed, b.deadline, b.last, b.pending
+        done = missed = last = 0
+        while True:
+            b = self.fast.burst(
+                deadline,
+                period,
+                until,
+                signals,
+                watch_fd,
+                self.exclude,
+                self._ran,
+                self._next_child_scan,
+            )
+            self._ran, self._next_child_scan = b.ran_flag, b.next_child_scan
+            self.samples += b.done
+            self.c_samples += b.done
+            self.thread_samples += b.rows
+            done, missed, deadline = done + b.done, missed + b.missed, b.deadline
+            last = b.last or last
+            for pid in b.ran:
+                self.traced[pid].schedule.dirty = True
+            if b.pending:
+                if b.back is None:
+                    self.tick(b.pending)  # a pid was handed out: look for new children
+                else:
+                    # (its ran pids are in `ran`)
+                    self._finish_tick(b.pending, (), b.back, 0, b.scan)
+            elif b.scan:
+                for pid in b.scan:
+                    self._look_after_c(pid, b.last)
+            if b.done:
+                self.drain_exits(b.last)
+            # Only fd looks were due: carry on in C.
+            if b.pending or not b.scan or not self.can_burst:
+                return done, missed, deadline, last, b.pending
 
-    def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int) -> None:
-        """The rest of a tick the C tick began: the processes it handed back,
-        and those it does not hold, on the Python path."""
+    def _finish_tick(self, t_ns: int, ran: Any, back: list[int], n: int, scan: list[int]) -> None:
+        """The rest of a tick the C tick began: the fd looks due in the
+        processes it sampled (``scan``), the processes it handed back, and
+        those it does not hold, on the Python path."""
+        for pid in scan:
+            self._look_after_c(pid, t_ns)
         fast = self.fast
         assert fast is not None
         self.thread_samples += n
@@ -341,22 +354,7 @@ class Sampler:
         # have exec'd, opened or closed anything: skip it.
         sched.dirty = sched.dirty or ran
         if sched.due(t_ns, lambda: backend.fd_count(tr.handle)):
-            full = len(tr.table.fds) <= SMALL_FD_TABLE or t_ns >= sched.full_at
-            command = backend.command(tr.handle)
-            execd = bool(command) and command != tr.command
-            if execd:
-                tr.command = command
-                full = True
-                self._record_info(tr.pid, prow.ppid, t_ns, tr.pid == self.root_pid)
-            if self.scan_fds:
-                self._scan_fds(tr, t_ns, full)
-            else:
-                # Only the look for an exec, which backs off as a quiet fd
-                # table's rescan does (each takes a sample on the Python path).
-                if sched.counted:
-                    sched.nfds = backend.fd_count(tr.handle) or sched.nfds
-                most = FD_SCAN_MAX_BACKOFF_COUNTED_NS
-                sched.looked(t_ns, execd, self.period_ns, most_ns=most)
+            self._look(tr, t_ns, prow.ppid)
         if tr.maps_due and t_ns >= tr.maps_due[0]:
             tr.maps_due.pop(0)
             self._record_maps(tr, t_ns)
@@ -371,6 +369,60 @@ class Sampler:
         if tr.handle.zombie and not (self.keep_zombie_root and tr.pid == self.root_pid):
             self._drop(tr)  # exited: this last sample holds its final totals
         return ran
+
+    def _look(self, tr: _Traced, t_ns: int, ppid: int) -> None:
+        """The look FdSchedule found due: for an exec, and at the fd table."""
+        backend, sched = self.backend, tr.schedule
+        full = len(tr.table.fds) <= SMALL_FD_TABLE or t_ns >= sched.full_at
+        command = backend.command(tr.handle)
+        execd = bool(command) and command != tr.command
+        if execd:
+            tr.command = command
+            full = True
+            self._record_info(tr.pid, ppid, t_ns, tr.pid == self.root_pid)
+        if self.scan_fds:
+            self._scan_fds(tr, t_ns, full)
+        else:
+            # Only the look for an exec, which backs off as a quiet fd
+            # table's rescan does.
+            if sched.counted:
+                sched.nfds = backend.fd_count(tr.handle) or sched.nfds
+            most = FD_SCAN_MAX_BACKOFF_COUNTED_NS
+            sched.looked(t_ns, execd, self.period_ns, most_ns=most)
+
+    def _look_after_c(self, pid: int, t_ns: int) -> None:
+        """The look due in a process the C tick sampled at ``t_ns``, as
+        ``_sample`` looks after sampling: the tick's processes row gets the
+        counts of this look, and the process stays in C with the new table."""
+        tr, fast = self.traced.get(pid), self.fast
+        if tr is None or fast is None or tr.handle.prow is None:
+            return
+        before = tr.table.fds  # (a scan replaces the dict, never changes it)
+        self._look(tr, t_ns, tr.handle.prow.ppid)
+        after = tr.table.fds
+        if self.scan_fds:
+            buf = self.sink.tick_buffers().processes
+            nc = len(tr.table.counts)
+            for i in range(len(buf) - 1, -1, -1):
+                row = buf[i]
+                if row[0] != t_ns:
+                    break
+                if row[1] == pid:
+                    buf[i] = (*row[:-nc], *tr.table.counts)
+                    break
+        if pid not in self.traced:
+            return
+        changed = (
+            set()
+            if after is before
+            else {fd for fd in before.keys() | after.keys() if before.get(fd) != after.get(fd)}
+        )
+        if not fast.looked(pid, tr.table, tr.schedule, changed):
+            sched = tr.schedule
+            scan_at, count_at = sched.scan_at, sched.count_at
+            fast.sync(tr.handle, sched)  # (which takes C's schedule: this look's stays)
+            sched.scan_at, sched.count_at = scan_at, count_at
+            self._load(tr, True)
 
     def _scan_fds(self, tr: _Traced, t_ns: int, full: bool = False) -> None:
         # CPU time, not wall: a scan preempted on a busy machine must not push

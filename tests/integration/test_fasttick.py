@@ -183,10 +183,20 @@ def test_circuit_python_tick_turns_the_c_tick_off(tmp_path, monkeypatch):
     assert s.fast is None
 
 
+# A new thread every 2 ms (each sleeps for good): at each sample the thread
+# count moved, which only the Python path can take (new threads to open).
+ROUNDS = """
+import threading, time
+print("ready", flush=True)
+while True:
+    time.sleep(0.002)
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+"""
+
 # A thread that wakes every 2 ms and then blocks reading the next of 16
 # pipes: at each sample it sleeps on an fd it has not slept on lately (the C
-# tick keeps the last 4 places), which only the Python path can classify.
-ROUNDS = """
+# tick keeps the last 4 places), so the C tick classifies a new wait.
+PIPES = """
 import os, threading, time
 pipes = [os.pipe() for _ in range(16)]
 def reader():
@@ -202,6 +212,35 @@ while True:
     os.write(pipes[i % 16][1], b"x")
     i += 1
 """
+
+
+@needs_c
+def test_a_new_wait_is_classified_in_c_as_on_the_python_path(tmp_path, monkeypatch):
+    # Without a hand-back: the reader's rows name the pipe and the fd, and
+    # its wait channel, as the Python path names them.
+    with Spawned(PIPES) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        try:
+            for _ in range(40):
+                time.sleep(0.01)
+                s.tick(time.monotonic_ns())
+            loaded, backs = set(s.fast.loaded), dict(s.fast.backs)
+            handle = s.traced[t.pid].handle
+            s.fast.sync(handle, s.traced[t.pid].schedule)
+            slept = [r for th in handle.order for r in th.slept]
+            rows = [r for _, batch in s.sink.tick_buffers().thread_batches for r in batch]
+        finally:
+            s.close()
+    assert t.pid in loaded
+    assert backs.get(t.pid, (0, 0))[1] < fasttick.FAST_MAX_BACKS
+    reader = [r for r in rows if r.tid != t.pid and r.syscall == 0]  # read(2)
+    assert len(reader) >= 20
+    assert {r.wait for r in reader} == {"pipe"}
+    assert len({r.arg0 for r in reader}) >= 8  # many pipes, most of them new to the C tick
+    assert all(r.wchan and r.state == "S" for r in reader)
+    # ThreadState.slept holds the latest 4 distinct places, newest first.
+    mine = [r for r in slept if r.tid != t.pid]
+    assert 1 <= len(mine) <= 4 and len({(r.syscall, r.arg0) for r in mine}) == len(mine)
 
 
 @needs_c
@@ -270,9 +309,9 @@ def test_threads_taking_turns_on_the_gil_stay_in_c_with_the_rows_of_python(tmp_p
         monkeypatch.setattr(
             c,
             "_finish_tick",
-            lambda t_ns, ran, back, n: (
+            lambda t_ns, ran, back, n, scan: (
                 handed.append(t.pid in back or t.pid not in c.fast.loaded),
-                finish(t_ns, ran, back, n),
+                finish(t_ns, ran, back, n, scan),
             ),
         )
         seq = []
@@ -751,3 +790,49 @@ def test_an_fd_opened_while_the_c_tick_holds_the_process_is_seen_at_once(tmp_pat
     path = os.path.realpath(sys.executable)
     seen = [r[0] for r in s.sink.buffers["fds"] if r[3] == "open" and r[5] == path]
     assert seen == [min(t for t in ticks if t > opened)], (seen, opened)
+
+
+# Every ~30 ms a new pipe, which a thread then blocks reading: a wait in
+# read(2) named by the kind of an fd the last fd look had not seen.
+NEW_PIPES = """
+import os, queue, threading, time
+todo = queue.Queue()
+def reader():
+    while True:
+        r = todo.get()
+        os.read(r, 1)
+threading.Thread(target=reader, daemon=True).start()
+print("ready", flush=True)
+while True:
+    r, w = os.pipe()
+    todo.put(r)
+    time.sleep(0.03)
+    os.write(w, b"x")
+    time.sleep(0.005)
+    os.close(r)
+    os.close(w)
+"""
+
+
+@needs_c
+def test_an_fd_look_after_the_c_tick_keeps_the_process_in_c(tmp_path, monkeypatch):
+    # The look C asks for is done by Python without taking the process back;
+    # a thread asleep in read() on an fd the look just learnt is reclassified
+    # (a reload), as on the Python path.
+    with Spawned(NEW_PIPES) as t:
+        s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
+        said = []
+        real = s.fast.looked
+        monkeypatch.setattr(s.fast, "looked", lambda *a: said.append(real(*a)) or said[-1])
+        try:
+            for _ in range(100):
+                time.sleep(0.01)
+                s.tick(time.monotonic_ns())
+            backs = dict(s.fast.backs)
+            rows = [r for _, batch in s.sink.tick_buffers().thread_batches for r in batch]
+        finally:
+            s.close()
+    assert True in said and False in said, said
+    assert backs.get(t.pid, (0, 0))[1] < fasttick.FAST_MAX_BACKS
+    reads = [r for r in rows if r.tid != t.pid and r.syscall == 0 and r.state == "S"]
+    assert len(reads) >= 20 and all(r.wait == "pipe" for r in reads), reads

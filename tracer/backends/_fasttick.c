@@ -67,7 +67,7 @@ static const char *const GIL_NAMES[G_COUNT] = {"t_ns", "pid", "locked", "holder"
 
 typedef struct {
     long tid;
-    int sched_fd, stat_fd, status_fd, sys_fd;
+    int sched_fd, stat_fd, status_fd, sys_fd, wchan_fd;
     char sched[SCHED_MAX];
     Py_ssize_t sched_len;
     PyObject *row;   /* the last row (a ThreadRow), owned */
@@ -77,6 +77,7 @@ typedef struct {
     char nsched[SCHED_MAX];
     Py_ssize_t nsched_len;
     PyObject *nrow;
+    PyObject *nslept; /* its slept rows after this tick, when a new wait changed them */
     long long npcount, nstatus_ns;
     int check; /* did not run, asleep in its last row, CPUs saturated: read it again */
 } Thr;
@@ -89,6 +90,8 @@ typedef struct {
     PyObject *prow;   /* a ProcessRow, owned */
     PyObject *rows;   /* list, owned */
     PyObject *counts; /* tuple, owned */
+    PyObject *kinds;  /* the fd table's kinds (FdTable.kinds: fd -> kind), owned, or NULL */
+    int scan_due;     /* this tick found an fd look due: the Python path does it after */
     long long slow_ns, rss, io[4];
     long skips;
     long idle_back, idle_run; /* hand back after idle_back samples in a row where none ran (0: never) */
@@ -115,6 +118,7 @@ typedef struct {
     int loadavg_fd; /* /proc/loadavg: its runnable count says when CPUs are saturated */
     long long ncpu;
     PyObject *running, *state_r, *empty;
+    PyObject *classify; /* the backend's wait classifier (tracer/waits.py), or NULL */
     int sigfd; /* burst(): readable when one of sigmask is pending */
     sigset_t sigmask;
     /* The sink's lists (bind): processes rows, (t_ns, thread rows) batches, gil rows. */
@@ -232,6 +236,7 @@ static void clear_proc(Proc *p) {
         Py_CLEAR(p->thr[i].row);
         Py_CLEAR(p->thr[i].slept);
         Py_CLEAR(p->thr[i].nrow);
+        Py_CLEAR(p->thr[i].nslept);
     }
     PyMem_Free(p->thr);
     p->thr = NULL;
@@ -239,6 +244,7 @@ static void clear_proc(Proc *p) {
     Py_CLEAR(p->prow);
     Py_CLEAR(p->rows);
     Py_CLEAR(p->counts);
+    Py_CLEAR(p->kinds);
 }
 
 static Proc *find(FastTick *self, long pid) {
@@ -269,6 +275,7 @@ static void FastTick_dealloc(FastTick *self) {
     Py_XDECREF(self->process_type);
     Py_XDECREF(self->state_r);
     Py_XDECREF(self->empty);
+    Py_XDECREF(self->classify);
     if (self->sigfd >= 0) close(self->sigfd);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -302,23 +309,31 @@ static int read_places(PyObject *places, Py_ssize_t *out, Py_ssize_t n, const ch
 
 /* FastTick(tick_ns, page, slow_ns, idle_refresh, check_min_ns, running, probe_max,
  *          (ThreadRow, ProcessRow), (thread places, process places, gil places),
- *          loadavg_fd=-1, ncpu=0)
+ *          loadavg_fd=-1, ncpu=0, classify=None)
+ * classify(state, syscall, arg0, wchan, fd kind or None) -> wait: a thread
+ * asleep somewhere new gets its wait from it (without it, the Python path
+ * takes such a process).
  * places: for each field of THREAD_FIELDS (PROCESS_FIELDS, GIL_FIELDS), in
  * that order, its index in a ThreadRow (a ProcessRow, a gil table row). */
 static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"tick_ns",   "page",   "slow_ns",    "idle_refresh",
                              "check_min_ns", "running", "probe_max", "rows",
-                             "places",    "loadavg_fd", "ncpu",   NULL};
-    PyObject *running, *rows, *places;
+                             "places",    "loadavg_fd", "ncpu",   "classify", NULL};
+    PyObject *running, *rows, *places, *classify = Py_None;
     PyTypeObject *tt, *pt;
     PyObject *tp, *pp, *gp;
     self->loadavg_fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLULO!O!|iL", kwlist, &self->tick_ns,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "LLLLLULO!O!|iLO", kwlist, &self->tick_ns,
                                      &self->page, &self->slow_ns, &self->idle_refresh,
                                      &self->check_min_ns, &running, &self->probe_max,
                                      &PyTuple_Type, &rows, &PyTuple_Type, &places,
-                                     &self->loadavg_fd, &self->ncpu))
+                                     &self->loadavg_fd, &self->ncpu, &classify))
         return -1;
+    if (classify != Py_None && !PyCallable_Check(classify)) {
+        PyErr_SetString(PyExc_TypeError, "classify must be callable");
+        return -1;
+    }
+    Py_XSETREF(self->classify, classify == Py_None ? NULL : Py_NewRef(classify));
     if (!PyArg_ParseTuple(rows, "O!O!", &PyType_Type, &tt, &PyType_Type, &pt) ||
         !PyArg_ParseTuple(places, "OOO", &tp, &pp, &gp))
         return -1;
@@ -340,15 +355,17 @@ static int FastTick_init(FastTick *self, PyObject *args, PyObject *kw) {
 
 /* load(pid, (fd_stat, fd_statm, fd_io, fd_dir), threads, prow, rows,
  *      (rchar, wchar, read_bytes, write_bytes), (slow_ns, rss, skips, idle_back),
- *      counts, (dirty, counted, nfds, scan_at, count_at), python_at, gil)
- * threads: [(tid, sched_fd, stat_fd, status_fd, syscall_fd, schedstat bytes, row, slept rows,
- *            pcount, status_ns)], in the order of ``rows``; the fifth tuple is
+ *      counts, (dirty, counted, nfds, scan_at, count_at), python_at, gil, kinds)
+ * threads: [(tid, sched_fd, stat_fd, status_fd, syscall_fd, wchan_fd, schedstat bytes, row,
+ *            slept rows, pcount, status_ns)], in the order of ``rows`` (an fd
+ * -1: not open; a thread needing it goes to the Python path); kinds: the fd
+ * table's {fd: kind} (read, not copied), or None; the fifth tuple is
  * FdSchedule.for_c(); gil: None, or (/proc/PID/mem fd, the GIL's address,
  * native_thread_id's offset, the tid's offset in a pthread or -1). */
 static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     long pid;
     int fds[4], dirty, counted;
-    PyObject *threads, *prow, *rows, *counts, *gil;
+    PyObject *threads, *prow, *rows, *counts, *gil, *kinds;
     long long v[4], io[4], nfds, scan_at, count_at, python_at;
     int gil_fd = -1;
     long long gil_addr = 0, gil_tid_off = 0, gil_pthread_off = -1;
@@ -356,12 +373,16 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "FastTick not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!(LLLL)(LLLL)O!(ppLLL)LO", &pid, &fds[0], &fds[1],
+    if (!PyArg_ParseTuple(args, "l(iiii)O!O!O!(LLLL)(LLLL)O!(ppLLL)LOO", &pid, &fds[0], &fds[1],
                           &fds[2], &fds[3], &PyList_Type, &threads, &PyTuple_Type, &prow,
                           &PyList_Type, &rows, &io[0], &io[1], &io[2], &io[3], &v[0], &v[1],
                           &v[2], &v[3], &PyTuple_Type, &counts, &dirty, &counted, &nfds,
-                          &scan_at, &count_at, &python_at, &gil))
+                          &scan_at, &count_at, &python_at, &gil, &kinds))
         return NULL;
+    if (kinds != Py_None && !PyDict_Check(kinds)) {
+        PyErr_SetString(PyExc_TypeError, "kinds must be a dict or None");
+        return NULL;
+    }
     if (gil != Py_None &&
         !PyArg_ParseTuple(gil, "iLLL", &gil_fd, &gil_addr, &gil_tid_off, &gil_pthread_off))
         return NULL;
@@ -377,8 +398,9 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
         Py_ssize_t slen;
         PyObject *row, *slept;
         Thr *t = &thr[i];
-        int bad = !PyArg_ParseTuple(PyList_GET_ITEM(threads, i), "liiiiy#O!O!LL", &t->tid,
-                                    &t->sched_fd, &t->stat_fd, &t->status_fd, &t->sys_fd, &sched,
+        int bad = !PyArg_ParseTuple(PyList_GET_ITEM(threads, i), "liiiiiy#O!O!LL", &t->tid,
+                                    &t->sched_fd, &t->stat_fd, &t->status_fd, &t->sys_fd,
+                                    &t->wchan_fd, &sched,
                                     &slen, &PyTuple_Type, &row, &PyTuple_Type, &slept,
                                     &t->pcount, &t->status_ns);
         bad = bad || PyTuple_GET_SIZE(row) != T_COUNT;
@@ -428,6 +450,7 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     p->prow = Py_NewRef(prow);
     p->rows = Py_NewRef(rows);
     p->counts = Py_NewRef(counts);
+    p->kinds = kinds == Py_None ? NULL : Py_NewRef(kinds);
     memcpy(p->io, io, sizeof io);
     p->slow_ns = v[0];
     p->rss = v[1];
@@ -444,6 +467,54 @@ static PyObject *FastTick_load(FastTick *self, PyObject *args) {
     p->gil_tid_off = gil_tid_off;
     p->gil_pthread_off = gil_pthread_off;
     Py_RETURN_NONE;
+}
+
+/* Field f of a thread row (borrowed). */
+#define TFIELD(self, row, f) PyTuple_GET_ITEM((row), (self)->tx[f])
+
+/* Whether a row (any of `rows`, a list or tuple) is asleep in a syscall of
+ * `fd_io` on an fd of `fds` (sets of ints); -1 with a Python error. */
+static int on_fds(FastTick *self, PyObject *rows, PyObject *fd_io, PyObject *fds) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
+    PyObject **items = PySequence_Fast_ITEMS(rows);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = PySet_Contains(fd_io, TFIELD(self, items[i], T_SYSCALL));
+        if (r > 0) r = PySet_Contains(fds, TFIELD(self, items[i], T_ARG0));
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* looked(pid, counts, (dirty, counted, nfds, scan_at, count_at), fd_io, changed) -> bool
+ * After the fd look the tick asked for (`scan`): the process's new fd counts
+ * and schedule (FdSchedule.for_c()), unless a thread's row or slept row is
+ * asleep in a syscall of `fd_io` on one of the fds the look found `changed`
+ * (its wait may name that fd's kind: ProcBackend.reclassify must see it, on
+ * a reload).  True if taken; False (nothing changed here) if a reload must. */
+static PyObject *FastTick_looked(FastTick *self, PyObject *args) {
+    long pid;
+    PyObject *counts, *fd_io, *changed;
+    int dirty, counted;
+    long long nfds, scan_at, count_at;
+    if (!PyArg_ParseTuple(args, "lO!(ppLLL)O!O!", &pid, &PyTuple_Type, &counts, &dirty, &counted,
+                          &nfds, &scan_at, &count_at, &PySet_Type, &fd_io, &PySet_Type, &changed))
+        return NULL;
+    Proc *p = find(self, pid);
+    if (!p) Py_RETURN_FALSE;
+    if (PySet_GET_SIZE(changed) && PySet_GET_SIZE(fd_io)) {
+        int r = on_fds(self, p->rows, fd_io, changed);
+        for (Py_ssize_t i = 0; !r && i < p->nthr; i++)
+            if (p->thr[i].slept) r = on_fds(self, p->thr[i].slept, fd_io, changed);
+        if (r < 0) return NULL;
+        if (r) Py_RETURN_FALSE;
+    }
+    Py_SETREF(p->counts, Py_NewRef(counts));
+    p->dirty = dirty;
+    p->counted = counted;
+    p->nfds = nfds;
+    p->scan_at = scan_at;
+    p->count_at = count_at;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *FastTick_drop(FastTick *self, PyObject *arg) {
@@ -475,14 +546,17 @@ fail:
     return NULL;
 }
 
-/* Field f of a thread row (borrowed). */
-#define TFIELD(self, row, f) PyTuple_GET_ITEM((row), (self)->tx[f])
 
-/* A thread row, as ProcBackend._thread_row builds it: running, or (`like`:
+/* The fields of a row asleep: state, wait, syscall, arg0, wchan. */
+enum { W_STATE, W_WAIT, W_SYSCALL, W_ARG0, W_WCHAN, W_COUNT };
+
+/* A thread row, as ProcBackend._thread_row builds it: running; or (`like`:
  * its last row asleep) back asleep where it slept last, whose state, wait,
- * syscall, argument and wait channel it keeps. */
+ * syscall, argument and wait channel it keeps; or asleep somewhere new, with
+ * the fields `w` (new references, stolen: cleared whatever happens). */
 static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, long long cpu_ns,
-                            long long delay_ns, long long vol, long long invol, PyObject *like) {
+                            long long delay_ns, long long vol, long long invol, PyObject *like,
+                            PyObject **w) {
     PyObject *comm;
     PyObject *old = TFIELD(self, t->row, T_NAME);
     /* The name rarely changes: reuse the last string when the bytes match
@@ -495,7 +569,10 @@ static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, lon
         PyErr_Clear();
         comm = PyUnicode_DecodeUTF8(st->comm, st->comm_len, "backslashreplace");
     }
-    if (!comm) return NULL;
+    if (!comm) {
+        for (int i = 0; w && i < W_COUNT; i++) Py_CLEAR(w[i]);
+        return NULL;
+    }
     PyObject *v[T_COUNT];
     v[T_PID] = PyLong_FromLong(p->pid);
     v[T_TID] = PyLong_FromLong(t->tid);
@@ -506,6 +583,13 @@ static PyObject *thread_row(FastTick *self, Proc *p, Thr *t, const Stat *st, lon
         v[T_SYSCALL] = Py_NewRef(TFIELD(self, like, T_SYSCALL));
         v[T_ARG0] = Py_NewRef(TFIELD(self, like, T_ARG0));
         v[T_WCHAN] = Py_NewRef(TFIELD(self, like, T_WCHAN));
+    } else if (w) {
+        v[T_STATE] = w[W_STATE];
+        v[T_WAIT] = w[W_WAIT];
+        v[T_SYSCALL] = w[W_SYSCALL];
+        v[T_ARG0] = w[W_ARG0];
+        v[T_WCHAN] = w[W_WCHAN];
+        for (int i = 0; i < W_COUNT; i++) w[i] = NULL;
     } else {
         v[T_STATE] = Py_NewRef(self->state_r);
         v[T_WAIT] = Py_NewRef(self->running);
@@ -574,8 +658,87 @@ static PyObject *asleep_as_before(FastTick *self, Thr *t, char state) {
     return NULL;
 }
 
+/* Keep in step with tracer/backends/procstate.py. */
+#define SLEPT_KEPT 4
+
+/* A thread asleep where none of its recent rows slept (ProcBackend._thread_row
+ * without `before`): its syscall and first argument, its wait channel, and the
+ * wait the backend's classifier names from them and the argument's fd kind.
+ * Fills w (new references): 0; 1: the Python path must look (a file it has
+ * not opened, text this does not parse, no classifier); -1: a Python error. */
+static int new_wait(FastTick *self, Proc *p, Thr *t, char state, PyObject **w) {
+    long long nr = -1, arg0 = 0;
+    char buf[256];
+    if (!self->classify || t->wchan_fd < 0) return 1;
+    if (t->sys_fd >= 0) {
+        Py_ssize_t n = rd(t->sys_fd, buf, sizeof buf);
+        if (n < 0) return 1;
+        if (parse_syscall(buf, n, &nr, &arg0) < 0) {
+            /* procfs.parse_syscall's (-1, 0): running, or outside a syscall */
+            if (!((n >= 7 && memcmp(buf, "running", 7) == 0) || (n >= 2 && buf[0] == '-')))
+                return 1;
+            nr = -1;
+            arg0 = 0;
+        }
+    }
+    Py_ssize_t n = rd(t->wchan_fd, buf, sizeof buf);
+    if (n < 0) n = 0; /* (an empty read: "", as procfs.parse_wchan) */
+    Py_ssize_t a = 0, b = n;
+    while (a < b && (unsigned char)buf[a] <= ' ') a++;
+    while (b > a && (unsigned char)buf[b - 1] <= ' ') b--;
+    for (Py_ssize_t i = a; i < b; i++)
+        if ((unsigned char)buf[i] >= 0x80) return 1; /* (parse_wchan replaces non-ASCII) */
+    if (b - a == 1 && buf[a] == '0') b = a;
+    w[W_STATE] = PyUnicode_FromOrdinal((unsigned char)state);
+    w[W_SYSCALL] = ll(nr);
+    w[W_ARG0] = ll(arg0);
+    w[W_WCHAN] = b > a ? PyUnicode_FromStringAndSize(buf + a, b - a) : Py_NewRef(self->empty);
+    w[W_WAIT] = NULL;
+    if (w[W_STATE] && w[W_SYSCALL] && w[W_ARG0] && w[W_WCHAN]) {
+        PyObject *kind = p->kinds ? PyDict_GetItemWithError(p->kinds, w[W_ARG0]) : NULL;
+        if (kind || !PyErr_Occurred())
+            w[W_WAIT] = PyObject_CallFunctionObjArgs(self->classify, w[W_STATE], w[W_SYSCALL],
+                                                     w[W_ARG0], w[W_WCHAN],
+                                                     kind ? kind : Py_None, NULL);
+    }
+    if (w[W_WAIT] && !PyUnicode_Check(w[W_WAIT]))
+        PyErr_SetString(PyExc_TypeError, "classify must return a str");
+    if (!w[W_WAIT] || PyErr_Occurred()) {
+        for (int i = 0; i < W_COUNT; i++) Py_CLEAR(w[i]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ThreadState.slept after a new row asleep: it first, then the others not
+ * asleep in the same state, syscall and argument, SLEPT_KEPT at most. */
+static PyObject *slept_with(FastTick *self, PyObject *slept, PyObject *row) {
+    PyObject *out = PyList_New(0);
+    if (!out || PyList_Append(out, row) < 0) goto fail;
+    PyObject *s = TFIELD(self, row, T_STATE), *nr = TFIELD(self, row, T_SYSCALL),
+             *arg = TFIELD(self, row, T_ARG0);
+    Py_ssize_t n = slept ? PyTuple_GET_SIZE(slept) : 0;
+    for (Py_ssize_t k = 0; k < n && PyList_GET_SIZE(out) < SLEPT_KEPT; k++) {
+        PyObject *r = PyTuple_GET_ITEM(slept, k);
+        int same = PyUnicode_Compare(TFIELD(self, r, T_STATE), s) == 0 &&
+                   PyObject_RichCompareBool(TFIELD(self, r, T_SYSCALL), nr, Py_EQ) == 1 &&
+                   PyObject_RichCompareBool(TFIELD(self, r, T_ARG0), arg, Py_EQ) == 1;
+        if (PyErr_Occurred()) goto fail;
+        if (!same && PyList_Append(out, r) < 0) goto fail;
+    }
+    PyObject *t = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return t;
+fail:
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static void discard(Proc *p) {
-    for (Py_ssize_t i = 0; i < p->nthr; i++) Py_CLEAR(p->thr[i].nrow);
+    for (Py_ssize_t i = 0; i < p->nthr; i++) {
+        Py_CLEAR(p->thr[i].nrow);
+        Py_CLEAR(p->thr[i].nslept);
+    }
 }
 
 enum { DONE_IDLE = 0, DONE_RAN = 1, FALLBACK = 2, ERROR = 3 };
@@ -657,17 +820,20 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
         p->dirty = 1;
         p->idle_run = 0;
     }
-    if (p->dirty) {
+    if (p->dirty && !p->scan_due) {
         /* FdSchedule.due (tracer/fdscan.py): a look at the fd table is due,
-         * or the fd count moved; the Python path looks. */
-        if (now >= p->scan_at) return FALLBACK;
-        if (p->counted && now >= p->count_at) {
+         * or the fd count moved.  The tick goes on; the Python path looks
+         * after it (Sampler._looked_after_c), as its own tick looks after
+         * sampling. */
+        if (now >= p->scan_at) {
+            p->scan_due = 1;
+        } else if (p->counted && now >= p->count_at) {
             p->count_at = now + self->check_min_ns;
             struct stat sb;
             if (p->fd_dir >= 0 && fstat(p->fd_dir, &sb) == 0 && sb.st_size &&
                 sb.st_size != p->nfds) {
                 p->scan_at = now;
-                return FALLBACK;
+                p->scan_due = 1;
             }
         }
     }
@@ -702,12 +868,20 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             discard(p);
             return FALLBACK; /* a new thread, exiting, gone */
         }
+        PyObject *w[W_COUNT] = {NULL};
+        int fresh = 0;
         if (st.state != 'R' && !(like = asleep_as_before(self, t, st.state))) {
-            discard(p);
-            return FALLBACK; /* asleep elsewhere: its wait channel and wait */
+            /* asleep elsewhere: its wait channel and wait */
+            int r = new_wait(self, p, t, st.state, w);
+            if (r) {
+                discard(p);
+                return r < 0 ? ERROR : FALLBACK;
+            }
+            fresh = 1;
         }
         long long sched[3];
         if (parse_ints(t->nsched, t->nsched_len, sched, 3) < 0) {
+            for (int k = 0; k < W_COUNT; k++) Py_CLEAR(w[k]);
             discard(p);
             return FALLBACK;
         }
@@ -722,6 +896,7 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             long long a = sn < 0 ? -1 : field_after(sbuf, sn, "voluntary_ctxt_switches:");
             long long b = sn < 0 ? -1 : field_after(sbuf, sn, "nonvoluntary_ctxt_switches:");
             if (a < 0 || b < 0) {
+                for (int k = 0; k < W_COUNT; k++) Py_CLEAR(w[k]);
                 discard(p);
                 return FALLBACK;
             }
@@ -730,8 +905,13 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             t->npcount = sched[2];
             t->nstatus_ns = now;
         }
-        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like);
+        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like,
+                             fresh ? w : NULL);
         if (!t->nrow) {
+            discard(p);
+            return ERROR;
+        }
+        if (fresh && st.state != 'D' && !(t->nslept = slept_with(self, t->slept, t->nrow))) {
             discard(p);
             return ERROR;
         }
@@ -772,6 +952,10 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             t->sched_len = t->nsched_len;
             t->pcount = t->npcount;
             t->status_ns = t->nstatus_ns;
+        }
+        if (t->nslept) {
+            Py_SETREF(t->slept, t->nslept);
+            t->nslept = NULL;
         }
         PyList_SET_ITEM(rows, i, Py_NewRef(t->row));
     }
@@ -873,7 +1057,7 @@ static int saturated(FastTick *self) {
  * schema says); the pids that ran go to `ran`, those the Python path must
  * take for this tick to `back`.  -1 on a Python error. */
 static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbuf, PyObject *gbuf,
-                    PyObject *ran, PyObject *back, Py_ssize_t *nrows) {
+                    PyObject *ran, PyObject *back, PyObject *scan, Py_ssize_t *nrows) {
     PyObject *t = PyLong_FromLongLong(now);
     if (!t) return -1;
     int busy = saturated(self);
@@ -882,6 +1066,7 @@ static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbu
         int r = sample_proc(self, p, now, busy);
         if (r == ERROR) goto fail;
         if (r == FALLBACK) {
+            p->scan_due = 0; /* (the Python path's tick looks itself) */
             if (append_pid(back, p->pid) < 0) goto fail;
             continue;
         }
@@ -906,6 +1091,10 @@ static int tick_all(FastTick *self, long long now, PyObject *pbuf, PyObject *tbu
         }
         if (gil_row(self, p, t, r == DONE_RAN, gbuf) < 0) goto fail;
         if (r == DONE_RAN && append_pid(ran, p->pid) < 0) goto fail;
+        if (p->scan_due) {
+            p->scan_due = 0;
+            if (append_pid(scan, p->pid) < 0) goto fail;
+        }
     }
     Py_DECREF(t);
     return 0;
@@ -933,20 +1122,23 @@ static int bound(FastTick *self) {
     return 0;
 }
 
-/* tick(t_ns) -> (ran pids, pids for the Python path, rows) */
+/* tick(t_ns) -> (ran pids, pids for the Python path, rows, pids to look at)
+ * "to look at": sampled here, with an fd look due (FdSchedule) that the
+ * Python path does after the tick. */
 static PyObject *FastTick_tick(FastTick *self, PyObject *arg) {
     long long now = PyLong_AsLongLong(arg);
     if (now == -1 && PyErr_Occurred()) return NULL;
     if (!bound(self)) return NULL;
-    PyObject *ran = PyList_New(0), *back = PyList_New(0);
+    PyObject *ran = PyList_New(0), *back = PyList_New(0), *scan = PyList_New(0);
     Py_ssize_t nrows = 0;
-    if (!ran || !back ||
-        tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, ran, back, &nrows) < 0) {
+    if (!ran || !back || !scan ||
+        tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, ran, back, scan, &nrows) < 0) {
         Py_XDECREF(ran);
         Py_XDECREF(back);
+        Py_XDECREF(scan);
         return NULL;
     }
-    return Py_BuildValue("(NNn)", ran, back, nrows);
+    return Py_BuildValue("(NNnN)", ran, back, nrows, scan);
 }
 
 /* ------------------------------------------------------------ the loop */
@@ -1028,7 +1220,7 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
 /* burst(deadline, period, until, signals, watch_fd, loadavg_fd, last_pid, exclude,
  *       ran_flag, next_child_scan)
  *   -> (done, missed, deadline, last_ns, ran pids, rows, ran_flag, next_child_scan,
- *       pending_ns, back, last_pid)
+ *       pending_ns, back, scan, last_pid)
  *
  * run_loop's sleep and Sampler.tick in one: while every traced process is
  * loaded here, sleep to each deadline and tick, as run_loop would, without
@@ -1038,7 +1230,9 @@ static int signal_fd(FastTick *self, PyObject *sigs) {
  *     taking it (Python's wait does), or on EINTR;
  *   - with `pending_ns` set, for a tick the Python path must do: whole when
  *     `back` is None (a new pid may be a traced process's child), or finish
- *     (`back`: the pids handed back; the rows of the others are appended).
+ *     (`back`: the pids handed back; the rows of the others are appended);
+ *   - with `scan` not empty: the pids of the last tick (the pending one, or
+ *     `last_ns`) whose fd look is due, for the Python path to do.
  * `done` ticks were taken; `deadline` is the one the last or pending tick
  * was for, or the next one to sleep for.  The look for new children is the
  * one of Sampler.tick: when a process ran, at most every check_min_ns, and
@@ -1062,11 +1256,12 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
     int npfd = 0;
     if (sfd >= 0) pfd[npfd++] = (struct pollfd){.fd = sfd, .events = POLLIN};
     if (watch >= 0) pfd[npfd++] = (struct pollfd){.fd = watch, .events = POLLIN};
-    PyObject *ran = PySet_New(NULL), *tick_ran = PyList_New(0), *back = PyList_New(0);
+    PyObject *ran = PySet_New(NULL), *tick_ran = PyList_New(0), *back = PyList_New(0),
+             *scan = PyList_New(0);
     Py_ssize_t nrows = 0;
     long long done = 0, missed = 0, last = 0, pending = 0;
     int whole = 0;
-    if (!ran || !tick_ran || !back) goto fail;
+    if (!ran || !tick_ran || !back || !scan) goto fail;
     for (;;) {
         if (deadline >= until) break;
         long long now = mono_ns();
@@ -1103,7 +1298,8 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
             ran_flag = 0;
             next_child = now + self->check_min_ns;
         }
-        if (tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, tick_ran, back, &nrows) < 0)
+        if (tick_all(self, now, self->pbuf, self->tbuf, self->gbuf, tick_ran, back, scan,
+                     &nrows) < 0)
             goto fail;
         Py_ssize_t nran = PyList_GET_SIZE(tick_ran);
         for (Py_ssize_t i = 0; i < nran; i++)
@@ -1125,20 +1321,22 @@ static PyObject *FastTick_burst(FastTick *self, PyObject *args) {
             missed += skipped;
             deadline += skipped * period;
         }
+        if (PyList_GET_SIZE(scan)) break;
     }
     Py_DECREF(tick_ran);
     if (whole) Py_SETREF(back, Py_NewRef(Py_None));
-    return Py_BuildValue("(LLLLNnNLLNL)", done, missed, deadline, last, ran, nrows,
-                         PyBool_FromLong(ran_flag), next_child, pending, back, lpid);
+    return Py_BuildValue("(LLLLNnNLLNNL)", done, missed, deadline, last, ran, nrows,
+                         PyBool_FromLong(ran_flag), next_child, pending, back, scan, lpid);
 fail:
     Py_XDECREF(ran);
     Py_XDECREF(tick_ran);
     Py_XDECREF(back);
+    Py_XDECREF(scan);
     return NULL;
 }
 
 /* state(pid) -> (prow, rows, (slow_ns, rss, skips), io, threads, (scan_at, count_at)) or None
- * threads: [(schedstat bytes, pcount, status_ns)] in the order of rows: what the
+ * threads: [(schedstat bytes, pcount, status_ns, slept rows)] in the order of rows: what the
  * Python path takes over when a process is handed back (FastPath.sync). */
 static PyObject *FastTick_state(FastTick *self, PyObject *arg) {
     long pid = PyLong_AsLong(arg);
@@ -1149,7 +1347,8 @@ static PyObject *FastTick_state(FastTick *self, PyObject *arg) {
     if (!threads) return NULL;
     for (Py_ssize_t i = 0; i < p->nthr; i++) {
         Thr *t = &p->thr[i];
-        PyObject *item = Py_BuildValue("(y#LL)", t->sched, t->sched_len, t->pcount, t->status_ns);
+        PyObject *item = Py_BuildValue("(y#LLO)", t->sched, t->sched_len, t->pcount, t->status_ns,
+                                       t->slept ? t->slept : Py_None);
         if (!item) {
             Py_DECREF(threads);
             return NULL;
@@ -1173,6 +1372,7 @@ static PyObject *FastTick_pids(FastTick *self, PyObject *Py_UNUSED(ignored)) {
 static PyMethodDef FastTick_methods[] = {
     {"load", (PyCFunction)FastTick_load, METH_VARARGS, "Take over a process's state from Python."},
     {"drop", (PyCFunction)FastTick_drop, METH_O, "Forget a process."},
+    {"looked", (PyCFunction)FastTick_looked, METH_VARARGS, "After an fd look: its results."},
     {"bind", (PyCFunction)FastTick_bind, METH_VARARGS, "The sink's lists to append to."},
     {"tick", (PyCFunction)FastTick_tick, METH_O, "Sample the loaded processes."},
     {"burst", (PyCFunction)FastTick_burst, METH_VARARGS, "Sleep and tick until Python is needed."},
@@ -1224,7 +1424,7 @@ PyMODINIT_FUNC PyInit__fasttick(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "FastTick", (PyObject *)&FastTickType) < 0 ||
-        PyModule_AddIntConstant(m, "API", 6) < 0 ||
+        PyModule_AddIntConstant(m, "API", 7) < 0 ||
         add_names(m, "THREAD_FIELDS", THREAD_NAMES, T_COUNT) < 0 ||
         add_names(m, "PROCESS_FIELDS", PROCESS_NAMES, P_COUNT) < 0 ||
         add_names(m, "GIL_FIELDS", GIL_NAMES, G_COUNT) < 0) {

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # What FastTick takes and returns; a module built from another version of
 # the C source says another number and is not used.
-API = 6
+API = 7
 
 # A process the C tick hands back this many samples in a row goes back to
 # the Python path for a while before it is tried again: FAST_RETRY_MIN_NS,
@@ -59,6 +59,7 @@ class Burst(NamedTuple):
     next_child_scan: int
     pending: int  # the time of a tick Python must do (whole or finish), or 0
     back: list[int] | None  # None: the whole tick (a pid was handed out)
+    scan: list[int]  # sampled in the last tick, with an fd look due (FastPath.looked)
 
 
 def _module() -> Any:
@@ -121,14 +122,17 @@ class FastPath:
             ),
             backend.fork_watch()[0],
             backend.ncpu,
+            backend.classify,
         )
         self.c.bind(*sink.tick_buffers())
         # tick(t_ns): sample the processes C holds into the sink at t_ns;
         # (the pids that ran, the pids handed back for the Python path,
-        # thread rows).  The C method itself: a Python frame per tick costs
-        # several µs on the caches a sleep left cold.
-        self.tick: Callable[[int], tuple[list[int], list[int], int]] = self.c.tick
+        # thread rows, the pids sampled whose fd look is due).  The C method
+        # itself: a Python frame per tick costs several µs on the caches a
+        # sleep left cold.
+        self.tick: Callable[[int], tuple[list[int], list[int], int, list[int]]] = self.c.tick
         self.loaded: set[int] = set()  # the pids C holds
+        self.fd_io: set[int] = set(backend.classify.fd_io)  # waits named by an fd's kind
         # pid -> (sample number of its last hand-back, hand-backs in a row);
         # pid -> when to try the C tick again; pid -> (last wait, when).
         self.backs: dict[int, tuple[int, int]] = {}
@@ -170,6 +174,7 @@ class FastPath:
                 th.fds.get("stat", -1),
                 th.fds.get("status", -1),
                 th.fds.get("syscall", -1),
+                th.fds.get("wchan", -1),
                 th.sched,
                 th.row,
                 th.slept,
@@ -190,8 +195,16 @@ class FastPath:
             schedule.for_c(),
             python_at,
             None if gil is None else _gil_args(gil),
+            table.kinds,
         )
         self.loaded.add(p.pid)
+
+    def looked(self, pid: int, table: FdTable, schedule: FdSchedule, changed: set[int]) -> bool:
+        """After the fd look C asked for: give it the table's new counts and
+        the schedule.  False when that is not enough (a thread waits in
+        read/write on a fd of ``changed``, whose kind its wait may name):
+        then sync and load the process again, which reclassifies."""
+        return self.c.looked(pid, table.counts, schedule.for_c(), self.fd_io, changed)
 
     def unload(self, pid: int) -> None:
         """Take ``pid`` back to the Python path (until it is loaded again)."""
@@ -242,9 +255,11 @@ class FastPath:
             return  # (cannot happen: loaded from p.order, reloaded after each relist)
         p.prow, p.rows, p.slow_ns, p.rss, p.skips = prow, rows, slow_ns, rss, skips
         p.io = type(p.io)(*io)
-        p.scheds = [sched for sched, _, _ in threads]
-        for th, row, (sched, pcount, status_ns) in zip(p.order, rows, threads, strict=True):
+        p.scheds = [sched for sched, _, _, _ in threads]
+        for th, row, (sched, pcount, status_ns, slept) in zip(p.order, rows, threads, strict=True):
             th.row, th.sched, th.pcount, th.status_ns = row, sched, pcount, status_ns
+            if slept is not None:
+                th.slept = slept  # (C adds the rows of threads asleep somewhere new)
         # (C emits rows asleep in read/write too: the idle path reclassifies
         # those when an fd scan learns their fd's kind.)
         fd_io = self.backend.classify.fd_io
