@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint format clean browser perf
 
-$(STAMP): pyproject.toml setup.py tracer/backends/_fasttick.c
+$(STAMP): pyproject.toml setup.py tracer/backends/_fasttick.c tracer/_sockpeek.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

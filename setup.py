@@ -1,5 +1,5 @@
-"""The optional C part of the sampler: the /proc backend's steady-state tick
-(tracer/backends/_fasttick.c).
+"""The optional C parts of the sampler: the /proc backend's steady-state tick
+(tracer/backends/_fasttick.c) and the socket lookup (tracer/_sockpeek.c).
 
 Everything else is in pyproject.toml.  ``optional=True``: without a C
 compiler the install still succeeds and circuit samples in Python.
@@ -14,6 +14,12 @@ setup(
             ["tracer/backends/_fasttick.c"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "circuit.tracer._sockpeek",
+            ["tracer/_sockpeek.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -4,7 +4,7 @@
 circuit's own fd table: the same open file, so the same socket.  Its
 protocol, state, local and remote address are then a few ``getsockopt``,
 ``getsockname`` and ``getpeername`` calls on the copy, which is closed at
-once.  That costs what the socket costs (~10 us), where a sock_diag dump
+once.  That costs what the socket costs (microseconds), where a sock_diag dump
 walks the kernel's whole socket hash table (~1-3 ms, whatever the traced
 process holds).  It needs the right to ptrace the target
 (PTRACE_MODE_ATTACH_REALCREDS: what reading its memory for the GIL needs);
@@ -21,6 +21,10 @@ the scan saw (its inode), since the target may have closed and reused the
 number in between.
 
 ``CIRCUIT_SOCKET_COPY=0`` turns this off (the sock_diag dump answers).
+
+The steps of one lookup are C (tracer/_sockpeek.c: one call per socket)
+where it was built, else ctypes calls (``ask_copy``), which give the same
+answers (tests/unit/test_sockpeek.py runs both).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import os
 import platform
 import socket
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from .procfs import TCP_STATES
 
@@ -156,6 +161,15 @@ class _Libc:
         return self.buf.raw[: self.len.value]
 
 
+def _c_peek() -> Callable[[int, int, int], Any] | None:
+    """tracer/_sockpeek.c's ``peek``, or None (not built here)."""
+    try:
+        from ._sockpeek import peek  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return peek
+
+
 def ask_copy(libc: _Libc, copy: int, inode: int) -> Inet | bool | None:
     """What the socket behind the fd ``copy`` is: an :class:`Inet`; None if
     it is not the socket ``inode`` (the number was closed and reused since
@@ -184,6 +198,7 @@ class SocketPeek:
         if not hasattr(os, "pidfd_open") or platform.machine() not in _ARCHES:
             raise Unavailable("no pidfd_getfd here")
         self.libc = _Libc()
+        self.peek = _c_peek()
         self.pidfds: dict[int, int] = {}
         self.denied: set[int] = set()  # processes whose fds cannot be copied
         self.off = False  # the kernel has no pidfd_getfd: never again
@@ -218,7 +233,7 @@ class SocketPeek:
         for fd, inode in fds.items():
             while True:
                 try:
-                    copy = self.libc.getfd(self._pidfd(pid), fd)
+                    got = self._ask(self._pidfd(pid), fd, inode)
                 except OSError as e:
                     if e.errno == errno.EBADF:
                         break  # closed since the scan: gone
@@ -235,15 +250,22 @@ class SocketPeek:
                     elif e.errno == errno.ENOSYS:
                         self.off = True
                     raise Unavailable(pid) from e
-                try:
-                    got = ask_copy(self.libc, copy, inode)
-                except OSError:
-                    got = False  # an odd socket: let the other lookup say what it is
-                finally:
-                    os.close(copy)
                 if got is False:
                     rest[fd] = inode
                 elif got is not None:
                     found[inode] = got
                 break
         return found, rest
+
+    def _ask(self, pidfd: int, fd: int, inode: int) -> Inet | bool | None:
+        """ask_copy on a copy of ``fd``; OSError: the copy failed."""
+        if self.peek is not None:
+            got = self.peek(pidfd, fd, inode)
+            return inet(*got) if isinstance(got, tuple) else got
+        copy = self.libc.getfd(pidfd, fd)
+        try:
+            return ask_copy(self.libc, copy, inode)
+        except OSError:
+            return False  # an odd socket: let the other lookup say what it is
+        finally:
+            os.close(copy)

@@ -155,10 +155,16 @@ def test_a_target_closing_sockets_while_circuit_copies_them(tmp_path, monkeypatc
         if peek is None:
             pytest.skip("no pidfd_getfd here (Linux < 5.6)")
         copies: list[int] = []
-        real_getfd = peek.libc.getfd
-        monkeypatch.setattr(
-            peek.libc, "getfd", lambda pidfd, fd: copies.append(fd) or real_getfd(pidfd, fd)
-        )
+        if peek.peek is not None:  # the C lookup (tracer/_sockpeek.c)
+            real_peek = peek.peek
+            monkeypatch.setattr(
+                peek, "peek", lambda pidfd, fd, ino: copies.append(fd) or real_peek(pidfd, fd, ino)
+            )
+        else:
+            real_getfd = peek.libc.getfd
+            monkeypatch.setattr(
+                peek.libc, "getfd", lambda pidfd, fd: copies.append(fd) or real_getfd(pidfd, fd)
+            )
         s = Sampler(backend, writer, p.pid, exclude={os.getpid()})
         _ticks(s, 3.5)
         report = json.loads(p.stdout.readline())

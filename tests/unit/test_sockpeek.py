@@ -22,12 +22,16 @@ def _inode(fd: int) -> int:
     return os.fstat(fd).st_ino
 
 
-@pytest.fixture
-def peek():
+@pytest.fixture(params=["c", "ctypes"])
+def peek(request):
     try:
         p = sockpeek.SocketPeek()
     except sockpeek.Unavailable:
         pytest.skip("no pidfd_getfd here")
+    if request.param == "ctypes":
+        p.peek = None
+    elif p.peek is None:
+        pytest.skip("tracer/_sockpeek.c is not built here")
     yield p
     p.close()
 
@@ -144,3 +148,42 @@ def test_a_lookup_of_many_sockets_asks_the_dump(peek, monkeypatch):
         for s in socks:
             s.close()
         look.close()
+
+
+def test_the_c_lookup_says_what_the_ctypes_one_says():
+    try:
+        p = sockpeek.SocketPeek()
+    except sockpeek.Unavailable:
+        pytest.skip("no pidfd_getfd here")
+    if p.peek is None:
+        pytest.skip("tracer/_sockpeek.c is not built here")
+    lst = socket.create_server(("127.0.0.1", 0))
+    cli = socket.create_connection(lst.getsockname())
+    srv, _ = lst.accept()
+    udp = socket.socket(type=socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    cudp = socket.socket(type=socket.SOCK_DGRAM)
+    cudp.connect(udp.getsockname())
+    fresh = socket.socket()  # not bound
+    x, y = socket.socketpair()
+    socks = [lst, cli, srv, udp, cudp, fresh, x]
+    if socket.has_ipv6:
+        try:
+            six = socket.create_server(("::1", 0), family=socket.AF_INET6)
+            socks.append(six)
+        except OSError:
+            pass  # no IPv6 loopback here
+    try:
+        fds = {s.fileno(): _inode(s.fileno()) for s in socks}
+        c = p.resolve(os.getpid(), fds)
+        p.peek = None
+        assert p.resolve(os.getpid(), fds) == c
+        found, rest = c
+        assert found[fds[cli.fileno()]].proto == "tcp ESTABLISHED"
+        assert found[fds[cli.fileno()]].remote == f"127.0.0.1:{lst.getsockname()[1]}"
+        assert found[fds[cudp.fileno()]].remote and found[fds[fresh.fileno()]].local == ""
+        assert rest == {x.fileno(): fds[x.fileno()]}
+    finally:
+        p.close()
+        for s in [*socks, y]:
+            s.close()
