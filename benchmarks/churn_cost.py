@@ -10,7 +10,11 @@ connections a second on this machine.  Sides, interleaved round by round:
 * ``circuit``: ``circuit run --rate 100 --no-pyspy`` (fds scanned: the default);
 * ``circuit-dump``: the same with ``CIRCUIT_SOCKET_COPY=0``: TCP sockets
   found by sock_diag dumps rather than through a copy of their fd;
-* ``circuit-nofds``: the same with ``--no-fds``, for reference.
+* ``circuit-nofds``: the same with ``--no-fds``, for reference;
+* ``circuit-baseline`` (with ``--baseline PATH``): the ``circuit`` side run
+  by another build of circuit (e.g. a checkout of the previous commit in
+  its own venv), to measure a change side by side: the summary then gives
+  the median of the per-round ratios of sampler CPU per sample.
 
 Per run: the crawler's own measure of its work (wall time and CPU time, from
 ``time.monotonic`` and ``os.times`` inside it), and circuit's account of its
@@ -22,6 +26,7 @@ The issue's bar: achieved >= 95% of the rate asked, sampler <= 5% of a core,
 target wall and CPU within 3% of untraced (medians of pair-by-pair ratios).
 
 Usage: python benchmarks/churn_cost.py [--pairs 7] [--pages 1200] [--rate 100]
+       [--baseline OTHER/.venv/bin/circuit]
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--name", default="churn_cost")
+    ap.add_argument("--baseline", metavar="PATH", help="another circuit executable to compare")
     a = ap.parse_args()
     m = machine()
     log(machine_line(m))
@@ -114,6 +120,8 @@ def main() -> None:
                 "circuit-dump": [*run, "-o", f"{tmp}/c", "--", *job],
                 "circuit-nofds": [*run, "--no-fds", "-o", f"{tmp}/c", "--", *job],
             }
+            if a.baseline:
+                cmds["circuit-baseline"] = [a.baseline, *run[1:], "-o", f"{tmp}/c", "--", *job]
             dirs = {n: None if n == "untraced" else f"{tmp}/c" for n in cmds}
             dump = {**os.environ, "CIRCUIT_SOCKET_COPY": "0"}
             envs = {n: dump if n == "circuit-dump" else None for n in cmds}
@@ -162,6 +170,17 @@ def main() -> None:
             }
         summary[name] = s
     c = summary["circuit"]
+    if "circuit-baseline" in runs:
+        per_sample = {
+            n: [r["sampler_cpu_s"] / r["samples"] for r in runs[n]]
+            for n in ("circuit", "circuit-baseline")
+        }
+        vs = [
+            a / b
+            for a, b in zip(per_sample["circuit"], per_sample["circuit-baseline"], strict=True)
+        ]
+        c["sampler_cpu_per_sample_vs_baseline_median"] = median(vs)
+        c["sampler_cpu_per_sample_vs_baseline_spread"] = spread(vs)
     loads = [r["loadavg_1m"] for rs in runs.values() for r in rs]
     meets = {
         "rate": c["rate_share_median"] >= BAR["rate_share"],

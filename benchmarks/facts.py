@@ -189,6 +189,10 @@ def _churn_facts(d: dict[str, Any], f: dict[str, str]) -> None:
         f[f"{k}.us_per_scan"] = f"{s['us_per_fd_scan_median']:.0f} µs"
         f[f"{k}.scan_share"] = f"{s['fd_scan_core_share_median'] * 100:.1f}%"
         f[f"{k}.c_loop"] = f"{s['c_loop_sample_share_median'] * 100:.0f}%"
+    c = d["summary"]["circuit"]
+    if "sampler_cpu_per_sample_vs_baseline_median" in c:
+        f["churn.vs_baseline"] = f"{c['sampler_cpu_per_sample_vs_baseline_median']:.2f}"
+        f["churn.vs_baseline_range"] = _rng(*c["sampler_cpu_per_sample_vs_baseline_spread"], ".2f")
     load = d["loadavg_1m"]
     f["churn.load"] = _rng(load["min"], load["max"], ".1f")
     f["churn.pairs"] = str(d["pairs"])

@@ -6,7 +6,9 @@ so 2x that many sockets, and a listener; keep it within
 circuit's socket lookup (tracer/sockdiag.py ``SocketLookup``) resolves
 all of them ``--reps`` times:
 
-* ``copy``: through a copy of each fd (tracer/sockpeek.py, pidfd_getfd);
+* ``copy``: through a copy of each fd (tracer/sockpeek.py, pidfd_getfd),
+  one call into tracer/_sockpeek.c per socket;
+* ``copy-ctypes``: the same through ctypes (where the C lookup is not built);
 * ``dump``: the same lookup with the copy off (one TCP sock_diag dump per
   lookup, matched by inode).
 
@@ -53,8 +55,12 @@ def socket_fds(pid: int, fds: list[int]) -> dict[int, int]:
     return {fd: os.stat(f"/proc/{pid}/fd/{fd}").st_ino for fd in fds}
 
 
-def lookups(pid: int, fds: dict[int, int], copy: bool, reps: int) -> dict[str, float]:
+def lookups(
+    pid: int, fds: dict[int, int], copy: bool, reps: int, c: bool = True
+) -> dict[str, float]:
     look = SocketLookup(copy=copy)
+    if not c and look.peek is not None:
+        look.peek.peek = None  # the ctypes path
     try:
         got = look.resolve(pid, fds)
         if len(got) != len(fds):
@@ -138,6 +144,7 @@ def main() -> None:
         fds = socket_fds(target.pid, [int(x) for x in target.stdout.readline().split()])
         sides = {
             "copy": lambda: lookups(target.pid, fds, True, a.reps),
+            "copy-ctypes": lambda: lookups(target.pid, fds, True, a.reps, c=False),
             "dump": lambda: lookups(target.pid, fds, False, a.reps),
         }
         runs = interleave(sides, a.rounds, log=log)

@@ -552,7 +552,19 @@ def churn_cost(d: dict[str, Any]) -> str:
         + md_table(CHURN_HEADERS, rows)
         + f"\n\nBar: rate >= {bar['rate_share'] * 100:.0f}%, sampler <= "
         f"{bar['sampler_core_share'] * 100:.0f}% of a core, target within "
-        f"{pct(bar['target_ratio'])}. Met: {met}." + scan_table
+        f"{pct(bar['target_ratio'])}. Met: {met}." + scan_table + _churn_baseline(d)
+    )
+
+
+def _churn_baseline(d: dict[str, Any]) -> str:
+    c = d["summary"]["circuit"]
+    if "sampler_cpu_per_sample_vs_baseline_median" not in c:
+        return ""
+    lo, hi = c["sampler_cpu_per_sample_vs_baseline_spread"]
+    return (
+        f"\n\nAgainst `{d['commands']['circuit-baseline'][0]}` (side `circuit-baseline`), "
+        "sampler CPU per sample, round by round: median ratio "
+        f"{c['sampler_cpu_per_sample_vs_baseline_median']:.2f} ({lo:.2f}..{hi:.2f})."
     )
 
 
