@@ -66,18 +66,27 @@ DELAY_PY = (
 )
 DELAY_C = (
     "tracer/backends/_fasttick.c",
-    "        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like);\n",
+    "        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like,\n",
     "        sched[1] = PyLong_AsLongLong(TFIELD(self, t->row, T_RUN_DELAY_NS));\n"
-    "        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like);\n",
+    "        t->nrow = thread_row(self, p, t, &st, sched[0], sched[1], vol, invol, like,\n",
 )
 SPLIT_OFF = (
     "analysis/runnable.py",
-    """    if len(df) < 2 or "run_delay_ns" not in df.columns:
-        return df
-""",
-    """    if True:
-        return df
-""",
+    """    if n < 2 or "run_delay_ns" not in df.columns:\n""",
+    """    if True:\n""",
+)
+# The C tick classifies a new wait without the fd's kind.
+NEW_WAIT_NO_KIND = (
+    "tracer/backends/_fasttick.c",
+    "kind ? kind : Py_None, NULL);",
+    "Py_None, NULL);",
+)
+# After an fd look, the C tick never asks for the reload that reclassifies
+# a thread waiting in read/write on an fd the look changed.
+LOOKED_NO_RELOAD = (
+    "tracer/backends/_fasttick.c",
+    "        if (r) Py_RETURN_FALSE;\n",
+    "",
 )
 
 MUTANTS = (
@@ -105,6 +114,18 @@ MUTANTS = (
         "the C tick keeps a thread's last run delay (backends/_fasttick.c)",
         (DELAY_C,),
         (SCHED, RUNNABLE, SAMPLER),
+    ),
+    Mutant(
+        "c-new-wait-no-kind",
+        "the C tick classifies a thread asleep somewhere new without its fd's kind",
+        (NEW_WAIT_NO_KIND,),
+        ("tests/integration/test_fasttick.py", SAMPLER),
+    ),
+    Mutant(
+        "c-looked-no-reload",
+        "after an fd look, the C tick keeps waits named by an fd's old kind",
+        (LOOKED_NO_RELOAD,),
+        ("tests/integration/test_fasttick.py", SAMPLER),
     ),
     Mutant(
         "runnable-split-off",
