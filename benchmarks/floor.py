@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, machine, write_results
 
 from circuit.tracer.backends import make_backend
-from circuit.tracer.sampler import Sampler, run_loop
+from circuit.tracer.loop import run_loop
+from circuit.tracer.sampler import Sampler
 from circuit.tracer.writer import RunWriter
 
 HERE = Path(__file__).resolve().parent

@@ -37,7 +37,8 @@ from _common import (
 )
 
 from circuit.tracer.backends import ProcBackend, make_backend
-from circuit.tracer.sampler import Sampler, run_loop
+from circuit.tracer.loop import run_loop
+from circuit.tracer.sampler import Sampler
 from circuit.tracer.writer import RunWriter
 
 TARGET = str(Path(__file__).resolve().parent / "threads_target.py")

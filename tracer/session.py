@@ -25,9 +25,10 @@ from typing import Any
 from . import merge, signals
 from .backends import Backend, make_backend
 from .exits import ExitListener, exits_end_meta, exits_meta
+from .loop import LoopStats, run_loop
 from .options import Options, SessionError
 from .redact import redact_argv
-from .sampler import LoopStats, Sampler, run_loop
+from .sampler import Sampler
 from .schema import FORMAT_VERSION
 from .targets import Attached, Spawned, Target, check_attachable
 from .writer import RunWriter, prepare_run_dir

@@ -333,7 +333,7 @@ def _dump_triggers(run: Path) -> str:
 
 
 def test_a_run_says_when_the_sampler_fell_behind():
-    from circuit.tracer.sampler import LoopStats
+    from circuit.tracer.loop import LoopStats
     from circuit.tracer.session import _behind
 
     def stats(

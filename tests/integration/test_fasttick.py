@@ -429,7 +429,7 @@ ev.wait()
 
 def _run_for(s: Sampler, rate: float, seconds: float, on_tick=None, due=None):
     """run_loop for ``seconds``, stopping on its own clock (``until_ns``)."""
-    from circuit.tracer.sampler import run_loop
+    from circuit.tracer.loop import run_loop
 
     end = time.monotonic() + seconds
     return run_loop(
@@ -563,7 +563,7 @@ subprocess.run(["sleep", "0.3"])
 def test_a_child_forked_while_the_c_loop_samples_is_found(tmp_path, monkeypatch):
     import subprocess
 
-    from circuit.tracer.sampler import run_loop
+    from circuit.tracer.loop import run_loop
 
     with Spawned(FORKS, stdin=subprocess.PIPE) as t:
         s = _loaded(tmp_path, monkeypatch, t.pid)
@@ -617,7 +617,7 @@ def test_run_loop_never_asks_for_a_negative_wait():
     # wait gets 0, not a negative timeout (time.sleep would raise).
     from types import SimpleNamespace
 
-    from circuit.tracer.sampler import run_loop
+    from circuit.tracer.loop import run_loop
 
     class Late:
         period_ns = 0

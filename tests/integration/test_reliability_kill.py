@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import circuit
+from circuit.tracer.loop import FLUSH_INTERVAL_S
 from circuit.tracer.parts import read_stream
-from circuit.tracer.sampler import FLUSH_INTERVAL_S
 from tests.support.helpers import CIRCUIT, PY, code, wait_for
 
 pytestmark = pytest.mark.integration
