@@ -91,10 +91,16 @@ class Session:
     def _start(self, writer: RunWriter, backend: Backend, old_mask: set[int]) -> Sampler:
         opts, meta = self.opts, writer.meta
         meta["backend"] = backend.name
-        self.target.start(writer, backend, old_mask)
-        # The run starts when the target is there (for `run`: once spawned).
-        # Listen before the first sample: an exit between the two is kept.
+        # Listen before the target starts: a thread or child it ends in its
+        # first milliseconds, before the first sample, still has its record.
         exits = ExitListener.open() if opts.exits else "off (asked)"
+        try:
+            self.target.start(writer, backend, old_mask)
+        except BaseException:
+            if isinstance(exits, ExitListener):
+                exits.close()
+            raise
+        # The run starts when the target is there (for `run`: once spawned).
         meta.update(start_ns=time.monotonic_ns(), start_time=_now_iso())
         meta["exits"] = exits_meta(exits)
         sampler = Sampler(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 import pandas as pd
+import pytest
 
 from circuit.analysis import exits as AX
 from circuit.analysis.summary import summarize_frames
@@ -196,3 +197,47 @@ def test_cpu_the_process_counted_beyond_its_threads_rows_is_unseen():
     s = _summary(None, meta, procs)
     assert s["cpu_in_unseen_threads_s"] == 0.006  # 20 ms counted, 10 + 4 in rows
     assert s["processes"][0]["cpu_in_unseen_threads_s"] == 0.006
+
+
+def test_the_listener_opens_before_the_target_starts(monkeypatch):
+    # So a child or thread the target ends in its first milliseconds, before
+    # the first sample, has its record; and a target that fails to start
+    # leaves no listener registered.
+    from types import SimpleNamespace
+
+    from circuit.tracer import session as S
+
+    calls: list[str] = []
+
+    class Listener(X.ExitListener):
+        def __init__(self) -> None:
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    listener = Listener()
+    monkeypatch.setattr(
+        S.ExitListener, "open", classmethod(lambda cls: calls.append("listen") or listener)
+    )
+    monkeypatch.setattr(S, "Sampler", lambda *a, **k: SimpleNamespace(exits=None))
+
+    class Target:
+        opts = SimpleNamespace(exits=True, fds=True, redact=False)
+        pid = 1
+        fail = False
+
+        def start(self, writer, backend, old_mask) -> None:
+            calls.append("start")
+            if self.fail:
+                raise OSError("no such command")
+
+    writer = SimpleNamespace(meta={})
+    backend = SimpleNamespace(name="proc")
+    sampler = S.Session(Target())._start(writer, backend, set())
+    assert calls == ["listen", "start"] and sampler.exits is listener
+    t = Target()
+    t.fail = True
+    with pytest.raises(OSError):
+        S.Session(t)._start(writer, backend, set())
+    assert listener.closed
