@@ -194,30 +194,37 @@ while True:
 """
 
 # A thread that wakes every 2 ms and then blocks reading the next of 16
-# pipes: at each sample it sleeps on an fd it has not slept on lately (the C
-# tick keeps the last 4 places), so the C tick classifies a new wait.
+# TCP connections: at each sample it sleeps on an fd it has not slept on
+# lately (the C tick keeps the last 4 places), so the C tick classifies a
+# new wait; read(2) on a TCP socket waits in wait_woken, which only the fd's
+# kind names.
 PIPES = """
-import os, threading, time
-pipes = [os.pipe() for _ in range(16)]
+import os, socket, threading, time
+lis = socket.create_server(("127.0.0.1", 0))
+pairs = []
+for _ in range(16):
+    c = socket.create_connection(lis.getsockname())
+    a, _ = lis.accept()
+    pairs.append((a, c))
 def reader():
     i = 0
     while True:
-        os.read(pipes[i % 16][0], 1)
+        os.read(pairs[i % 16][0].fileno(), 1)
         i += 1
 threading.Thread(target=reader, daemon=True).start()
 print("ready", flush=True)
 i = 0
 while True:
     time.sleep(0.002)
-    os.write(pipes[i % 16][1], b"x")
+    pairs[i % 16][1].send(b"x")
     i += 1
 """
 
 
 @needs_c
 def test_a_new_wait_is_classified_in_c_as_on_the_python_path(tmp_path, monkeypatch):
-    # Without a hand-back: the reader's rows name the pipe and the fd, and
-    # its wait channel, as the Python path names them.
+    # Without a hand-back: the reader's rows name the socket (from the fd's
+    # kind) and the fd, and its wait channel, as the Python path names them.
     with Spawned(PIPES) as t:
         s = _sampler(tmp_path, "c", t.pid, False, monkeypatch)
         try:
@@ -235,8 +242,8 @@ def test_a_new_wait_is_classified_in_c_as_on_the_python_path(tmp_path, monkeypat
     assert backs.get(t.pid, (0, 0))[1] < fasttick.FAST_MAX_BACKS
     reader = [r for r in rows if r.tid != t.pid and r.syscall == 0]  # read(2)
     assert len(reader) >= 20
-    assert {r.wait for r in reader} == {"pipe"}
-    assert len({r.arg0 for r in reader}) >= 8  # many pipes, most of them new to the C tick
+    assert {r.wait for r in reader} == {"socket"}
+    assert len({r.arg0 for r in reader}) >= 8  # many sockets, most of them new to the C tick
     assert all(r.wchan and r.state == "S" for r in reader)
     # ThreadState.slept holds the latest 4 distinct places, newest first.
     mine = [r for r in slept if r.tid != t.pid]
