@@ -76,6 +76,20 @@ SPLIT_OFF = (
     """    if n < 2 or "run_delay_ns" not in df.columns:\n""",
     """    if True:\n""",
 )
+# Context switches frozen after a thread's first read (the issue's example:
+# such a sampler passed every test once).
+SWITCHES_PY = (
+    "tracer/backends/proc.py",
+    """            vol, invol = procfs.parse_ctx_switches(self._tread(p, th, "status", 4096))\n""",
+    """            vol, invol = procfs.parse_ctx_switches(self._tread(p, th, "status", 4096))\n"""
+    """            if row is not None:\n"""
+    """                vol, invol = row.ctx_vol, row.ctx_invol\n""",
+)
+SWITCHES_C = (
+    "tracer/backends/_fasttick.c",
+    "            vol = a;\n            invol = b;\n",
+    "",
+)
 # The C tick classifies a new wait without the fd's kind.
 NEW_WAIT_NO_KIND = (
     "tracer/backends/_fasttick.c",
@@ -115,6 +129,12 @@ MUTANTS = (
         "the C tick keeps a thread's last run delay (backends/_fasttick.c)",
         (DELAY_C,),
         (SCHED, RUNNABLE, SAMPLER),
+    ),
+    Mutant(
+        "switches-frozen",
+        "each thread's context switches frozen after its first read, in both ticks",
+        (SWITCHES_PY, SWITCHES_C),
+        (SAMPLER, SCHED),
     ),
     Mutant(
         "c-new-wait-no-kind",
