@@ -112,6 +112,83 @@ def period_ns(meta: dict[str, Any]) -> int:
     return round(1e9 / float(rate))
 
 
+def counter_deltas(threads: pd.DataFrame, first_t: int, attached: bool) -> pd.DataFrame:
+    """Each thread's counters over the samples (index pid, tid): CPU, user,
+    system, switches, run delay.  ``attached``: a thread already there at
+    ``first_t`` counts from its first sample (else from zero: it started
+    under circuit)."""
+    return _baseline(threads[["pid", "tid", *COUNTERS]], ["pid", "tid"], first_t, attached)
+
+
+COUNTERS = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
+
+
+def own_cpu_ns(tdelta: pd.DataFrame) -> pd.Series:
+    """A thread's CPU from :func:`counter_deltas`: schedstat's, or user +
+    system where schedstat did not count (the psutil backend)."""
+    return tdelta["cpu_ns"].where(tdelta["cpu_ns"] > 0, tdelta["user_ns"] + tdelta["system_ns"])
+
+
+def process_figures(
+    processes: pd.DataFrame,
+    procs: pd.DataFrame,
+    thread_cpu_ns: dict[int, float],
+    first_t: int,
+    attached: bool,
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Per process: CPU over the samples, peaks of RSS, threads and fds;
+    with the user and system totals.  ``thread_cpu_ns``: its threads' own
+    CPU (:func:`own_cpu_ns`) per pid."""
+    proc_list: list[dict[str, Any]] = []
+    user_total = system_total = 0.0
+    if not len(processes):
+        return proc_list, user_total, system_total
+    num = ["t_ns", "user_ns", "system_ns"]
+    delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached).astype(float)
+    # A process's user/system counters are read with the slow counters
+    # (every 20 ms at most): when its parent reaps it before circuit sees
+    # the zombie, its last ones are up to 20 ms old.  Its threads' CPU
+    # (schedstat, read at every sample) is then the better total; the
+    # user/system split stays the counters'.
+    for pid in delta.index:
+        counted = float(delta.at[pid, "user_ns"] + delta.at[pid, "system_ns"])
+        threads_ns = float(thread_cpu_ns.get(pid, 0.0))
+        if threads_ns > counted:
+            if counted > 0:
+                scale = threads_ns / counted
+                delta.at[pid, "user_ns"] *= scale
+                delta.at[pid, "system_ns"] *= scale
+            else:
+                delta.at[pid, "user_ns"] = threads_ns
+    g = processes.groupby("pid")
+    peaks = g[["rss_bytes", "num_threads", "fds", *FD_KIND_COLUMNS]].max()
+    ppid = g["ppid"].last()
+    info = procs.drop_duplicates("pid", keep="last").set_index("pid") if len(procs) else None
+    for pid in sorted(delta.index):
+        user = delta.at[pid, "user_ns"] / 1e9
+        system = delta.at[pid, "system_ns"] / 1e9
+        user_total += user
+        system_total += system
+        pk = peaks.loc[pid]
+        proc_list.append(
+            {
+                "pid": int(pid),
+                "ppid": int(ppid[pid]),
+                "cmdline": str(info.at[pid, "cmdline"])
+                if info is not None and pid in info.index
+                else "",
+                "cpu_s": round(user + system, 6),
+                "cpu_user_s": round(user, 6),
+                "cpu_system_s": round(system, 6),
+                "rss_peak_bytes": int(pk["rss_bytes"]),
+                "threads_peak": int(pk["num_threads"]),
+                "fds_peak": int(pk["fds"]),
+                "fds_peak_by_kind": {c[4:]: int(pk[c]) for c in FD_KIND_COLUMNS},
+            }
+        )
+    return proc_list, user_total, system_total
+
+
 def summarize(run: Run) -> dict[str, Any]:
     meta = run.meta
     return summarize_frames(
@@ -163,62 +240,17 @@ def summarize_frames(
         samples = int(processes["t_ns"].nunique())
 
     # -- each thread's counters over the run (its own CPU: a process's is never less)
-    cnt = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
     thread_cpu_ns: dict[int, float] = {}
     tdelta = pd.DataFrame()
     df = with_durations(threads, per) if len(threads) else threads  # (sorted by thread, time)
     if len(threads):
-        tdelta = _baseline(df[["pid", "tid", *cnt]], ["pid", "tid"], first_t, attached)
-        own = tdelta["cpu_ns"].where(tdelta["cpu_ns"] > 0, tdelta["user_ns"] + tdelta["system_ns"])
-        thread_cpu_ns = own.groupby(level="pid").sum().to_dict()
+        tdelta = counter_deltas(df, first_t, attached)
+        thread_cpu_ns = own_cpu_ns(tdelta).groupby(level="pid").sum().to_dict()
 
     # -- processes
-    proc_list: list[dict[str, Any]] = []
-    user_total = system_total = 0.0
-    if len(processes):
-        num = ["t_ns", "user_ns", "system_ns"]
-        delta = _baseline(processes[["pid", *num]], ["pid"], first_t, attached).astype(float)
-        # A process's user/system counters are read with the slow counters
-        # (every 20 ms at most): when its parent reaps it before circuit sees
-        # the zombie, its last ones are up to 20 ms old.  Its threads' CPU
-        # (schedstat, read at every sample) is then the better total; the
-        # user/system split stays the counters'.
-        for pid in delta.index:
-            counted = float(delta.at[pid, "user_ns"] + delta.at[pid, "system_ns"])
-            threads_ns = float(thread_cpu_ns.get(pid, 0.0))
-            if threads_ns > counted:
-                if counted > 0:
-                    scale = threads_ns / counted
-                    delta.at[pid, "user_ns"] *= scale
-                    delta.at[pid, "system_ns"] *= scale
-                else:
-                    delta.at[pid, "user_ns"] = threads_ns
-        g = processes.groupby("pid")
-        peaks = g[["rss_bytes", "num_threads", "fds", *FD_KIND_COLUMNS]].max()
-        ppid = g["ppid"].last()
-        info = procs.drop_duplicates("pid", keep="last").set_index("pid") if len(procs) else None
-        for pid in sorted(delta.index):
-            user = delta.at[pid, "user_ns"] / 1e9
-            system = delta.at[pid, "system_ns"] / 1e9
-            user_total += user
-            system_total += system
-            pk = peaks.loc[pid]
-            proc_list.append(
-                {
-                    "pid": int(pid),
-                    "ppid": int(ppid[pid]),
-                    "cmdline": str(info.at[pid, "cmdline"])
-                    if info is not None and pid in info.index
-                    else "",
-                    "cpu_s": round(user + system, 6),
-                    "cpu_user_s": round(user, 6),
-                    "cpu_system_s": round(system, 6),
-                    "rss_peak_bytes": int(pk["rss_bytes"]),
-                    "threads_peak": int(pk["num_threads"]),
-                    "fds_peak": int(pk["fds"]),
-                    "fds_peak_by_kind": {c[4:]: int(pk[c]) for c in FD_KIND_COLUMNS},
-                }
-            )
+    proc_list, user_total, system_total = process_figures(
+        processes, procs, thread_cpu_ns, first_t, attached
+    )
 
     # -- threads
     thread_list: list[dict[str, Any]] = []
