@@ -160,7 +160,7 @@ def rich_view(view: dict[str, Any] | None, title: str, screen: Screen) -> Any:
     text = Text(no_wrap=True, overflow="ellipsis")
     status = f"sort {screen.sort}" + ("  PAUSED" if screen.paused else "")
     if view is None:
-        text.append(f"{title}: waiting for the first samples…   {KEYS_HELP}\n", style="bold")
+        text.append(f"{title}: waiting for the first samples…   {KEYS_HELP}", style="bold")
         return text
     text.append(f"{header(view, title)}  ·  {status}  ·  {KEYS_HELP}\n", style="bold")
     if screen.message:
@@ -196,6 +196,7 @@ def rich_view(view: dict[str, Any] | None, title: str, screen: Screen) -> Any:
         text.append("\n")
     for i, line in enumerate(panel):
         text.append(line + "\n", style="bold" if i == 0 else "")
+    text.rstrip()  # no empty last line: a full screen would scroll by one
     return text
 
 

@@ -82,10 +82,11 @@ class LiveFeed(Observer):
         pids = list(pids)
         with self.lock:
             lt = self._latest
-            for pid in [p for p in lt.threads if p not in pids]:
-                del lt.threads[pid]  # gone: its last rows are in the written batches
             lt.threads.update(threads)
             lt.gil.update(gil)
+            for d in (lt.threads, lt.gil):
+                for pid in [p for p in d if p not in pids]:
+                    del d[pid]  # gone: its last rows are in the written batches
             lt.t_ns = t_ns
             self._pids = pids
 
