@@ -31,9 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuit.analysis.live import apply_now, live_view, now_rows
-from circuit.analysis.live_window import LiveWindow
-from circuit.analysis.top_render import SORTS, Screen, order, plain_text, rich_view, thread_name
 from circuit.tracer import signals
 from circuit.tracer.live import LiveFeed
 from circuit.tracer.options import Options
@@ -64,6 +61,17 @@ def top(
 ) -> int:
     """Watch ``what`` until it exits, ``q``, Ctrl-C or (``once``) one
     window; return circuit's exit status: the command's, or 0 for a PID."""
+    # Blocked before numpy, pandas and pyarrow load: the threads they start
+    # inherit the mask, and a SIGUSR1 (``d``) or SIGINT (``q``) taken by one
+    # of them would kill circuit instead of reaching the session.
+    old_mask = signals.block_early()
+    try:
+        return _top(what, opts, window_s, once, save)
+    finally:
+        signals.restore(old_mask)
+
+
+def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool) -> int:
     from circuit.tracer.session import attach, check_attachable, describe, run_command
 
     if what.pid is not None:
@@ -158,6 +166,9 @@ class LiveView:
         self.meta = meta
         self.tty, self.keys, self.once = tty, keys, once
         self.dumps = any(isinstance(o, PySpyObserver) for o in opts.observers)
+        from circuit.analysis.live_window import LiveWindow
+        from circuit.analysis.top_render import Screen
+
         self.win = LiveWindow(window_s)
         self.screen = Screen()
         self.view: dict[str, Any] | None = None
@@ -203,6 +214,8 @@ class LiveView:
     def print_last(self) -> None:
         """After the terminal view: its last figures as plain text (the
         full-screen view leaves nothing behind), and why it ended."""
+        from circuit.analysis.top_render import plain_text
+
         if (self.once or self.tty) and self.view is not None:
             sys.stdout.write(plain_text(self.view, self.title, self.screen.sort))
         if self.end_message:
@@ -235,6 +248,8 @@ class LiveView:
 
     def _plain(self) -> None:
         """No terminal: a table every window (--once: one, at the end)."""
+        from circuit.analysis.top_render import plain_text
+
         self._last_print = time.monotonic()
         while not self.done.wait(REFRESH_S):
             self._take()
@@ -279,6 +294,8 @@ class LiveView:
             self._compute(force=True)
 
     def _draw(self, live: Any, console: Any) -> None:
+        from circuit.analysis.top_render import rich_view
+
         self.screen.height = console.size.height
         if self.end_message:
             self.screen.message = self.end_message
@@ -293,6 +310,8 @@ class LiveView:
     def _compute(self, force: bool = False) -> None:
         """The window's figures (at most every FIGURES_EVERY_S unless
         ``force``), then the newest rows' state, wait and GIL holder."""
+        from circuit.analysis.live import apply_now, live_view, now_rows
+
         if self.screen.paused and not self.done.is_set():
             return  # the view stays as it was; the window goes on filling
         now = time.monotonic()
@@ -335,6 +354,8 @@ class LiveView:
         return redraw
 
     def _on_key(self, key: str) -> bool:
+        from circuit.analysis.top_render import SORTS
+
         s = self.screen
         if key == "q":
             self.stopping += 1
@@ -359,6 +380,8 @@ class LiveView:
         return True
 
     def _move(self, step: int) -> None:
+        from circuit.analysis.top_render import order
+
         if self.view is None:
             return
         keys = order(self.view, self.screen.sort)
@@ -371,6 +394,8 @@ class LiveView:
             self._show_stack()
 
     def _keep_selection(self) -> None:
+        from circuit.analysis.top_render import order
+
         keys = order(self.view, self.screen.sort) if self.view else []
         if keys and self.screen.selected not in keys:
             self.screen.selected = keys[0]
@@ -389,6 +414,8 @@ class LiveView:
 
     def _show_stack(self) -> None:
         """The selected thread's stack from the newest dump taken after ``d``."""
+        from circuit.analysis.top_render import thread_name
+
         s = self.screen
         stacks = self.win.stacks()
         if s.selected is None or not len(stacks):
