@@ -84,16 +84,68 @@ def _shares(by_wait: pd.DataFrame) -> dict[tuple[int, int], dict[str, float]]:
     return out
 
 
-def now_rows(latest: dict[int, tuple[int, list[tuple]]], maps: pd.DataFrame) -> pd.DataFrame:
-    """The newest sample of each process (tracer/live.py ``Latest.threads``)
-    as thread rows, futex waits on the GIL classified as ``gil``."""
-    rows = [(t, *r) for t, rs in latest.values() for r in rs]
-    df = (
-        pd.DataFrame(rows, columns=THREAD_COLUMNS) if rows else pd.DataFrame(columns=THREAD_COLUMNS)
-    )
-    if len(df) and len(maps) and (df["wait"] == "lock").any():
-        df = classify_gil(df, maps)
-    return df
+def now_rows(
+    latest: dict[int, tuple[int, list[tuple]]],
+    maps: pd.DataFrame,
+    known: dict[tuple[int, int], str] | None = None,
+) -> dict[tuple[int, int], tuple[str, str, str]]:
+    """(pid, tid) -> (name, state, wait) of the newest sample of each process
+    (tracer/live.py ``Latest.threads``), futex waits on the GIL as ``gil``.
+
+    ``known``: (pid, futex address) -> wait, as the window classified them
+    (the view's ``futex_waits``); a futex it has not seen is classified here
+    (:func:`~.gil.classify_gil`, on those rows only)."""
+    known = known or {}
+    out: dict[tuple[int, int], tuple[str, str, str]] = {}
+    unseen = []
+    for t_ns, rows in latest.values():
+        for r in rows:
+            pid, tid, name, state, wait = r[0], r[1], r[2], r[3], r[4]
+            if wait == "lock":
+                wait = known.get((pid, r[_ARG0]), "")
+                if not wait:
+                    unseen.append((t_ns, *r))
+                    continue
+            out[(pid, tid)] = (str(name), str(state), str(wait))
+    if unseen:
+        df = pd.DataFrame(unseen, columns=THREAD_COLUMNS)
+        if len(maps):
+            df = classify_gil(df, maps)
+        for p, t, n, st, w in zip(
+            df["pid"], df["tid"], df["name"], df["state"], df["wait"], strict=True
+        ):
+            out[(int(p), int(t))] = (str(n), str(st), str(w))
+    return out
+
+
+_ARG0 = THREAD_COLUMNS.index("arg0") - 1  # in a row without t_ns
+
+
+def _text_column(col: pd.Series) -> list[str]:
+    """A string column as a list of str, through the categories when it has them."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in col.cat.categories]
+        return [cats[c] if c >= 0 else "" for c in col.cat.codes.to_numpy().tolist()]
+    return [str(v) for v in col.tolist()]
+
+
+def _last_rows(df: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """Positions of the last row of each ``key`` group (rows in any order),
+    in the order of those rows, as drop_duplicates(keep="last") has them."""
+    codes = np.zeros(len(df), dtype=np.int64)
+    for k in key:
+        _, inv = np.unique(df[k].to_numpy(), return_inverse=True)
+        codes = codes * (int(inv.max()) + 1 if len(inv) else 1) + inv
+    _, first_rev = np.unique(codes[::-1], return_index=True)
+    return np.sort(len(df) - 1 - first_rev)
+
+
+def futex_waits(threads: pd.DataFrame) -> dict[tuple[int, int], str]:
+    """(pid, futex address) -> ``lock`` or ``gil``, from classified samples."""
+    waits = _text_column(threads["wait"])
+    pids = threads["pid"].to_numpy().tolist()
+    addrs = threads["arg0"].to_numpy().tolist()
+    return {(p, a): w for p, a, w in zip(pids, addrs, waits, strict=True) if w in ("lock", "gil")}
 
 
 def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -> dict[str, Any]:
@@ -107,8 +159,12 @@ def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -
 
     per = period_ns({"rate_hz_requested": meta.get("rate_hz_requested")})
     wall_ns = max(fr.end_ns - fr.start_ns, 1)
-    threads = classify_gil(fr.threads, fr.maps) if len(fr.threads) and len(fr.maps) else fr.threads
-    df = with_durations(collapse_repeats(threads), per) if len(threads) else threads
+    # Collapsed first: classifying reads each sample's futex address and
+    # maps snapshot, which a repeated sample repeats.
+    df = collapse_repeats(fr.threads)
+    if len(df) and len(fr.maps):
+        df = classify_gil(df, fr.maps)
+    df = with_durations(df, per) if len(df) else df
     proc_rows: list[dict[str, Any]] = []
     by_thread: dict[tuple[int, int], dict[str, Any]] = {}
     thread_cpu: dict[int, float] = {}
@@ -117,8 +173,11 @@ def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -
         cpu = own_cpu_ns(tdelta)
         thread_cpu = cpu.groupby(level="pid").sum().to_dict()
         shares = _shares(time_by(df, "wait"))
-        last = df.drop_duplicates(["pid", "tid"], keep="last").set_index(["pid", "tid"])
-        last = last.reindex(tdelta.index)
+        last = df.iloc[_last_rows(df, ["pid", "tid"])]
+        if not np.array_equal(
+            last[["pid", "tid"]].to_numpy(), np.array(tdelta.index.tolist()).reshape(-1, 2)
+        ):  # (the same rows as counter_deltas takes, in its order: never seen otherwise)
+            last = last.set_index(["pid", "tid"]).reindex(tdelta.index).reset_index()
         py = thread_names(fr.stacks)
         switches = (tdelta["ctx_vol"] + tdelta["ctx_invol"]).clip(lower=0).to_numpy()
         delay = tdelta["run_delay_ns"].clip(lower=0).to_numpy()
@@ -127,9 +186,9 @@ def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -
             cpu.to_numpy().tolist(),
             switches.tolist(),
             delay.tolist(),
-            last["name"].astype(str),
-            last["state"].astype(str),
-            last["wait"].astype(str),
+            _text_column(last["name"]),
+            _text_column(last["state"]),
+            _text_column(last["wait"]),
             last["t_ns"].to_numpy().tolist(),
             strict=True,
         )
@@ -151,21 +210,17 @@ def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -
     plist, _, _ = process_figures(fr.processes, fr.procs, thread_cpu, fr.start_ns, True)
     gil = gil_metrics(df, fr.gil, fr.maps, per, meta.get("gil_sources")) if len(df) else {}
     gil_by_pid = {p["pid"]: p for p in gil.get("processes", [])}
-    loops = _loops(meta, fr, threads) if len(threads) else []
-    last_p = fr.processes.drop_duplicates("pid", keep="last").set_index("pid")
-    newest_gil = (
-        {
-            int(r[1]): tuple(r)
-            for r in fr.gil.drop_duplicates("pid", keep="last").itertuples(index=False)
-        }
-        if len(fr.gil)
-        else {}
-    )
+    loops = _loops(meta, fr) if len(fr.threads) else []
+    lp_cols = ["pid", "num_threads", "rss_bytes", "fds", *FD_KIND_COLUMNS]
+    newest = fr.processes.iloc[_last_rows(fr.processes, ["pid"])][lp_cols].to_numpy().tolist()
+    last_p = {int(r[0]): dict(zip(lp_cols, map(int, r), strict=True)) for r in newest}
+    gil_rows = fr.gil.iloc[_last_rows(fr.gil, ["pid"])].to_numpy().tolist() if len(fr.gil) else []
+    newest_gil = {int(r[1]): tuple(int(v) for v in r) for r in gil_rows}
     for p in plist:
         pid = p["pid"]
         if pids is not None and pid not in pids:
             continue  # exited: its last figures are in the run folder
-        lp = last_p.loc[pid]
+        lp = last_p[pid]
         mine = [t for k, t in by_thread.items() if k[0] == pid]
         proc_rows.append(
             {
@@ -187,21 +242,18 @@ def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -
         "end_ns": fr.end_ns,
         "rate_hz": meta.get("rate_hz_requested"),
         "processes": proc_rows,
+        "futex_waits": futex_waits(df) if len(df) else {},  # for now_rows
     }
 
 
 def apply_now(
-    view: dict[str, Any], now: pd.DataFrame, latest_gil: dict[int, tuple]
+    view: dict[str, Any],
+    fresh: dict[tuple[int, int], tuple[str, str, str]],
+    latest_gil: dict[int, tuple],
 ) -> dict[str, Any]:
-    """``view`` with each thread's state and wait from ``now`` (the newest
+    """``view`` with each thread's state and wait from ``fresh`` (the newest
     rows, :func:`now_rows`) and each GIL's holder from ``latest_gil`` (pid
     -> newest gil row); the window's figures stay."""
-    fresh = {
-        (int(p), int(t)): (str(n), str(s), str(w))
-        for p, t, n, s, w in zip(
-            now["pid"], now["tid"], now["name"], now["state"], now["wait"], strict=True
-        )
-    }
     procs = []
     for p in view["processes"]:
         rows = []
@@ -243,12 +295,13 @@ def _gil_line(
     }
 
 
-def _loops(meta: dict[str, Any], fr: Frames, threads: pd.DataFrame) -> list[dict[str, Any]]:
-    """Event loops with stalls in the window (loop_figures on its samples)."""
+def _loops(meta: dict[str, Any], fr: Frames) -> list[dict[str, Any]]:
+    """Event loops with stalls in the window (loop_figures on its samples,
+    all of them: a busy stretch's ends are placed between samples)."""
     from .loops import loop_figures
 
-    wait = threads["wait"]
-    if not (wait == "poll").any():
+    threads = fr.threads
+    if not (threads["wait"] == "poll").any():
         return []  # no thread waited in a poll: no loop (the cheap test first)
     m = {
         "rate_hz_requested": meta.get("rate_hz_requested"),

@@ -25,8 +25,8 @@ from .pyspy import stacks_from_records
 WINDOWED = ("threads", "processes", "gil")  # kept for the last window only
 KEPT = ("procs", "maps")  # kept whole: a process's command line and image, from its start
 _CATEGORIES = {"threads": ["name", "state", "wait", "wchan"]}
-# Dumps kept for names and stacks: the newest this many lines of dumps.jsonl.
-MAX_DUMPS = 200
+# Stacks kept for names and stacks: the newest this many (thread, dump) rows.
+MAX_STACK_ROWS = 5000
 
 
 class Frames(NamedTuple):
@@ -53,8 +53,8 @@ class LiveWindow:
         self.newest_ns = 0
         self.changed = False  # new rows since the last frames()
         self._dump_pos = 0
-        self._dumps: list[dict[str, Any]] = []
-        self._stacks: pd.DataFrame | None = None
+        self._stacks = stacks_from_records([])
+        self._kept: dict[str, tuple[int, pd.DataFrame]] = {}  # KEPT table -> (batches, frame)
 
     def add(self, table: str, batch: Any) -> None:
         """One record batch of ``table``, as the run folder got it."""
@@ -75,7 +75,12 @@ class LiveWindow:
         start_bound = end - self.window_ns
         for name in WINDOWED:
             self.batches[name] = [(t, b) for t, b in self.batches[name] if t >= start_bound]
-        tables = {n: self._frame(n) for n in self.batches}
+        tables = {n: self._frame(n) for n in WINDOWED}
+        for name in KEPT:  # converted again only when they grew
+            n = len(self.batches[name])
+            if self._kept.get(name, (-1,))[0] != n:
+                self._kept[name] = (n, self._frame(name))
+            tables[name] = self._kept[name][1]
         for name in WINDOWED:
             df = tables[name]
             if len(df):
@@ -109,7 +114,7 @@ class LiveWindow:
             # Each batch has its own dictionaries: one categorical per
             # column, with sorted categories, as a loaded run has it.
             table = table.unify_dictionaries()
-        df = table.to_pandas()
+        df = table.to_pandas(use_threads=False)  # small tables: the pool costs more than it saves
         for c in cats:
             col = df[c]
             if not isinstance(col.dtype, pd.CategoricalDtype):
@@ -133,13 +138,16 @@ class LiveWindow:
                 data = fh.read(size - self._dump_pos)
             whole = data.rfind(b"\n") + 1
             self._dump_pos += whole
+            records = []
             for line in data[:whole].splitlines():
                 try:
-                    self._dumps.append(json.loads(line))
+                    records.append(json.loads(line))
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue
-            del self._dumps[:-MAX_DUMPS]
-            self._stacks = None
-        if self._stacks is None:
-            self._stacks = stacks_from_records(self._dumps)
+            if records:  # only the new dumps are made rows
+                new = stacks_from_records(records)
+                both = (
+                    pd.concat([self._stacks, new], ignore_index=True) if len(self._stacks) else new
+                )
+                self._stacks = both.iloc[-MAX_STACK_ROWS:].reset_index(drop=True)
         return self._stacks

@@ -37,11 +37,12 @@ from circuit.tracer.options import Options
 from circuit.tracer.pyspy import PySpyObserver
 
 REFRESH_S = 0.5
-# The window's figures are recomputed this often (the "now" columns at each
-# refresh): the run folder's batches come once a second anyway, and a
-# recompute is most of the view's CPU (docs/performance.md, top_cost).
-FIGURES_EVERY_S = 1.0
-STACK_LINES = 12  # the stack panel's frames, innermost first
+# The window's figures are recomputed this often, or each window if it is
+# shorter (the "now" columns at each refresh): a recompute is ~25 ms of
+# CPU for 100 threads, most of the view's cost (docs/performance.md, top_cost).
+FIGURES_EVERY_S = 2.0
+STACK_LINES = 12
+THREAD_NAME = "circuit-top"  # the view thread's name in /proc (benchmarks/top_cost.py)  # the stack panel's frames, innermost first
 
 
 @dataclass
@@ -186,6 +187,7 @@ class LiveView:
         self._last_figures = 0.0
         self._last_print = 0.0
         self._maps: Any = None  # the window's maps: the newest rows' GIL waits
+        self._shown: tuple = ()  # what the terminal shows now
         self._thread = threading.Thread(target=self._main, name="circuit-top", daemon=True)
 
     # -- the main thread's side --------------------------------------------------
@@ -231,6 +233,9 @@ class LiveView:
     # -- the view's thread ------------------------------------------------------------
 
     def _main(self) -> None:
+        from circuit.tracer.prctl import name_thread
+
+        name_thread(THREAD_NAME)
         c0 = time.thread_time()
         try:
             self.feed.started.wait()
@@ -299,6 +304,11 @@ class LiveView:
         self.screen.height = console.size.height
         if self.end_message:
             self.screen.message = self.end_message
+        s = self.screen
+        shown = (self.view, s.sort, s.selected, s.paused, s.message, tuple(s.stack), s.height)
+        if shown == self._shown:
+            return  # nothing new to draw (idle threads, a paused view)
+        self._shown = shown
         live.update(rich_view(self.view, self.title, self.screen), refresh=True)
         self.refreshes += 1
 
@@ -315,7 +325,8 @@ class LiveView:
         if self.screen.paused and not self.done.is_set():
             return  # the view stays as it was; the window goes on filling
         now = time.monotonic()
-        due = now - self._last_figures >= FIGURES_EVERY_S or self.figures is None
+        every = min(FIGURES_EVERY_S, self.window_s)
+        due = now - self._last_figures >= every or self.figures is None
         if self.win.changed and (due or force):
             frames = self.win.frames()
             if frames is not None:
@@ -327,7 +338,8 @@ class LiveView:
             return
         view = self.figures
         if self.latest is not None and self.latest.threads and not self.done.is_set():
-            view = apply_now(view, now_rows(self.latest.threads, self._maps), self.latest.gil)
+            fresh = now_rows(self.latest.threads, self._maps, view["futex_waits"])
+            view = apply_now(view, fresh, self.latest.gil)
         self.view = view
         self._keep_selection()
         if self.dump_asked_ns:

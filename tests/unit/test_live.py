@@ -192,6 +192,9 @@ def test_the_newest_rows_give_state_wait_and_holder() -> None:
     row = (PID, PID + 1, "sleeper", "R", "running", -1, 0, "", 0, 0, 0, 0, 0, 0, 0)
     lock = (PID, PID + 3, "giler", "S", "lock", FUTEX, BSS[0] + 0x10, "", 0, 0, 0, 0, 0, 0, 0)
     now = now_rows({PID: (fr.end_ns + 5 * MS, [row, lock])}, fr.maps)
+    assert now_rows({PID: (fr.end_ns, [lock])}, fr.maps.iloc[:0], view["futex_waits"]) == {
+        (PID, PID + 3): ("giler", "S", "gil")  # as the window classified that futex
+    }
     fresh = apply_now(view, now, {PID: (fr.end_ns, PID, 1, PID + 1, 99)})
     rows = {t["name"]: t for t in fresh["processes"][0]["thread_rows"]}
     assert (rows["sleeper"]["state"], rows["sleeper"]["wait"]) == ("R", "running")
