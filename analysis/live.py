@@ -142,10 +142,19 @@ def _last_rows(df: pd.DataFrame, key: list[str]) -> np.ndarray:
 
 def futex_waits(threads: pd.DataFrame) -> dict[tuple[int, int], str]:
     """(pid, futex address) -> ``lock`` or ``gil``, from classified samples."""
-    waits = _text_column(threads["wait"])
-    pids = threads["pid"].to_numpy().tolist()
-    addrs = threads["arg0"].to_numpy().tolist()
-    return {(p, a): w for p, a, w in zip(pids, addrs, waits, strict=True) if w in ("lock", "gil")}
+    col = threads["wait"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in col.cat.categories]
+        ids = [cats.index(w) for w in ("lock", "gil") if w in cats]
+        mine = np.isin(col.cat.codes.to_numpy(), ids)
+    else:
+        mine = col.astype(str).isin(["lock", "gil"]).to_numpy()
+    sub = threads[mine]
+    if len(sub) > 64:
+        sub = sub.drop_duplicates(["pid", "arg0"])
+    waits = _text_column(sub["wait"])
+    keys = zip(sub["pid"].to_numpy().tolist(), sub["arg0"].to_numpy().tolist(), strict=True)
+    return dict(zip(keys, waits, strict=True))
 
 
 def live_view(meta: dict[str, Any], fr: Frames, pids: list[int] | None = None) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -
     """First and last rows per entity; the first is a baseline only when the
     entity was already there when sampling started on a process we attached to
     (its counters include work done before we looked)."""
+    fast = _contiguous_baseline(df, keys, first_t, attached)
+    if fast is not None:
+        return fast
     # drop_duplicates (hashing) keeps the same rows in the same order as
     # groupby().head(1)/.tail(1), at a fraction of the cost on 1M rows.
     first = df.drop_duplicates(keys, keep="first").set_index(keys)
@@ -84,6 +87,43 @@ def _baseline(df: pd.DataFrame, keys: list[str], first_t: int, attached: bool) -
         fresh = first["t_ns"] > first_t
         first.loc[fresh] = 0
     return last - first.reindex(last.index)
+
+
+def _contiguous_baseline(
+    df: pd.DataFrame, keys: list[str], first_t: int, attached: bool
+) -> pd.DataFrame | None:
+    """:func:`_baseline` of a frame whose entities' rows are together and
+    in ascending order (with_durations' output, one process's samples):
+    their first and last rows are where the key changes, the rows
+    drop_duplicates keeps, in the same order.  None for any other frame."""
+    if not len(df) or len(keys) > 2:
+        return None
+    parts = [df[k].to_numpy() for k in keys]
+    if any(p.dtype.kind not in "iu" for p in parts):
+        return None
+    key = parts[0].astype(np.int64)
+    if len(parts) == 2:
+        key = (key << 32) | parts[1].astype(np.int64)
+    if not bool(np.all(key[1:] >= key[:-1])):
+        return None
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)] - 1
+    cols = [c for c in df.columns if c not in keys]
+    if len(set(df[cols].dtypes)) != 1:
+        return None  # (one array keeps each column's own dtype only if they share it)
+    values = df[cols].to_numpy()
+    if values.dtype.kind not in "iuf":
+        return None
+    first = values[starts].copy()
+    if attached:
+        first[first[:, cols.index("t_ns")] > first_t] = 0
+    else:
+        first[:] = 0
+    if len(keys) == 2:
+        index = pd.MultiIndex.from_arrays([parts[0][ends], parts[1][ends]], names=keys)
+    else:
+        index = pd.Index(parts[0][ends], name=keys[0])
+    return pd.DataFrame(values[ends] - first, index=index, columns=cols)
 
 
 def _rate_hz(meta: dict[str, Any], processes: pd.DataFrame) -> float:

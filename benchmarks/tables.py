@@ -589,8 +589,8 @@ def top_cost(d: dict[str, Any]) -> str:
                 f"{r['rate_hz']:g} Hz",
                 f"{r['view_share_median'] * 100:.2f}%",
                 f"{lo * 100:.2f}%..{hi * 100:.2f}%",
-                f"{r['top_sampler_share_median'] * 100:.1f}%",
-                f"{r['attach_sampler_share_median'] * 100:.1f}%",
+                f"{r['top_sampler_share_median'] * 100:.1f}% @ {r['top_hz_median']:.1f} Hz",
+                f"{r['attach_sampler_share_median'] * 100:.1f}% @ {r['attach_hz_median']:.1f} Hz",
             ]
         )
     return (
@@ -605,8 +605,8 @@ def top_cost(d: dict[str, Any]) -> str:
                 "rate",
                 "view CPU",
                 "view CPU min..max",
-                "top's sampler CPU",
-                "attach's sampler CPU",
+                "top's sampler CPU @ rate held",
+                "attach's sampler CPU @ rate held",
             ],
             rows,
         )

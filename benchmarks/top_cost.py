@@ -1,6 +1,6 @@
 """What ``circuit top``'s view costs, beside what its sampler costs.
 
-    python benchmarks/top_cost.py [--seconds 10] [--rounds 3] [--warm 4]
+    python benchmarks/top_cost.py [--seconds 10] [--rounds 5] [--warm 4]
 
 A target with 100 threads (benchmarks/threads_target.py: all idle in
 Event.wait, or all spinning) is watched by ``circuit top PID -o DIR`` in a
@@ -10,7 +10,8 @@ After ``--warm`` seconds (imports, the first window), each circuit
 process's threads are read from /proc for ``--seconds``: the view's CPU is
 that of the threads named ``circuit-top`` (the view's thread names itself;
 threads it starts, pyarrow's pool, inherit the name), the sampler's is the
-rest of the process.  Shares are of one core, medians over the rounds.
+rest of the process; the rate each held is read from its run's meta.json.
+Shares are of one core, medians over the rounds.
 Writes benchmarks/results/top_cost.json.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import pty
 import signal
@@ -75,6 +77,15 @@ def _drain(fd: int) -> None:
 
 
 def _watch(argv: list[str], seconds: float, warm: float, pty_: bool) -> dict[str, float]:
+    out = argv[argv.index("-o") + 1]
+    res = _run(argv, seconds, warm, pty_)
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    res["achieved_hz"] = float(meta["rate_hz_achieved"])
+    res["missed_per_s"] = meta["missed_deadlines"] / max(float(meta["wall_s"]), 1e-9)
+    return res
+
+
+def _run(argv: list[str], seconds: float, warm: float, pty_: bool) -> dict[str, float]:
     """Run ``argv``, measure its threads from ``warm`` s on for ``seconds``,
     then stop it as a user would (q on the terminal, else SIGINT)."""
     if pty_:
@@ -152,6 +163,8 @@ def _round(mode: str, seconds: float, warm: float, rate: float, tmp: Path) -> di
         "view_share_spread": spread(view),
         "top_sampler_share_median": median([r["sampler_share"] for r in runs["top"]]),
         "attach_sampler_share_median": median([r["sampler_share"] for r in runs["attach"]]),
+        "top_hz_median": median([r["achieved_hz"] for r in runs["top"]]),
+        "attach_hz_median": median([r["achieved_hz"] for r in runs["attach"]]),
         "rounds": runs,
     }
 
@@ -164,7 +177,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warm", type=float, default=4.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--modes", default="idle,busy")
     args = ap.parse_args()

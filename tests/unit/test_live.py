@@ -172,6 +172,26 @@ def test_collapsing_repeated_samples_keeps_every_total() -> None:
     assert a == b
 
 
+@pytest.mark.parametrize("attached", [True, False])
+def test_counter_deltas_of_sorted_samples_are_the_baselines(attached: bool) -> None:
+    from circuit.analysis.summary import COUNTERS, _baseline
+
+    fr = _window(n=30)
+    df = with_durations(fr.threads, 10 * MS)
+    late = df["t_ns"] > fr.start_ns + 100 * MS
+    df = df[~((df["tid"] == PID + 2) & ~late)]  # a thread that appears late: counted from 0
+    want = _baseline(df[["pid", "tid", *COUNTERS]], ["pid", "tid"], fr.start_ns, attached)
+    got = counter_deltas(df, fr.start_ns, attached)
+    pd.testing.assert_frame_equal(got, want, check_index_type=False)
+    unsorted = counter_deltas(df.iloc[::-1], fr.start_ns, attached)  # the general path
+    assert len(unsorted) == len(want)
+    procs = fr.processes[["pid", "t_ns", "user_ns", "system_ns"]]
+    one = _baseline(procs, ["pid"], fr.start_ns + 50 * MS, attached)  # one process: contiguous
+    two = pd.concat([procs, procs.assign(pid=PID + 1)]).sort_values("t_ns", kind="stable")
+    general = _baseline(two, ["pid"], fr.start_ns + 50 * MS, attached)  # interleaved
+    pd.testing.assert_frame_equal(one, general.loc[[PID]], check_index_type=False)
+
+
 def test_collapse_keeps_each_threads_first_and_last_sample() -> None:
     fr = _window(n=20)
     small = collapse_repeats(fr.threads)
