@@ -119,7 +119,9 @@ def share_text(shares: dict[str, float], most: int = 4) -> str:
 
 
 def header(view: dict[str, Any], title: str) -> str:
-    return f"{title}: window {view['window_s']:.2f} s at {view['rate_hz']:g} Hz"
+    every = view.get("figures_every_s")
+    slower = f" (figures every {every:.1f} s)" if every else ""
+    return f"{title}: window {view['window_s']:.2f} s at {view['rate_hz']:g} Hz{slower}"
 
 
 def plain_text(view: dict[str, Any], title: str, sort: str = "cpu") -> str:

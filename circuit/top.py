@@ -38,11 +38,14 @@ from circuit.tracer.pyspy import PySpyObserver
 
 REFRESH_S = 0.5
 # The window's figures are recomputed this often, or each window if it is
-# shorter (the "now" columns at each refresh): a recompute is ~25 ms of
-# CPU for 100 threads, most of the view's cost (docs/performance.md, top_cost).
+# shorter (the "now" columns at each refresh), and less often if a
+# recompute costs more than FIGURES_CPU_SHARE of a core at that pace: a
+# recompute is 20-45 ms of CPU for 100 threads (pandas' per-call overhead,
+# whatever the rows), most of the view's cost (docs/performance.md, top_cost).
 FIGURES_EVERY_S = 2.0
-STACK_LINES = 12
-THREAD_NAME = "circuit-top"  # the view thread's name in /proc (benchmarks/top_cost.py)  # the stack panel's frames, innermost first
+FIGURES_CPU_SHARE = 0.012
+STACK_LINES = 12  # the stack panel's frames, innermost first
+THREAD_NAME = "circuit-top"  # the view thread's name in /proc (benchmarks/top_cost.py)
 
 
 @dataclass
@@ -185,6 +188,9 @@ class LiveView:
         self.cpu_s = 0.0  # this thread's CPU (benchmarks/top_cost.py)
         self.refreshes = 0
         self._last_figures = 0.0
+        self.figures_every = min(FIGURES_EVERY_S, window_s)  # seconds between recomputes
+        self._figures_cpu = 0.0  # a recompute's CPU, smoothed
+        self._recomputes = 0
         self._last_print = 0.0
         self._maps: Any = None  # the window's maps: the newest rows' GIL waits
         self._shown: tuple = ()  # what the terminal shows now
@@ -318,22 +324,23 @@ class LiveView:
             self.win.add(table, batch)
 
     def _compute(self, force: bool = False) -> None:
-        """The window's figures (at most every FIGURES_EVERY_S unless
+        """The window's figures (every ``figures_every`` s, or now if
         ``force``), then the newest rows' state, wait and GIL holder."""
         from circuit.analysis.live import apply_now, live_view, now_rows
 
         if self.screen.paused and not self.done.is_set():
             return  # the view stays as it was; the window goes on filling
         now = time.monotonic()
-        every = min(FIGURES_EVERY_S, self.window_s)
-        due = now - self._last_figures >= every or self.figures is None
+        due = now - self._last_figures >= self.figures_every or self.figures is None
         if self.win.changed and (due or force):
+            c0 = time.thread_time()
             frames = self.win.frames()
             if frames is not None:
                 live = None if self.done.is_set() else self.pids
                 self.figures = live_view(self.meta, frames, pids=live)
                 self._last_figures = now
                 self._maps = frames.maps
+                self._pace(time.thread_time() - c0)
         if self.figures is None:
             return
         view = self.figures
@@ -344,6 +351,21 @@ class LiveView:
         self._keep_selection()
         if self.dump_asked_ns:
             self._show_stack()
+
+    def _pace(self, cost_s: float) -> None:
+        """The next recompute's distance: the nominal one, or longer when a
+        recompute costs more than FIGURES_CPU_SHARE of a core at that pace
+        (many threads, a loaded machine); the header says so."""
+        self._recomputes += 1
+        if self._recomputes == 1:
+            return  # the first pays for imports and warm caches
+        c = self._figures_cpu
+        self._figures_cpu = cost_s if c == 0.0 else 0.7 * c + 0.3 * cost_s
+        nominal = min(FIGURES_EVERY_S, self.window_s)
+        self.figures_every = max(nominal, self._figures_cpu / FIGURES_CPU_SHARE)
+        if self.figures is not None:
+            slow = self.figures_every > nominal * 1.05
+            self.figures["figures_every_s"] = round(self.figures_every, 1) if slow else None
 
     # -- keys -------------------------------------------------------------------------
 
