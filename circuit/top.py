@@ -36,6 +36,9 @@ from circuit.tracer.live import LiveFeed
 from circuit.tracer.options import Options
 from circuit.tracer.pyspy import PySpyObserver
 
+from .top_terminal import cbreak, restore
+from .top_terminal import keys as read_keys
+
 REFRESH_S = 0.5
 # The window's figures are recomputed this often, or each window if it is
 # shorter (the "now" columns at each refresh), and less often if a
@@ -43,7 +46,7 @@ REFRESH_S = 0.5
 # recompute is 20-45 ms of CPU for 100 threads (pandas' per-call overhead,
 # whatever the rows), most of the view's cost (docs/performance.md, top_cost).
 FIGURES_EVERY_S = 2.0
-FIGURES_CPU_SHARE = 0.012
+FIGURES_CPU_SHARE = 0.01
 STACK_LINES = 12  # the stack panel's frames, innermost first
 THREAD_NAME = "circuit-top"  # the view thread's name in /proc (benchmarks/top_cost.py)
 
@@ -99,7 +102,7 @@ def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool
     view.stop_after_window = once and what.pid is None
     if tty:
         opts.quiet = True  # progress lines would land in the middle of the view
-    old_tty = _cbreak() if keys else None
+    old_tty = cbreak() if keys else None
     code = 0
     run_meta: dict[str, Any] = {}
     try:
@@ -113,7 +116,7 @@ def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool
             view.finish(run_meta, code, what.pid is not None)
     finally:
         if old_tty is not None:
-            _restore(old_tty)
+            restore(old_tty)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     if view.error is not None:
@@ -126,28 +129,6 @@ def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool
     if what.pid is not None:
         return 0
     return code
-
-
-def _cbreak() -> list[Any] | None:
-    import termios
-    import tty
-
-    fd = sys.stdin.fileno()
-    try:
-        old = termios.tcgetattr(fd)
-        tty.setcbreak(fd)
-    except termios.error:
-        return None
-    return old
-
-
-def _restore(old: list[Any]) -> None:
-    import termios
-
-    try:
-        termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, old)
-    except termios.error:
-        pass
 
 
 class LiveView:
@@ -173,7 +154,8 @@ class LiveView:
         from circuit.analysis.live_window import LiveWindow
         from circuit.analysis.top_render import Screen
 
-        self.win = LiveWindow(window_s)
+        # --once: the run is the window (it lasts one), none of it is left out
+        self.win = LiveWindow(window_s * 2 if once else window_s)
         self.screen = Screen()
         self.view: dict[str, Any] | None = None
         self.figures: dict[str, Any] | None = None  # the last computed window
@@ -194,6 +176,9 @@ class LiveView:
         self._last_print = 0.0
         self._maps: Any = None  # the window's maps: the newest rows' GIL waits
         self._shown: tuple = ()  # what the terminal shows now
+        self._wake_r, wake_w = os.pipe()  # the sampler's "your turn" (tracer/live.py)
+        self._wake_w = wake_w
+        feed.take_turns(wake_w)
         self._thread = threading.Thread(target=self._main, name="circuit-top", daemon=True)
 
     # -- the main thread's side --------------------------------------------------
@@ -217,14 +202,19 @@ class LiveView:
         elif not attached and run_meta:
             self.end_message = f"target stopped (status {code})"
         self.done.set()
+        try:
+            os.write(self._wake_w, b"e")  # out of its wait now
+        except OSError:
+            pass
         self._thread.join(timeout=30)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def print_last(self) -> None:
-        """After the terminal view: its last figures as plain text (the
-        full-screen view leaves nothing behind), and why it ended."""
+        """--once: the snapshot; and why the view ended."""
         from circuit.analysis.top_render import plain_text
 
-        if (self.once or self.tty) and self.view is not None:
+        if self.once and self.view is not None:
             sys.stdout.write(plain_text(self.view, self.title, self.screen.sort))
         if self.end_message:
             print(f"circuit: {self.end_message}", flush=True)
@@ -244,7 +234,9 @@ class LiveView:
         name_thread(THREAD_NAME)
         c0 = time.thread_time()
         try:
-            self.feed.started.wait()
+            while not self.feed.started.wait(0.1):
+                if self.done.is_set():
+                    return  # the session ended before it started
             self.win.run_dir = self.feed.run_dir
             if self.tty:
                 self._live()
@@ -252,17 +244,38 @@ class LiveView:
                 self._plain()
         except BaseException as e:  # never leave the session running blind
             self.error = e
+            self.feed.take_turns_no_more()
             if self.feed.stopped is None:
                 os.kill(os.getpid(), signal.SIGINT)
         finally:
             self.cpu_s = time.thread_time() - c0
+
+    def _turns(self, turn: Any, redraw: Any = None) -> None:
+        """Wait for the sampler's turns (``turn()`` in each) and, with
+        ``redraw``, for keys, until the session ends."""
+        fds = [self._wake_r] + ([sys.stdin.fileno()] if self.keys else [])
+        while not self.done.is_set():
+            ready, _, _ = select.select(fds, [], [])
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+                if self.done.is_set():
+                    break
+                try:
+                    turn()
+                finally:
+                    self.feed.turn_done.set()
+            if redraw is not None and len(fds) > 1 and fds[1] in ready and self._key():
+                redraw()
+            if redraw is not None and not self.keys and len(fds) > 1:
+                fds = fds[:1]  # the terminal went away
 
     def _plain(self) -> None:
         """No terminal: a table every window (--once: one, at the end)."""
         from circuit.analysis.top_render import plain_text
 
         self._last_print = time.monotonic()
-        while not self.done.wait(REFRESH_S):
+
+        def turn() -> None:
             self._take()
             if not self.once and time.monotonic() - self._last_print >= self.window_s:
                 self._last_print += self.window_s
@@ -270,6 +283,8 @@ class LiveView:
                 if self.view is not None:
                     sys.stdout.write(plain_text(self.view, self.title) + "\n")
                     sys.stdout.flush()
+
+        self._turns(turn)
         self._take()
         if self.once:
             self._compute(force=True)
@@ -277,6 +292,8 @@ class LiveView:
     def _live(self) -> None:
         from rich.console import Console
         from rich.live import Live
+
+        from circuit.analysis.top_render import rich_view
 
         console = Console()
         with Live(
@@ -286,23 +303,18 @@ class LiveView:
             redirect_stdout=False,
             redirect_stderr=False,
         ) as live:
-            due = time.monotonic()
-            while True:
-                now = time.monotonic()
-                if now >= due:
-                    due = max(due + REFRESH_S, now)
-                    self._take()
-                    self._compute()
-                    self._draw(live, console)
-                    if self.done.is_set():
-                        break
-                if self.done.is_set():
-                    due = now  # one last frame, then out
-                    continue
-                if self._key(due - now):
-                    self._draw(live, console)
+
+            def turn() -> None:
+                self._take()
+                self._compute()
+                self._draw(live, console)
+
+            self._turns(turn, lambda: self._draw(live, console))
             self._take()
             self._compute(force=True)
+            self._draw(live, console)
+        # The full screen is gone with its last frame: leave that frame.
+        console.print(rich_view(self.view, self.title, self.screen))
 
     def _draw(self, live: Any, console: Any) -> None:
         from circuit.analysis.top_render import rich_view
@@ -369,21 +381,14 @@ class LiveView:
 
     # -- keys -------------------------------------------------------------------------
 
-    def _key(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for a key and act on it; True: redraw."""
-        if not self.keys:
-            self.done.wait(max(timeout, 0.0))
-            return False
-        fd = sys.stdin.fileno()
-        r, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-        if not r:
-            return False
-        data = os.read(fd, 64)
+    def _key(self) -> bool:
+        """Act on the keys the terminal sent; True: redraw."""
+        data = os.read(sys.stdin.fileno(), 64)
         if not data:
             self.keys = False  # the terminal went away: no more keys
             return False
         redraw = False
-        for key in _keys(data):
+        for key in read_keys(data):
             redraw = self._on_key(key) or redraw
         return redraw
 
@@ -476,22 +481,3 @@ class LiveView:
         if not frames:
             lines.append("  (no Python frames: idle, or in native code)")
         s.stack = lines
-
-
-_ESCAPES = {"\x1b[A": "up", "\x1b[B": "down", "\x1bOA": "up", "\x1bOB": "down"}
-
-
-def _keys(data: bytes) -> list[str]:
-    """The keys in what the terminal sent: letters, and the arrows' escapes."""
-    text = data.decode(errors="replace")
-    out = []
-    i = 0
-    while i < len(text):
-        seq = text[i : i + 3]
-        if seq in _ESCAPES:
-            out.append(_ESCAPES[seq])
-            i += 3
-            continue
-        out.append(text[i].lower() if text[i].isalpha() else text[i])
-        i += 1
-    return out

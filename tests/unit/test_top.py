@@ -4,12 +4,13 @@ live observer's hand-over, the command line's refusals."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
 from circuit.analysis.top_render import Screen, order, plain_text, rich_view, sorted_threads
 from circuit.cli import main
-from circuit.top import _keys
+from circuit.top_terminal import keys as _keys
 from circuit.tracer.live import LiveFeed, latest_rows
 from circuit.tracer.sink import TickBuffers
 
@@ -113,6 +114,23 @@ def test_the_terminal_view_fits_the_height_and_keeps_the_selection_in_sight() ->
     assert "holder now: spinner" in text
 
 
+def test_recomputes_slow_down_to_keep_within_their_cpu_budget() -> None:
+    from circuit.top import FIGURES_CPU_SHARE, FIGURES_EVERY_S, LiveView
+    from circuit.tracer.options import Options
+
+    view = LiveView(LiveFeed(), 2.0, "t", {}, Options(out=Path(".")), False, False, False)
+    view.figures = _view()
+    view._pace(5.0)  # the first recompute pays for imports: not counted
+    assert view.figures_every == FIGURES_EVERY_S
+    view._pace(0.005)  # cheap: the nominal pace
+    assert view.figures_every == FIGURES_EVERY_S and view.figures["figures_every_s"] is None
+    for _ in range(20):
+        view._pace(0.06)
+    assert view.figures_every == pytest.approx(0.06 / FIGURES_CPU_SHARE, rel=0.01)
+    text = plain_text(view.figures, "circuit top: PID 7")
+    assert f"(figures every {0.06 / FIGURES_CPU_SHARE:.1f} s)" in text.splitlines()[0]
+
+
 def test_keys_and_arrows() -> None:
     assert _keys(b"qS\x1b[A\x1b[Bjk") == ["q", "s", "up", "down", "j", "k"]
 
@@ -121,7 +139,7 @@ def test_the_live_feed_hands_over_batches_and_the_newest_rows() -> None:
     feed = LiveFeed(refresh_s=0.5)
     pending = TickBuffers([], [], [])
     taps: list = []
-    feed.start(__import__("pathlib").Path("."), 7)
+    feed.start(Path("."), 7)
     feed.watch_sink(pending, taps)
     assert len(taps) == 1
     old, new = ("old",), ("new",)
