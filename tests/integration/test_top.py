@@ -121,6 +121,12 @@ def test_top_in_a_terminal_shows_each_wait_and_q_leaves_the_target(tmux, tmp_pat
 
         screen = tmux.until(rows_right)  # Python names come with py-spy's first dump
         assert f"pid {target.pid}  CPU" in screen and "GIL: holder now" in screen
+        tmux.keys("s")
+        tmux.until(lambda s: "sort wait" in s)
+        tmux.keys("p")
+        tmux.until(lambda s: "PAUSED" in s)
+        tmux.keys("p")
+        tmux.until(lambda s: "PAUSED" not in s)
         tmux.keys("d")  # the selected (first) thread's stack, from a py-spy dump now
         tmux.until(lambda s: "stack of " in s and "top_target.py" in s)
         tmux.keys("q")
