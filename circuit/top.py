@@ -2,11 +2,13 @@
 
 The session (tracer/session.py) runs in the main thread as for ``run`` and
 ``attach``, with one more observer (tracer/live.py) that hands the view the
-record batches the run folder gets.  The view runs in a thread of its own:
-it keeps the last window (analysis/live_window.py), computes its figures
-(analysis/live.py) and draws them (analysis/top_render.py) on the terminal
-with rich, or as plain text when stdout is not a terminal.  Keys are read
-from the terminal in cbreak mode; the terminal is restored on every way out.
+record batches the run folder gets.  The view runs in a thread of its own,
+in turns with the sampler (the observer wakes it at each refresh and waits
+for it: tracer/live.py says why): it keeps the last window
+(analysis/live_window.py), computes its figures (analysis/live.py) and
+draws them (analysis/top_render.py) on the terminal with rich, or as plain
+text when stdout is not a terminal.  Keys are read from the terminal in
+cbreak mode, between turns; the terminal is restored on every way out.
 
 ``q`` and the end of ``--once`` stop the session the way Ctrl-C does: a
 SIGINT to circuit itself, which the session takes as any interrupt (an
@@ -167,8 +169,6 @@ class LiveView:
         self.stopping = 0  # q presses
         self.dump_asked_ns = 0
         self.stop_after_window = False  # --once of a command: interrupt it after one window
-        self.cpu_s = 0.0  # this thread's CPU (benchmarks/top_cost.py)
-        self.refreshes = 0
         self._last_figures = 0.0
         self.figures_every = min(FIGURES_EVERY_S, window_s)  # seconds between recomputes
         self._figures_cpu = 0.0  # a recompute's CPU, smoothed
@@ -232,7 +232,6 @@ class LiveView:
         from circuit.tracer.prctl import name_thread
 
         name_thread(THREAD_NAME)
-        c0 = time.thread_time()
         try:
             while not self.feed.started.wait(0.1):
                 if self.done.is_set():
@@ -247,8 +246,6 @@ class LiveView:
             self.feed.take_turns_no_more()
             if self.feed.stopped is None:
                 os.kill(os.getpid(), signal.SIGINT)
-        finally:
-            self.cpu_s = time.thread_time() - c0
 
     def _turns(self, turn: Any, redraw: Any = None) -> None:
         """Wait for the sampler's turns (``turn()`` in each) and, with
@@ -328,7 +325,6 @@ class LiveView:
             return  # nothing new to draw (idle threads, a paused view)
         self._shown = shown
         live.update(rich_view(self.view, self.title, self.screen), refresh=True)
-        self.refreshes += 1
 
     def _take(self) -> None:
         new, self.latest, self.pids = self.feed.take()
