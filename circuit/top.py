@@ -102,6 +102,7 @@ def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool
     }
     view = LiveView(feed, window_s, what.title, meta, opts, tty=tty, keys=keys, once=once)
     view.stop_after_window = once and what.pid is None
+    quiet = opts.quiet
     if tty:
         opts.quiet = True  # progress lines would land in the middle of the view
     old_tty = cbreak() if keys else None
@@ -124,9 +125,9 @@ def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool
     if view.error is not None:
         raise view.error
     view.print_last()
-    if save and not once:
-        print(f"circuit: {describe(run_meta)}", file=sys.stderr)
-    if save:
+    if save and not quiet:
+        if not once:
+            print(f"circuit: {describe(run_meta)}", file=sys.stderr)
         print(f"circuit: run saved in {opts.out}  (circuit summary {opts.out})", file=sys.stderr)
     if what.pid is not None:
         return 0
