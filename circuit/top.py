@@ -70,17 +70,11 @@ def top(
 ) -> int:
     """Watch ``what`` until it exits, ``q``, Ctrl-C or (``once``) one
     window; return circuit's exit status: the command's, or 0 for a PID."""
-    # Blocked before numpy, pandas and pyarrow load: the threads they start
-    # inherit the mask, and a SIGUSR1 (``d``) or SIGINT (``q``) taken by one
-    # of them would kill circuit instead of reaching the session.
-    old_mask = signals.block_early()
-    try:
-        return _top(what, opts, window_s, once, save)
-    finally:
-        signals.restore(old_mask)
-
-
-def _top(what: TopTarget, opts: Options, window_s: float, once: bool, save: bool) -> int:
+    # numpy, pandas and pyarrow load in the view's thread, or in the session
+    # once it has blocked its signals (not before: the command it starts
+    # gets the mask the session found): the threads they start inherit the
+    # mask, and a SIGUSR1 (``d``) or SIGINT (``q``) taken by one of them
+    # would kill circuit instead of reaching the session.
     from circuit.tracer.session import attach, check_attachable, describe, run_command
 
     if what.pid is not None:
@@ -154,12 +148,8 @@ class LiveView:
         self.meta = meta
         self.tty, self.keys, self.once = tty, keys, once
         self.dumps = any(isinstance(o, PySpyObserver) for o in opts.observers)
-        from circuit.analysis.live_window import LiveWindow
-        from circuit.analysis.top_render import Screen
-
-        # --once: the run is the window (it lasts one), none of it is left out
-        self.win = LiveWindow(window_s * 2 if once else window_s)
-        self.screen = Screen()
+        self.win: Any = None  # LiveWindow, made in the view's thread (see top())
+        self.screen: Any = None  # Screen, likewise
         self.view: dict[str, Any] | None = None
         self.figures: dict[str, Any] | None = None  # the last computed window
         self.latest: Any = None
@@ -215,7 +205,7 @@ class LiveView:
         """--once: the snapshot; and why the view ended."""
         from circuit.analysis.top_render import plain_text
 
-        if self.once and self.view is not None:
+        if self.once and self.view is not None and self.screen is not None:
             sys.stdout.write(plain_text(self.view, self.title, self.screen.sort))
         if self.end_message:
             print(f"circuit: {self.end_message}", flush=True)
@@ -234,6 +224,12 @@ class LiveView:
 
         name_thread(THREAD_NAME)
         try:
+            from circuit.analysis.live_window import LiveWindow
+            from circuit.analysis.top_render import Screen
+
+            # --once: the run is the window (it lasts one), none of it is left out
+            self.win = LiveWindow(self.window_s * 2 if self.once else self.window_s)
+            self.screen = Screen()
             while not self.feed.started.wait(0.1):
                 if self.done.is_set():
                     return  # the session ended before it started

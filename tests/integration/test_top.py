@@ -235,6 +235,18 @@ def test_a_command_that_exits_ends_top_with_its_status(tmux) -> None:
     assert "spinner" in screen  # the last frame, left on the terminal
 
 
+@pytest.mark.slow
+def test_q_stops_a_command_as_ctrl_c_under_run_would(tmux) -> None:
+    tmux.type(_command("top", "--no-pyspy", "--", PY, TARGET) + "; echo rc=$?")
+    tmux.until(lambda s: "spinner" in s or "sleep" in s)  # (kernel names: no py-spy)
+    tmux.keys("q")
+    screen = tmux.until(lambda s: re.search(r"^rc=\d+", s, re.M))
+    # The command got the SIGINT a Ctrl-C gives it (KeyboardInterrupt in its
+    # main thread, then killed by SIGINT), and circuit exits with its status.
+    assert "rc=130" in screen, screen
+    assert "circuit: target stopped (status 130)" in screen
+
+
 def test_an_attached_target_that_exits_ends_top_with_0(tmp_path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
