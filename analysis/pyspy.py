@@ -26,8 +26,12 @@ STACK_COLUMNS = {
 
 def format_stack(frames: list[dict]) -> str:
     """``func (file:line)`` per frame, innermost first, joined by `` <- ``."""
+    # (the file's last path component: what Path(...).name gives, without a
+    # Path per frame; a dump holds hundreds of frames)
     return " <- ".join(
-        f"{f.get('name')} ({Path(str(f.get('file') or '?')).name}:{f.get('line')})" for f in frames
+        f"{f.get('name')} ({str(f.get('file') or '?').rstrip('/').rpartition('/')[2]}:"
+        f"{f.get('line')})"
+        for f in frames
     )
 
 

@@ -214,6 +214,17 @@ def _socket_copy_facts(d: dict[str, Any], f: dict[str, str]) -> None:
         f["socket_copy.window.max"] = f"{w['max_us'] / 1000:.0f} ms"
 
 
+def _top_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    for r in d["results"]:
+        k = f"top_cost.{r['mode']}"
+        f[f"{k}.view"] = f"{r['view_share_median'] * 100:.2f}%"
+        f[f"{k}.top_sampler"] = f"{r['top_sampler_share_median'] * 100:.1f}%"
+        f[f"{k}.attach_sampler"] = f"{r['attach_sampler_share_median'] * 100:.1f}%"
+        f[f"{k}.top_hz"] = f"{r['top_hz_median']:.1f} Hz"
+        f[f"{k}.attach_hz"] = f"{r['attach_hz_median']:.1f} Hz"
+        f[f"verdict.top_{r['mode']}"] = _verdict(r["view_share_median"] <= d["target_share"])
+
+
 def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """Name -> a figure as the docs show it, derived from the results files."""
     results = load_results() if results is None else results
@@ -238,6 +249,8 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
             _churn_facts(d, f)
         elif kind == "socket_copy":
             _socket_copy_facts(d, f)
+        elif kind == "top_cost":
+            _top_facts(d, f)
     m = results["floor"]["machine"]
     f["machine"] = machine_line(m).rsplit(", load average", 1)[0]
     f["machine.cores"] = str(m["cores"])

@@ -591,7 +591,42 @@ def socket_copy(d: dict[str, Any]) -> str:
     )
 
 
+def top_cost(d: dict[str, Any]) -> str:
+    rows = []
+    for r in d["results"]:
+        lo, hi = r["view_share_spread"]
+        rows.append(
+            [
+                f"{r['threads']} {r['mode']} threads",
+                f"{r['rate_hz']:g} Hz",
+                f"{r['view_share_median'] * 100:.2f}%",
+                f"{lo * 100:.2f}%..{hi * 100:.2f}%",
+                f"{r['top_sampler_share_median'] * 100:.1f}% @ {r['top_hz_median']:.1f} Hz",
+                f"{r['attach_sampler_share_median'] * 100:.1f}% @ {r['attach_hz_median']:.1f} Hz",
+            ]
+        )
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n"
+        f"**`circuit top PID -o DIR` in a 200x50 terminal, {d['refreshes_per_s']} refreshes a "
+        f"second, against `circuit attach PID -o DIR`** ({len(d['results'][0]['rounds']['top'])} "
+        f"interleaved rounds of {d['seconds']:g} s after {d['warm_s']:g} s of warm-up, medians; "
+        "CPU of one core)\n\n"
+        + md_table(
+            [
+                "target",
+                "rate",
+                "view CPU",
+                "view CPU min..max",
+                "top's sampler CPU @ rate held",
+                "attach's sampler CPU @ rate held",
+            ],
+            rows,
+        )
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "top_cost": top_cost,
     "pyspy_triggers": pyspy_triggers,
     "churn_cost": churn_cost,
     "socket_copy": socket_copy,

@@ -9,7 +9,7 @@ import sys
 from .errors import CircuitError
 
 # name -> module in circuit.commands; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ("run", "attach", "summary", "compare", "bench", "report", "export", "demo")
+COMMANDS = ("run", "attach", "top", "summary", "compare", "bench", "report", "export", "demo")
 
 DESCRIPTION = """\
 circuit traces Python programs from outside the process: every thread's kernel
@@ -21,6 +21,7 @@ examples:
   circuit run -- python app.py          trace a command until it exits
   circuit run --rate 1000 -o out -- python -m mypkg
   circuit attach 1234 --duration 10     trace a running process
+  circuit top 1234                      a live view of its threads: states, waits, CPU, GIL
   circuit summary out                   what the threads did, where time went
   circuit summary out --json            the same, machine-readable
   circuit compare before after          two runs side by side: what changed most

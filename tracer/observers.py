@@ -6,9 +6,14 @@ cheap in ``tick`` (start background work, do not wait for it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from .sink import TickBuffers
+
+# What a sink gives each record batch it writes: (table name, pyarrow.RecordBatch).
+Tap = Callable[[str, Any], None]
 
 
 class Observer:
@@ -22,6 +27,13 @@ class Observer:
         (t_ns, rows of one process sample), appended to by every sample and
         emptied in place at each flush, which comes after ``tick``: an
         observer that reads the new ones in each ``tick`` sees them all."""
+
+    def watch_sink(self, pending: TickBuffers, taps: list[Tap]) -> None:
+        """Called once after ``start``: the sink's pending rows (the lists
+        ``watch_threads`` describes, with the processes and gil rows beside
+        them) and its taps, the callables it gives each record batch as it
+        writes it, in the sampling thread: an observer that wants every row
+        as written (a live view) appends one."""
 
     def tick(self, t_ns: int, pids: Iterable[int]) -> None:
         """Called after each sample the Python loop takes, with the traced

@@ -20,3 +20,21 @@ def prctl(option: int, arg: int) -> bool:
         return libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+PR_SET_NAME = 15  # linux/prctl.h
+
+
+def name_thread(name: str) -> bool:
+    """Name the calling thread (its /proc/self/task/TID/comm, 15 bytes at
+    most): a tool or a benchmark can then find it and read its CPU."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(name.encode()[:15])
+        return libc.prctl(PR_SET_NAME, buf, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False

@@ -217,6 +217,7 @@ def _start_observers(
     for o in opts.observers:
         o.start(writer.path, sampler.root_pid)
         o.watch_threads(writer.tick_buffers().thread_batches)
+        o.watch_sink(writer.tick_buffers(), writer.taps)
     hooks = [o.tick for o in opts.observers]
     if opts.on_tick is not None:
         hooks.append(lambda t, _pids: opts.on_tick(t))  # type: ignore[misc]

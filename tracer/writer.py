@@ -18,7 +18,7 @@ import json
 import operator
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,8 @@ class RunWriter:
         self.ipc_options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
         self.next_segment = dict.fromkeys(TABLES, 0)
         self.last_flush = time.monotonic()
+        # Given each record batch once it is written: (table, batch).
+        self.taps: list[Callable[[str, Any], None]] = []
         write_json_atomic(self.path / META_FILE, self.meta)
         self._warm_up()
 
@@ -421,6 +423,11 @@ class RunWriter:
             # next flush starts a new part (with its own header).
             del self.segments[name]
             raise
+        for tap in list(self.taps):
+            try:
+                tap(name, batch)
+            except Exception:  # a reader of the rows must never cost the run
+                self.taps.remove(tap)
 
     # -- finalising ----------------------------------------------------------
 

@@ -21,15 +21,11 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-o",
-        "--output",
-        type=_folder,
-        default=None,
-        metavar="DIR",
-        help="run folder to write (default: a new folder under ./circuit-runs/)",
-    )
+def add_sampling_options(
+    p: argparse.ArgumentParser,
+    out_help: str = "run folder to write (default: a new folder under ./circuit-runs/)",
+) -> None:
+    p.add_argument("-o", "--output", type=_folder, default=None, metavar="DIR", help=out_help)
     p.add_argument("--force", action="store_true", help="overwrite DIR if it holds a run")
     p.add_argument(
         "--rate",

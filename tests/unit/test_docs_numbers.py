@@ -70,6 +70,7 @@ CLAIMS: dict[str, list[str]] = {
         "report) | [[bench_e2e.demo_median]] ([[bench_e2e.demo_range]] with other jobs",
         "| **[[verdict.demo]]** |",
         "| a crawler traced with fds at 100 Hz: ≥ 95% of the rate, sampler ≤ 5% of a core, target within 3% | [[churn.circuit.hz]] ([[churn.circuit.share]]); sampler [[churn.circuit.sampler]] of a core ([[churn.circuit-nofds.sampler]] with `--no-fds`); target wall [[churn.circuit.wall]], CPU [[churn.circuit.cpu]], under a load average of [[churn.load]] | rate **[[verdict.churn_rate]]**; sampler **[[verdict.churn_sampler]]**; target **[[verdict.churn_target]]**,",
+        "| the live view (`circuit top`) ≤ 2% of a core at 2 refreshes per second for 100 threads | [[top_cost.idle.view]] with 100 idle threads, [[top_cost.busy.view]] with 100 busy ones | idle **[[verdict.top_idle]]**; busy **[[verdict.top_busy]]** (The live view, below) |",
         "one machine, [[machine]], a",
         "it is [[overhead_circuit.processes.circuit@100.bound]] with the",
         "defaults and [[overhead_circuit.processes.circuit-k@100.bound]] for kernel",
@@ -147,6 +148,15 @@ CLAIMS: dict[str, list[str]] = {
         "that is [[floor.schedstat_x101.hot.share_1000]] to [[floor.schedstat_x101.cold.share_1000]] of a",
         "tick measured [[sampler_cost.busy.100.proc.1000Hz.ms_per_tick]] (the sampler's",
         "read ([[floor.file.schedstat.hot]] back to",
+        "The view took [[top_cost.idle.view]] of a core with 100",
+        "idle threads and [[top_cost.busy.view]] with 100 busy ones: the target of",
+        "is **[[verdict.top_idle]]** for",
+        "idle threads and **[[verdict.top_busy]]** for busy ones.",
+        "took [[top_cost.idle.top_sampler]] of a core at [[top_cost.idle.top_hz]]",
+        "against [[top_cost.idle.attach_sampler]] at [[top_cost.idle.attach_hz]]",
+        "under `attach` (idle threads), [[top_cost.busy.top_sampler]] at",
+        "[[top_cost.busy.top_hz]] against [[top_cost.busy.attach_sampler]] at",
+        "[[top_cost.busy.attach_hz]] (busy): the same work,",
     ],
 }
 
@@ -185,6 +195,8 @@ CONSTANTS: dict[str, list[str]] = {
         r"\bevery 100 samples\b|\bEvery 50th\b|\b2\^20\b",
         r"\b8 (?:or more threads|threads or more)\b|\bthe 1000 asked\b",
         r"\bevery (?:5|20) ms\b|\b(?:1|10) ms (?:of )?sleep\b|\bafter 10 ms\b",
+        # the live view's settings and target
+        r"≤ 2% of a core|\b2 refreshes per second\b|\b200x50\b|\bevery 2 s\b|\b1% of a core at that\b",
     ],
 }
 
