@@ -67,8 +67,14 @@ def process_line(p: dict[str, Any]) -> str:
     return (
         f"pid {p['pid']}  CPU {p['cpu_pct']:.1f}%  threads {p['threads']}  "
         f"fds {p['fds']}{f' ({kinds})' if kinds else ''}  RSS {_mb(p['rss_bytes'])}  "
-        f"{p['cmdline']}"
+        f"{_one_line(p['cmdline'])}"
     )
+
+
+def _one_line(cmd: str, most: int = 120) -> str:
+    """A command as one line of the header (a `python -c` script has many)."""
+    flat = " ".join(cmd.split())
+    return flat if len(flat) <= most else flat[: most - 1] + "…"
 
 
 def _pct(v: float | None) -> str:

@@ -179,3 +179,20 @@ def test_user_mistakes_are_one_line(argv, says, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and says in err
     assert "Traceback" not in err
+
+
+def test_a_many_line_command_is_one_header_line() -> None:
+    from circuit.analysis.top_render import process_line
+
+    p = {
+        "pid": 7,
+        "cpu_pct": 1.0,
+        "threads": 1,
+        "fds": 3,
+        "fds_by_kind": {},
+        "rss_bytes": 0,
+        "cmdline": "python -c '\nimport time\n" + "x = 1\n" * 100 + "'",
+    }
+    line = process_line(p)
+    assert "\n" not in line and line.endswith("…")
+    assert "python -c ' import time x = 1" in line
