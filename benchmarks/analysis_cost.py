@@ -145,6 +145,8 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
                     0,
                     0,
                     0,
+                    0,
+                    0,
                     12,
                     3,
                     4,
@@ -156,7 +158,7 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
                     0,
                     1,
                     0,
-                )[: 12 + nkinds],
+                )[: 14 + nkinds],
             )
         if (i + 1) % 100 == 0:
             w.flush()

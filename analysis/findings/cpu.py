@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..cols import strs
 from .base import LONG_WAIT_S, Evidence, Finding, culprit_line, severity_of, spans_of, stack_lines
 
 KIND = "cpu-oversubscribed"
@@ -34,17 +35,16 @@ def find(ev: Evidence) -> list[Finding]:
     s = ev.samples
     if s.empty or not ev.cpus:
         return []
-    wait = s["wait"].astype(str).to_numpy()
+    wait = strs(s["wait"])
     run = wait == "running"
     queued = wait == "runnable"
     if not queued.any():
         return []
     t = s["t_ns"].to_numpy().astype(np.int64)
     dt = s["dt_ns"].to_numpy().astype(np.int64)
-    lo = int(t.min())
-    hi = int((t + dt).max())
+    lo, hi, mid = ev.span
     b = (t + dt // 2 - lo) // BIN_NS
-    nb = int(b.max()) + 1
+    nb = (mid - lo) // BIN_NS + 1
     width = np.full(nb, BIN_NS, dtype=np.float64)
     width[-1] = max(hi - lo - (nb - 1) * BIN_NS, 1)
     running = np.bincount(b, weights=np.where(run, dt, 0), minlength=nb)
