@@ -1,0 +1,84 @@
+"""Many runs as one dataset (analysis/many.py) and the batched reader (analysis/query.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import circuit
+from circuit.analysis.query import summarize_streamed, thread_batches
+from circuit.analysis.summary import summarize
+from circuit.errors import CircuitError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from analysis_cost import generate
+
+from tests.support.stream_check import diff
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("many")
+    for i in range(3):
+        generate(base / f"r{i}", 2, 3 + i, 150, seed=i)
+    return base
+
+
+def test_batches_hold_whole_threads_and_every_row(runs: Path) -> None:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for df in thread_batches(runs / "r2", batch_rows=40):
+        keys = set(zip(df["pid"], df["tid"], strict=True))
+        assert not keys & seen  # no thread in two batches
+        seen |= keys
+        total += len(df)
+    assert total == len(circuit.load(runs / "r2").threads)
+    assert len(seen) == 2 * 5
+
+
+@pytest.mark.parametrize("batch", [1, 100, 10_000])
+def test_batched_summary_equals_the_in_memory_one(runs: Path, batch: int) -> None:
+    ref = summarize(circuit.load(runs / "r1"))
+    new = summarize_streamed(circuit.load(runs / "r1"), batch_rows=batch)
+    norm = lambda s: json.loads(json.dumps(s, default=str))  # noqa: E731
+    assert diff(norm(ref), norm(new)) == []
+
+
+def test_load_many_gives_every_table_with_a_run_column(runs: Path) -> None:
+    many = circuit.load_many(str(runs / "r*"))
+    assert many.labels == ["r0", "r1", "r2"]
+    th = many.threads
+    assert th.columns[0] == "run"
+    for label in many.labels:
+        assert (th["run"] == label).sum() == len(circuit.load(runs / label).threads)
+    s = many.summary(workers=1)
+    assert list(s["run"]) == many.labels
+    assert list(s["thread_samples"]) == [len(circuit.load(runs / x).threads) for x in many.labels]
+    assert len(many.files("threads")) == 3
+
+
+def test_load_many_takes_a_folder_of_runs_and_lists(runs: Path) -> None:
+    assert len(circuit.load_many(runs)) == 3
+    assert len(circuit.load_many([runs / "r0", runs / "r0", runs / "r1"])) == 2
+
+
+def test_load_many_says_when_nothing_matches(tmp_path: Path) -> None:
+    with pytest.raises(CircuitError, match="no run folder matches"):
+        circuit.load_many(str(tmp_path / "nope*"))
+    with pytest.raises(CircuitError, match="no such run folder"):
+        circuit.load_many(tmp_path / "missing")
+
+
+def test_compare_takes_a_glob(runs: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "circuit", "compare", str(runs / "r*"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["labels"] == ["r0", "r1", "r2"]
