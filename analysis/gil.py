@@ -64,12 +64,31 @@ def classify_gil(threads: pd.DataFrame, maps: pd.DataFrame) -> pd.DataFrame:
     codes = wait.cat.codes.to_numpy()
     if "lock" not in cats or not (is_lock := codes == cats.index("lock")).any():
         return threads.copy(deep=False)  # copy-on-write (pandas 3): theirs stays as it is
-    gil = np.zeros(len(codes), dtype=bool)
-    ranges = gil_ranges(maps)
+    gil = gil_hits(
+        threads["pid"].to_numpy(),
+        threads["t_ns"].to_numpy(),
+        threads["arg0"].to_numpy(),
+        is_lock,
+        gil_ranges(maps),
+    )
+    if "gil" not in cats:
+        cats.append("gil")
+    codes = codes.astype(np.int32)  # a copy, wide enough for one more category
+    codes[gil] = cats.index("gil")
+    out = threads.copy(deep=False)
+    out["wait"] = pd.Categorical.from_codes(codes, categories=cats)
+    return out
+
+
+def gil_hits(
+    pid: np.ndarray, t: np.ndarray, arg0: np.ndarray, is_lock: np.ndarray, ranges: pd.DataFrame
+) -> np.ndarray:
+    """Which samples are GIL waits: ``is_lock`` rows whose futex address lies
+    in the python image's writable ranges (:func:`gil_ranges`) of the
+    snapshot in effect at their time."""
+    gil = np.zeros(len(is_lock), dtype=bool)
     if len(ranges):
-        addr = threads["arg0"].to_numpy().astype(np.int64).astype(np.uint64)
-        pid = threads["pid"].to_numpy()
-        t = threads["t_ns"].to_numpy()
+        addr = arg0.astype(np.int64).astype(np.uint64)
         for p, snaps in ranges.groupby("pid", sort=False):
             rows = is_lock & (pid == p)
             if not rows.any():
@@ -90,13 +109,7 @@ def classify_gil(threads: pd.DataFrame, maps: pd.DataFrame) -> pd.DataFrame:
                     inside |= (a >= lo) & (a < hi)
                 hit[sel] = inside
             gil[np.flatnonzero(rows)[hit]] = True
-    if "gil" not in cats:
-        cats.append("gil")
-    codes = codes.astype(np.int32)  # a copy, wide enough for one more category
-    codes[gil] = cats.index("gil")
-    out = threads.copy(deep=False)
-    out["wait"] = pd.Categorical.from_codes(codes, categories=cats)
-    return out
+    return gil
 
 
 def python_pids(

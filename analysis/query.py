@@ -1,24 +1,24 @@
-"""Summaries in bounded memory: a finalized run's threads table read in
+"""Summaries of long runs: a finalized run's threads table read in
 batches of whole threads.
 
 Every per-thread-sample figure of the summary is a sum over each thread's
 own samples (durations, time by state and wait reason, the runnable split,
 counter deltas, GIL waits, event loops), and a finalized run stores its
 thread samples sorted by (pid, tid, t_ns) (docs/format.md).  So the table
-is read in batches of whole threads (``BATCH_ROWS`` rows at a time), each
-batch goes through the same functions as a whole run in memory
-(analysis/summary.py, gil.py, loops.py, runnable.py), and their small
-per-thread results add up to the run's: the same figures, in memory that
-depends on the batch, not on the run's length.
+is read ``BATCH_ROWS`` rows at a time, cut between threads, each batch is
+reduced in NumPy (analysis/batch.py) and the batches' small per-thread
+results add up to the run's: the same figures as the in-memory path
+(``summary.summarize``), in memory that depends on the batch and on the
+rows the findings read, not on the whole run.
 
-The findings read the rows they look at across threads: those of a thread
-running, queued, on a lock or the GIL stay rows; a wait on I/O or in poll
-becomes one row standing for the whole wait (``_keep``).  The rest of the
-samples is not kept.
+The findings read rows across threads: those of a thread running, queued,
+on a lock or the GIL stay rows; a wait on I/O or in poll becomes one row
+standing for the whole wait (batch._kept).  Those rows are what still
+grows with the run (docs/longruns.md, "Limits").
 
 Runs that are not finalized (parts, possibly unsorted) and runs without
-``start_ns`` are summarised from their DataFrames (``summary.summarize``):
-they are short by nature (a tracer killed early, a run in progress).
+``start_ns`` are summarised from their DataFrames: they are short by
+nature (a tracer killed early, a run in progress).
 """
 
 from __future__ import annotations
@@ -30,19 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .cols import strs
 from .findings.base import Evidence
 
 if TYPE_CHECKING:
     from .run import Run
 
-BATCH_ROWS = 1_000_000
-# Kept as rows for the findings: per-sample evidence (CPU bins, concurrent
-# lock waiters, the longest GIL waits).
-ROW_WAITS = ("running", "runnable", "lock", "gil")
-# Kept as one row per uninterrupted wait (findings read them as intervals).
-RUN_WAITS = ("socket", "pipe", "disk", "child", "poll")
-KEPT = ["pid", "tid", "t_ns", "dt_ns", "wait", "arg0", "syscall"]
+BATCH_ROWS = 500_000
 # rows_near reads this much around its window, so that the rows in it get
 # the durations and runnable split they have in the whole run.
 NEAR_NS = 60_000_000_000
@@ -64,8 +57,16 @@ def streamable(run: Run) -> bool:
 def thread_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
     """The threads table of a finalized run as DataFrames of whole threads
     (no thread is split between two), each about ``batch_rows`` rows (a
-    thread longer than that comes whole, alone).  Raises ValueError if the
-    file is not sorted by thread (:class:`Unsorted`)."""
+    thread longer than that comes whole, alone).  Raises :class:`Unsorted`
+    if the file is not sorted by thread."""
+    from .run import _CATEGORIES
+
+    for t in table_batches(path, batch_rows):
+        yield _frame(t, _CATEGORIES["threads"])
+
+
+def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
+    """:func:`thread_batches` as pyarrow Tables (text columns dictionary-encoded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -73,8 +74,7 @@ def thread_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.Data
 
     from .run import _CATEGORIES
 
-    cats = _CATEGORIES["threads"]
-    f = pq.ParquetFile(path / "threads.parquet", read_dictionary=cats)
+    f = pq.ParquetFile(path / "threads.parquet", read_dictionary=_CATEGORIES["threads"])
     cols = list(arrow_schema("threads").names)
     pending: Any = None
     last_key = -1
@@ -83,17 +83,17 @@ def thread_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.Data
         if pending is not None:
             t = pa.concat_tables([pending, t])
         key = _keys(t)
-        if len(key) and (key[0] < last_key or np.any(key[1:] < key[:-1])):
-            raise Unsorted(f"{path}: threads.parquet is not sorted by thread")
         if not len(key):
             continue
+        if key[0] < last_key or np.any(key[1:] < key[:-1]):
+            raise Unsorted(f"{path}: threads.parquet is not sorted by thread")
         last_key = int(key[-1])
         cut = int(np.searchsorted(key, key[-1], side="left"))
         pending = t.slice(cut)
         if cut:
-            yield _frame(t.slice(0, cut), cats)
+            yield t.slice(0, cut).unify_dictionaries()
     if pending is not None and pending.num_rows:
-        yield _frame(pending, cats)
+        yield pending.unify_dictionaries()
 
 
 def _keys(t: Any) -> np.ndarray:
@@ -131,119 +131,76 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
     """``run.summary()``'s figures, reading the threads table in batches
     (equal to :func:`summary.summarize`'s: tests/conftest.py checks it on
     every run the tests make)."""
+    from .batch import Context, reduce_batch
     from .exits import apply_exits
     from .findings import find
-    from .gil import classify_gil, gil_metrics_of, python_pids, thread_base
-    from .loops import loop_figures
-    from .runnable import split_rows
-    from .summary import assemble, concat_facts, period_ns, summarize, thread_facts, with_durations
+    from .gil import gil_metrics_of, gil_ranges
+    from .loops import _epoll_numbers
+    from .run import _CATEGORIES
+    from .summary import assemble, concat_facts, period_ns, summarize
 
     if not streamable(run):
         return summarize(run)
     meta, processes, maps, stacks, gil = run.meta, run.processes, run.maps, run.stacks, run.gil
-    per = period_ns(meta)
-    attached = meta.get("mode") != "run"
-    first_t = int(processes["t_ns"].min()) if len(processes) else 0
     last_t = last_sample_ns(run.path)
     if last_t is None:
         return summarize(run)
-    need_times = gil is not None and len(gil) > 0
-    facts, bases, lasts, kept, loops = [], [], [], [], []
-    waited: set[int] = set()
-    spans: dict[int, tuple[int, int]] = {}
-    times: dict[int, np.ndarray] = {}
-    time_of: list[pd.Series] = []
-    lo, hi, mid = None, None, None
-    n = 0
+    ctx = Context(
+        meta=meta,
+        period=period_ns(meta),
+        first_t=int(processes["t_ns"].min()) if len(processes) else 0,
+        attached=meta.get("mode") != "run",
+        ranges=gil_ranges(maps) if len(maps) else gil_ranges(None),
+        epoll=_epoll_numbers(meta.get("machine")),
+        need_times=gil is not None and len(gil) > 0,
+        stacks=stacks,
+        last_t=last_t,
+    )
+
+    def frame(t: Any) -> pd.DataFrame:
+        return _frame(t, _CATEGORIES["threads"])
+
+    parts = []
     try:
-        for batch in thread_batches(run.path, batch_rows):
-            n += len(batch)
-            th = classify_gil(batch, maps) if len(maps) else batch
-            d = with_durations(th, per)
-            facts.append(thread_facts(d, first_t, attached))
-            bases.append(thread_base(d, per))
-            waited |= python_pids(None, None, th)
-            _add_spans(spans, th)
-            if need_times:
-                _add_times(times, th)
-            loops += loop_figures(meta, th, stacks, last_t=last_t)
-            lasts.append(th.drop_duplicates(["pid", "tid"], keep="last"))
-            s = split_rows(d[[c for c in (*KEPT, "state", "runnable_ns") if c in d.columns]])
-            t = s["t_ns"].to_numpy().astype(np.int64)
-            dt = s["dt_ns"].to_numpy().astype(np.int64)
-            b_lo, b_hi, b_mid = int(t.min()), int((t + dt).max()), int((t + dt // 2).max())
-            lo = b_lo if lo is None else min(lo, b_lo)
-            hi = b_hi if hi is None else max(hi, b_hi)
-            mid = b_mid if mid is None else max(mid, b_mid)
-            time_of.append(s.groupby(["pid", "tid"])["dt_ns"].sum())
-            kept.append(_keep(s))
+        for tbl in table_batches(run.path, batch_rows):
+            parts.append(reduce_batch(tbl, ctx, frame))
     except Unsorted:
         return summarize(run)
+    n = sum(p.rows for p in parts)
     if not n:
         return summarize(run)
+    spans: dict[int, tuple[int, int]] = {}
+    times: dict[int, np.ndarray] = {}
+    for p in parts:
+        for q, (a, b) in p.spans.items():
+            old = spans.get(q)
+            spans[q] = (a, b) if old is None else (min(old[0], a), max(old[1], b))
+        for q, ts in p.times.items():
+            times[q] = ts if q not in times else np.union1d(times[q], ts)
     gil_figures = gil_metrics_of(
-        pd.concat(bases), waited, spans, times, gil, maps, per, meta.get("gil_sources")
+        pd.concat([p.base for p in parts]),
+        set().union(*(p.waited for p in parts)),
+        spans,
+        times,
+        gil,
+        maps,
+        ctx.period,
+        meta.get("gil_sources"),
     )
-    out = assemble(meta, concat_facts(facts), n, processes, run.procs, stacks, gil_figures, loops)
-    last_rows = pd.concat(lasts, ignore_index=True)
+    loops = [lp for p in parts for lp in p.loops]
+    facts = concat_facts([p.facts for p in parts])
+    out = assemble(meta, facts, n, processes, run.procs, stacks, gil_figures, loops)
+    last_rows = pd.concat([p.lasts for p in parts], ignore_index=True)
     apply_exits(out, meta, last_rows, processes, getattr(run, "exits", None))
     ev = _StreamEvidence(run, last_rows, out)
-    ev.__dict__["samples"] = pd.concat(kept, ignore_index=True)
-    ev.__dict__["span"] = (lo, hi, mid)
-    ev.__dict__["time_of"] = pd.concat(time_of)
-    out["findings"] = [f.to_dict() for f in find(ev)]
-    return out
-
-
-def _add_spans(spans: dict[int, tuple[int, int]], th: pd.DataFrame) -> None:
-    g = th.groupby("pid", observed=True)["t_ns"].agg(["min", "max"])
-    for p, r in g.iterrows():
-        a, b = int(r["min"]), int(r["max"])
-        old = spans.get(int(p))
-        spans[int(p)] = (a, b) if old is None else (min(old[0], a), max(old[1], b))
-
-
-def _add_times(times: dict[int, np.ndarray], th: pd.DataFrame) -> None:
-    tp = th["pid"].to_numpy().astype(np.int64)
-    tt = th["t_ns"].to_numpy().astype(np.int64)
-    for p in np.unique(tp):
-        mine = np.unique(tt[tp == p])
-        old = times.get(int(p))
-        times[int(p)] = mine if old is None else np.union1d(old, mine)
-
-
-def _keep(s: pd.DataFrame) -> pd.DataFrame:
-    """The rows of split samples ``s`` the findings read: ``ROW_WAITS``
-    rows, and each uninterrupted ``RUN_WAITS`` wait as its first row
-    standing for all of it (``dt_ns`` to the wait's end)."""
-    wait = strs(s["wait"])
-    pid = s["pid"].to_numpy().astype(np.int64)
-    tid = s["tid"].to_numpy().astype(np.int64)
-    arg0 = s["arg0"].to_numpy().astype(np.int64)
-    t = s["t_ns"].to_numpy().astype(np.int64)
-    dt = s["dt_ns"].to_numpy().astype(np.int64)
-    n = len(s)
-    new = np.ones(n, dtype=bool)
-    new[1:] = (
-        (pid[1:] != pid[:-1])
-        | (tid[1:] != tid[:-1])
-        | (wait[1:] != wait[:-1])
-        | (arg0[1:] != arg0[:-1])
-        | (t[1:] != t[:-1] + dt[:-1])
+    ev.__dict__["samples"] = pd.concat([p.kept for p in parts], ignore_index=True)
+    ev.__dict__["span"] = (
+        min(p.span[0] for p in parts),
+        max(p.span[1] for p in parts),
+        max(p.span[2] for p in parts),
     )
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:] - 1, n - 1]
-    end_t = np.empty(n, dtype=np.int64)
-    end_t[starts] = t[ends] + dt[ends]
-    rows = np.isin(wait, ROW_WAITS)
-    runs = new & np.isin(wait, RUN_WAITS)
-    keep = rows | runs
-    out = s.loc[keep, KEPT].copy()
-    d = out["dt_ns"].to_numpy().astype(np.int64).copy()
-    r = runs[keep]
-    d[r] = end_t[runs] - t[runs]
-    out["dt_ns"] = d
-    out["wait"] = pd.Categorical(wait[keep], categories=sorted((*ROW_WAITS, *RUN_WAITS)))
+    ev.__dict__["time_of"] = pd.concat([p.time_of for p in parts])
+    out["findings"] = [f.to_dict() for f in find(ev)]
     return out
 
 

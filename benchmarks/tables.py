@@ -579,7 +579,53 @@ def socket_copy(d: dict[str, Any]) -> str:
     )
 
 
+def long_runs(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{d['many']['runs']:,} small run folders: load_many(...).summary()",
+            f"{d['many']['wall_s']:.1f}",
+            f"{d['many']['peak_rss_mib']:.0f}",
+            "< 30 s",
+        ],
+        [
+            f"{d['thread_samples']:,} thread-samples: load + summary (batched)",
+            f"{d['summary']['wall_s']:.1f}",
+            f"{d['summary']['peak_rss_mib']:.0f}",
+            "< 10 s, < 1 GiB",
+        ],
+        [
+            f"{d['thread_samples']:,} thread-samples: circuit report",
+            f"{d['report']['wall_s']:.1f}",
+            f"{d['report']['peak_rss_mib']:.0f}",
+            "< 30 s",
+        ],
+    ]
+    return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
+        ["step", "wall s", "peak RSS MiB", "target"], rows
+    )
+
+
+def attach_long(d: dict[str, Any]) -> str:
+    a = d["args"]
+    rows = [
+        ["RSS after the first minute", f"{d['rss_after_1min_mib']:.0f} MiB"],
+        ["RSS at the end of sampling", f"{d['rss_end_sampling_mib']:.0f} MiB"],
+        ["peak RSS while sampling", f"{d['sampling_peak_mib']:.0f} MiB"],
+        ["RSS slope while sampling", f"{d['slope_mib_per_hour']:+.1f} MiB/hour"],
+        ["peak RSS of the final merge (polled)", f"{d['merge_rss_peak_polled_mib']:.0f} MiB"],
+        ["peak RSS over the whole attach", f"{d['lifetime_peak_mib']:.0f} MiB"],
+        ["final merge wall time", f"{d['merge_wall_s']:.1f} s"],
+        ["thread-samples written", f"{d['thread_samples']:,}"],
+    ]
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n`circuit attach` for {a['seconds']:.0f} s at "
+        f"{a['rate']:.0f} Hz on {a['threads']} threads\n\n" + md_table(["what", "measured"], rows)
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "long_runs": long_runs,
+    "attach_long": attach_long,
     "pyspy_triggers": pyspy_triggers,
     "churn_cost": churn_cost,
     "socket_copy": socket_copy,

@@ -1,0 +1,88 @@
+"""Long runs and many runs: the batched summary's time and peak memory.
+
+* ``--samples`` samples of 4 processes x 25 threads (default 360,000:
+  36,000,000 thread-samples, an hour at 100 Hz), written by the real
+  writer (benchmarks/analysis_cost.py's generator), then, each in a fresh
+  process: ``circuit.load`` + ``.summary()`` (batched: analysis/query.py)
+  and ``circuit report``; wall time and peak RSS (ru_maxrss of the child).
+* ``--many`` small run folders (2 processes x 3 threads x 100 samples)
+  summarised together: ``circuit.load_many(glob).summary()`` in a fresh
+  process.
+
+Usage: python benchmarks/long_runs.py [--samples 360000] [--many 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import log, machine, tool, write_results
+from analysis_cost import generate
+
+SUMMARY = """
+import sys, circuit
+s = circuit.load(sys.argv[1]).summary()
+print(s["thread_samples"], len(s["findings"]))
+"""
+MANY = """
+import sys, circuit
+t = circuit.load_many(sys.argv[1]).summary()
+print(len(t))
+"""
+
+
+def child(cmd: list[str]) -> dict[str, float | str]:
+    """Wall time and peak RSS of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if r.returncode:
+        raise SystemExit(f"{cmd[:3]} failed: {r.stderr[-2000:]}")
+    # ru_maxrss of the children is a maximum over all of them so far: each
+    # step runs after the smaller ones, so a rise is this child's.
+    return {"wall_s": wall, "peak_rss_mib": max(peak, before) / 1024, "out": r.stdout.strip()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--samples", type=int, default=360_000)
+    ap.add_argument("--many", type=int, default=1000)
+    a = ap.parse_args()
+    m = machine()
+    out: dict = {"benchmark": "long_runs", "machine": m, "args": vars(a)}
+    with tempfile.TemporaryDirectory(prefix="circuit-long-") as tmp:
+        base = Path(tmp)
+        many = base / "many"
+        g0 = time.perf_counter()
+        for i in range(a.many):
+            generate(many / f"run{i:04d}", 2, 3, 100, seed=i)
+        log(f"{a.many} small runs written in {time.perf_counter() - g0:.0f} s")
+        out["many"] = {"runs": a.many, **child([sys.executable, "-c", MANY, str(many / "run*")])}
+        log(f"many: {out['many']}")
+        path = base / "long"
+        g0 = time.perf_counter()
+        gen = generate(path, 4, 25, a.samples)
+        out["generate_s"] = time.perf_counter() - g0
+        out["thread_samples"] = gen["thread_samples"]
+        out["threads_bytes"] = (path / "threads.parquet").stat().st_size
+        log(f"{gen['thread_samples']:,} thread-samples written in {out['generate_s']:.0f} s")
+        out["summary"] = child([sys.executable, "-c", SUMMARY, str(path)])
+        log(f"summary: {out['summary']}")
+        out["report"] = child([tool("circuit"), "report", str(path), "-o", str(base / "r.html")])
+        log(f"report: {out['report']}")
+    write_results("long_runs", out)
+
+
+if __name__ == "__main__":
+    main()
