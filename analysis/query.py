@@ -131,6 +131,15 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
     """``run.summary()``'s figures, reading the threads table in batches
     (equal to :func:`summary.summarize`'s: tests/conftest.py checks it on
     every run the tests make)."""
+    return scan(run, batch_rows)[0]
+
+
+def scan(
+    run: Run, batch_rows: int = BATCH_ROWS, buckets: int = 0
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """The summary, and with ``buckets`` > 0 the timeline of each thread in
+    about that many time buckets: pid, tid, start_ns, end_ns, wait, ns (the
+    thread's time in that wait in that bucket; None for a run read whole)."""
     from .batch import Context, reduce_batch
     from .exits import apply_exits
     from .findings import find
@@ -140,11 +149,11 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
     from .summary import assemble, concat_facts, period_ns, summarize
 
     if not streamable(run):
-        return summarize(run)
+        return summarize(run), None
     meta, processes, maps, stacks, gil = run.meta, run.processes, run.maps, run.stacks, run.gil
     last_t = last_sample_ns(run.path)
     if last_t is None:
-        return summarize(run)
+        return summarize(run), None
     ctx = Context(
         meta=meta,
         period=period_ns(meta),
@@ -156,6 +165,9 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
         stacks=stacks,
         last_t=last_t,
     )
+    if buckets > 0:
+        ctx.origin_ns = int(meta["start_ns"])
+        ctx.bucket_ns = max(ctx.period, -(-(last_t + ctx.period - ctx.origin_ns) // buckets))
 
     def frame(t: Any) -> pd.DataFrame:
         return _frame(t, _CATEGORIES["threads"])
@@ -165,10 +177,10 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
         for tbl in table_batches(run.path, batch_rows):
             parts.append(reduce_batch(tbl, ctx, frame))
     except Unsorted:
-        return summarize(run)
+        return summarize(run), None
     n = sum(p.rows for p in parts)
     if not n:
-        return summarize(run)
+        return summarize(run), None
     spans: dict[int, tuple[int, int]] = {}
     times: dict[int, np.ndarray] = {}
     for p in parts:
@@ -201,7 +213,13 @@ def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]
     )
     ev.__dict__["time_of"] = pd.concat([p.time_of for p in parts])
     out["findings"] = [f.to_dict() for f in find(ev)]
-    return out
+    shares = None
+    if buckets > 0:
+        shares = pd.concat([p.buckets for p in parts], ignore_index=True)
+        shares["start_ns"] = ctx.origin_ns + shares.pop("bucket") * ctx.bucket_ns
+        shares["end_ns"] = shares["start_ns"] + ctx.bucket_ns
+        shares = shares[["pid", "tid", "start_ns", "end_ns", "wait", "ns"]]
+    return out, shares
 
 
 class _StreamEvidence(Evidence):

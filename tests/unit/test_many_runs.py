@@ -82,3 +82,24 @@ def test_compare_takes_a_glob(runs: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["labels"] == ["r0", "r1", "r2"]
+
+
+def test_buckets_add_up_to_each_threads_time(runs: Path) -> None:
+    from circuit.analysis.query import scan
+
+    s, shares = scan(circuit.load(runs / "r1"), batch_rows=50, buckets=20)
+    per = shares.groupby(["pid", "tid"])["ns"].sum() / 1e9
+    for t in s["threads"]:
+        assert per[(t["pid"], t["tid"])] == pytest.approx(sum(t["time_by_wait"].values()), abs=1e-5)
+    assert shares["start_ns"].nunique() <= 21
+
+
+def test_a_long_run_gets_the_batched_report(runs: Path, tmp_path: Path, monkeypatch) -> None:
+    import circuit.analysis.report.long_sections as L
+    from circuit.analysis.report import write_report
+
+    monkeypatch.setattr(L, "LONG_RUN_ROWS", 100)
+    _, md = write_report(runs / "r2", tmp_path / "r.html")
+    text = md.read_text()
+    assert "Left out for a long run" in text
+    assert (tmp_path / "r-timeline.png").stat().st_size > 0
