@@ -25,7 +25,9 @@ import pandas as pd
 from .runnable import RUNNABLE, runnable_ns
 
 COUNTERS = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
-ROW_WAITS = ("running", "runnable", "lock", "gil")
+# Kept as rows (the lock and GIL findings read them sample by sample);
+# running and queued rows are kept as CPU demand per bin (``Parts.cpu``).
+ROW_WAITS = ("lock", "gil")
 RUN_WAITS = ("socket", "pipe", "disk", "child", "poll")
 KEPT_WAITS = sorted((*ROW_WAITS, *RUN_WAITS))
 
@@ -43,6 +45,7 @@ class Context:
     need_times: bool  # the run has a gil table: keep each process's sample times
     stacks: pd.DataFrame | None
     last_t: int
+    first_sample: int = 0  # the run's first thread sample: the CPU bins' origin
     bucket_ns: int = 0  # > 0: also each thread's seconds by wait per time bucket
     origin_ns: int = 0  # the buckets' time zero
 
@@ -63,6 +66,8 @@ class Parts:
     span: tuple[int, int, int] = (0, 0, 0)
     time_of: pd.Series | None = None
     buckets: pd.DataFrame | None = None
+    cpu: dict[str, Any] = field(default_factory=dict)  # findings.cpu.bins_of's bins
+    queued: pd.DataFrame | None = None  # and its queued ns per (pid, tid, bin)
 
 
 def _codes(tbl: Any, name: str) -> tuple[np.ndarray, list[str]]:
@@ -161,7 +166,7 @@ def reduce_batch(tbl: Any, ctx: Context, frame: Any) -> Parts:
     p.lasts = frame(tbl.take(ends))
     sys_ = tbl.column("syscall").to_numpy().astype(np.int64)
     p.loops = _loops(tbl, ctx, frame, wc, wcats, sys_, ti, starts, ends)
-    p.kept, p.span = _kept(pid, tid, t, dt, r, wc, wcats, arg0, sys_)
+    p.kept, p.span, p.cpu, p.queued = _kept(pid, tid, t, dt, r, wc, wcats, arg0, sys_, ctx)
     if ctx.bucket_ns > 0:
         p.buckets = _buckets(pid, tid, t, dt, r, wc, wcats, ctx)
     return p
@@ -259,16 +264,15 @@ def _loops(
     cand = (wc == wcats.index("poll")) & np.isin(sys_, list(ctx.epoll))
     if not cand.any():
         return []
-    out: list[dict[str, Any]] = []
-    cats = list(dict.fromkeys(wcats))
-    # one thread at a time: loop_figures picks each loop's rows out of what
-    # it is given, at a cost in the rows given
-    for i in np.unique(ti[cand]).tolist():
-        a, b = int(starts[i]), int(ends[i]) + 1
-        df = frame(tbl.slice(a, b - a))
-        df["wait"] = pd.Categorical.from_codes(wc[a:b], categories=cats)
-        out += loop_figures(ctx.meta, df, ctx.stacks, last_t=ctx.last_t)
-    return out
+    import pyarrow as pa
+
+    which = np.unique(ti[cand]).tolist()
+    # the candidate threads' rows: contiguous ranges, sliced without a copy
+    ranges = [(int(starts[i]), int(ends[i]) + 1) for i in which]
+    df = frame(pa.concat_tables([tbl.slice(a, b - a) for a, b in ranges]))
+    codes = np.concatenate([wc[a:b] for a, b in ranges])
+    df["wait"] = pd.Categorical.from_codes(codes, categories=list(dict.fromkeys(wcats)))
+    return loop_figures(ctx.meta, df, ctx.stacks, last_t=ctx.last_t)
 
 
 def _kept(
@@ -281,9 +285,13 @@ def _kept(
     wcats: list[str],
     arg0: np.ndarray,
     sys_: np.ndarray,
-) -> tuple[pd.DataFrame, tuple[int, int, int]]:
-    """The split rows (runnable.split_rows) the findings read (query._keep),
-    and their first start, last end and last midpoint."""
+    ctx: Context,
+) -> tuple[pd.DataFrame, tuple[int, int, int], dict[str, Any], pd.DataFrame]:
+    """The split rows (runnable.split_rows) the findings read as rows; their
+    first start, last end and last midpoint; the CPU demand bins and queued
+    time per (pid, tid, bin) (findings.cpu.bins_of)."""
+    from .findings.cpu import BIN_NS
+
     run_c = _code(wcats, RUNNABLE)
     part = (r > 0) & (r < dt)
     whole = (r > 0) & (r >= dt)
@@ -323,16 +331,28 @@ def _kept(
     runs = new & np.isin(S_w, run_cs)
     keep = np.isin(S_w, row_c) | runs
     d = np.where(runs, end_t - S_t, S_dt)[keep]
-    names = np.array(wcats, dtype=object)[S_w[keep]]
+    codes = np.array([KEPT_WAITS.index(c) if c in KEPT_WAITS else -1 for c in wcats])
     out = pd.DataFrame(
         {
-            "pid": S_pid[keep],
-            "tid": S_tid[keep],
+            "pid": S_pid[keep].astype(np.int32),
+            "tid": S_tid[keep].astype(np.int32),
             "t_ns": S_t[keep],
             "dt_ns": d,
-            "wait": pd.Categorical(names, categories=KEPT_WAITS),
+            "wait": pd.Categorical.from_codes(codes[S_w[keep]], categories=KEPT_WAITS),
             "arg0": S_a[keep],
-            "syscall": S_s[keep],
+            "syscall": S_s[keep].astype(np.int16),
         }
     )
-    return out, span
+    running = S_w == wcats.index("running") if "running" in wcats else np.zeros(m, bool)
+    queued = S_w == run_c
+    b = (S_t + S_dt // 2 - ctx.first_sample) // BIN_NS
+    nb = int(b.max()) + 1
+    cpu = {
+        "running": np.bincount(b[running], weights=S_dt[running], minlength=nb),
+        "runnable": np.bincount(b[queued], weights=S_dt[queued], minlength=nb),
+        "queued_rows": int(queued.sum()),
+    }
+    q = pd.DataFrame(
+        {"pid": S_pid[queued], "tid": S_tid[queued], "bin": b[queued], "dt_ns": S_dt[queued]}
+    )
+    return out, span, cpu, q.groupby(["pid", "tid", "bin"], as_index=False)["dt_ns"].sum()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .cols import eq
 from .findings.base import Evidence
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
         if key[0] < last_key or np.any(key[1:] < key[:-1]):
             raise Unsorted(f"{path}: threads.parquet is not sorted by thread")
         last_key = int(key[-1])
+        if t.num_rows < batch_rows:
+            pending = t  # not a batch yet: a small run is read as one
+            continue
         cut = int(np.searchsorted(key, key[-1], side="left"))
         pending = t.slice(cut)
         if cut:
@@ -112,19 +116,21 @@ def _frame(t: Any, cats: list[str]) -> pd.DataFrame:
     return df
 
 
-def last_sample_ns(path: Path) -> int | None:
-    """The threads table's last ``t_ns``, from the Parquet statistics (None without them)."""
+def sample_range(path: Path) -> tuple[int, int] | None:
+    """The threads table's first and last ``t_ns``, from the Parquet
+    statistics (None without them)."""
     import pyarrow.parquet as pq
 
     md = pq.ParquetFile(path / "threads.parquet").metadata
     i = md.schema.to_arrow_schema().get_field_index("t_ns")
-    hi = None
+    lo = hi = None
     for g in range(md.num_row_groups):
         st = md.row_group(g).column(i).statistics
         if st is None or not st.has_min_max:
             return None
+        lo = st.min if lo is None else min(lo, st.min)
         hi = st.max if hi is None else max(hi, st.max)
-    return None if hi is None else int(hi)
+    return None if lo is None or hi is None else (int(lo), int(hi))
 
 
 def summarize_streamed(run: Run, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
@@ -151,9 +157,10 @@ def scan(
     if not streamable(run):
         return summarize(run), None
     meta, processes, maps, stacks, gil = run.meta, run.processes, run.maps, run.stacks, run.gil
-    last_t = last_sample_ns(run.path)
-    if last_t is None:
+    rng = sample_range(run.path)
+    if rng is None:
         return summarize(run), None
+    last_t = rng[1]
     ctx = Context(
         meta=meta,
         period=period_ns(meta),
@@ -164,6 +171,7 @@ def scan(
         need_times=gil is not None and len(gil) > 0,
         stacks=stacks,
         last_t=last_t,
+        first_sample=rng[0],
     )
     if buckets > 0:
         ctx.origin_ns = int(meta["start_ns"])
@@ -205,13 +213,15 @@ def scan(
     last_rows = pd.concat([p.lasts for p in parts], ignore_index=True)
     apply_exits(out, meta, last_rows, processes, getattr(run, "exits", None))
     ev = _StreamEvidence(run, last_rows, out)
-    ev.__dict__["samples"] = pd.concat([p.kept for p in parts], ignore_index=True)
+    ev.__dict__["samples"] = _concat_columns(parts)
     ev.__dict__["span"] = (
         min(p.span[0] for p in parts),
         max(p.span[1] for p in parts),
         max(p.span[2] for p in parts),
     )
     ev.__dict__["time_of"] = pd.concat([p.time_of for p in parts])
+    ev.__dict__["cpu_bins"] = _cpu_bins([p.cpu for p in parts])
+    ev.__dict__["queued"] = pd.concat([p.queued for p in parts], ignore_index=True)
     out["findings"] = [f.to_dict() for f in find(ev)]
     shares = None
     if buckets > 0:
@@ -220,6 +230,34 @@ def scan(
         shares["end_ns"] = shares["start_ns"] + ctx.bucket_ns
         shares = shares[["pid", "tid", "start_ns", "end_ns", "wait", "ns"]]
     return out, shares
+
+
+def _cpu_bins(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    nb = max(len(p["running"]) for p in parts)
+    out: dict[str, Any] = {"queued_rows": sum(p["queued_rows"] for p in parts)}
+    for k in ("running", "runnable"):
+        v = np.zeros(nb, dtype=np.float64)
+        for p in parts:
+            v[: len(p[k])] += p[k]
+        out[k] = v
+    return out
+
+
+def _concat_columns(parts: list[Any]) -> pd.DataFrame:
+    """The batches' kept rows as one frame, a column at a time, each batch's
+    column dropped once copied: the peak is the result and one column, not
+    twice the rows."""
+    frames = [p.kept for p in parts]
+    cols = {}
+    for c in list(frames[0].columns):
+        cols[c] = (
+            pd.concat([f.pop(c) for f in frames], ignore_index=True)
+            if isinstance(frames[0][c].dtype, pd.CategoricalDtype)
+            else np.concatenate([f.pop(c).to_numpy() for f in frames])
+        )
+    for p in parts:
+        p.kept = None
+    return pd.DataFrame(cols)
 
 
 class _StreamEvidence(Evidence):
@@ -255,8 +293,23 @@ class _StreamEvidence(Evidence):
         mine = s[(s["t_ns"] >= first) & (s["t_ns"] <= last)] if len(s) else s
         return mine if len(mine) else rows(None, None)
 
+    def queued_rows(self, pid: int, tid: int) -> pd.DataFrame:
+        from .gil import classify_gil
+        from .runnable import split_rows
+        from .summary import with_durations
 
-def _read_rows(path: Path, pid: int, lo: int | None, hi: int | None) -> pd.DataFrame:
+        df = _read_rows(self.run.path, pid, None, None, tid)
+        if df.empty:
+            return df[["t_ns"]].assign(dt_ns=pd.Series(dtype="int64"))
+        if len(self.run.maps):
+            df = classify_gil(df, self.run.maps)
+        s = split_rows(with_durations(df, self.period))
+        return s[eq(s["wait"], "runnable")][["t_ns", "dt_ns"]]
+
+
+def _read_rows(
+    path: Path, pid: int, lo: int | None, hi: int | None, tid: int | None = None
+) -> pd.DataFrame:
     """The thread samples of ``pid`` (between ``lo`` and ``hi``), read with a filter."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -264,6 +317,8 @@ def _read_rows(path: Path, pid: int, lo: int | None, hi: int | None) -> pd.DataF
     from .run import _CATEGORIES
 
     cond = pc.field("pid") == pid
+    if tid is not None:
+        cond = cond & (pc.field("tid") == tid)
     if lo is not None:
         cond = cond & (pc.field("t_ns") >= lo)
     if hi is not None:

@@ -15,7 +15,7 @@ Usage: python benchmarks/long_runs.py [--samples 360000] [--many 1000]
 from __future__ import annotations
 
 import argparse
-import resource
+import json
 import subprocess
 import sys
 import tempfile
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, tool, write_results
+from _common import log, machine, write_results
 from analysis_cost import generate
 
 SUMMARY = """
@@ -36,20 +36,35 @@ import sys, circuit
 t = circuit.load_many(sys.argv[1]).summary()
 print(len(t))
 """
+REPORT = """
+import sys
+from circuit.cli import main
+main(["report", sys.argv[1], "-o", sys.argv[2]])
+"""
+# Appended to each step: the process's own peak RSS (ru_maxrss), and that
+# of its children (the summary of many runs uses a process per CPU).
+PEAK = """
+import json, resource
+print(json.dumps({"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
 
 
-def child(cmd: list[str]) -> dict[str, float | str]:
-    """Wall time and peak RSS of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def child(code: str, *args: str) -> dict[str, float | str]:
+    """Wall time and peak RSS of one step, in a fresh process."""
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code + PEAK, *args], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if r.returncode:
-        raise SystemExit(f"{cmd[:3]} failed: {r.stderr[-2000:]}")
-    # ru_maxrss of the children is a maximum over all of them so far: each
-    # step runs after the smaller ones, so a rise is this child's.
-    return {"wall_s": wall, "peak_rss_mib": max(peak, before) / 1024, "out": r.stdout.strip()}
+        raise SystemExit(f"step failed: {r.stderr[-2000:]}")
+    lines = r.stdout.strip().splitlines()
+    peak = json.loads(lines[-1])
+    return {
+        "wall_s": wall,
+        "peak_rss_mib": peak["self"] / 1024,
+        "children_peak_rss_mib": peak["children"] / 1024,
+        "out": "\n".join(lines[:-1])[-300:],
+    }
 
 
 def main() -> None:
@@ -68,7 +83,7 @@ def main() -> None:
         for i in range(a.many):
             generate(many / f"run{i:04d}", 2, 3, 100, seed=i)
         log(f"{a.many} small runs written in {time.perf_counter() - g0:.0f} s")
-        out["many"] = {"runs": a.many, **child([sys.executable, "-c", MANY, str(many / "run*")])}
+        out["many"] = {"runs": a.many, **child(MANY, str(many / "run*"))}
         log(f"many: {out['many']}")
         path = base / "long"
         g0 = time.perf_counter()
@@ -77,9 +92,9 @@ def main() -> None:
         out["thread_samples"] = gen["thread_samples"]
         out["threads_bytes"] = (path / "threads.parquet").stat().st_size
         log(f"{gen['thread_samples']:,} thread-samples written in {out['generate_s']:.0f} s")
-        out["summary"] = child([sys.executable, "-c", SUMMARY, str(path)])
+        out["summary"] = child(SUMMARY, str(path))
         log(f"summary: {out['summary']}")
-        out["report"] = child([tool("circuit"), "report", str(path), "-o", str(base / "r.html")])
+        out["report"] = child(REPORT, str(path), str(base / "r.html"))
         log(f"report: {out['report']}")
     write_results("long_runs", out)
 

@@ -584,7 +584,7 @@ def long_runs(d: dict[str, Any]) -> str:
         [
             f"{d['many']['runs']:,} small run folders: load_many(...).summary()",
             f"{d['many']['wall_s']:.1f}",
-            f"{d['many']['peak_rss_mib']:.0f}",
+            f"{max(d['many']['peak_rss_mib'], d['many'].get('children_peak_rss_mib', 0)):.0f}",
             "< 30 s",
         ],
         [
@@ -623,7 +623,30 @@ def attach_long(d: dict[str, Any]) -> str:
     )
 
 
+def query_engines(d: dict[str, Any]) -> str:
+    rows = []
+    for side, rs in d["runs"].items():
+        wall = [r["wall_s"] for r in rs]
+        lo, hi = spread(wall)
+        rows.append(
+            [
+                side,
+                f"{median(wall):.2f} ({lo:.2f} .. {hi:.2f})",
+                f"{median([r['peak_rss_mib'] for r in rs]):.0f}",
+            ]
+        )
+    dk = d["duckdb"]
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n{d['thread_samples']:,} thread-samples, "
+        f"each side in a fresh process, {len(next(iter(d['runs'].values())))} interleaved rounds, "
+        "medians\n\n"
+        + md_table(["side", "wall s (min .. max)", "peak RSS MiB"], rows)
+        + f"\n\nduckdb: import {dk['import_s']:.3f} s, installed {dk['installed_mib']:.0f} MiB"
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "query_engines": query_engines,
     "long_runs": long_runs,
     "attach_long": attach_long,
     "pyspy_triggers": pyspy_triggers,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cols import strs
+from ..cols import eq, strs
 
 SEVERITIES = ("critical", "warning", "info")
 # A wait this long is worth a stack (the issue's "long wait"); also the least
@@ -160,6 +160,29 @@ class Evidence:
         t = s["t_ns"].to_numpy().astype(np.int64)
         dt = s["dt_ns"].to_numpy().astype(np.int64)
         return int(t.min()), int((t + dt).max()), int((t + dt // 2).max())
+
+    @cached_property
+    def cpu_bins(self) -> dict[str, Any] | None:
+        """CPU demand in the cpu finding's bins (findings/cpu.py, ``bins_of``)."""
+        from .cpu import bins_of
+
+        if self.samples.empty:
+            return None
+        bins, self.__dict__["queued"] = bins_of(self.samples, self.span[0])
+        return bins
+
+    @cached_property
+    def queued(self) -> pd.DataFrame:
+        """Queued ns per (pid, tid, bin) of :attr:`cpu_bins`."""
+        from .cpu import bins_of
+
+        return bins_of(self.samples, self.span[0])[1]
+
+    def queued_rows(self, pid: int, tid: int) -> pd.DataFrame:
+        """One thread's samples queued for a CPU (t_ns, dt_ns)."""
+        s = self.samples
+        mine = s[(s["pid"] == pid) & (s["tid"] == tid)]
+        return mine[eq(mine["wait"], "runnable")][["t_ns", "dt_ns"]]
 
     @cached_property
     def time_of(self) -> pd.Series:

@@ -103,3 +103,15 @@ def test_a_long_run_gets_the_batched_report(runs: Path, tmp_path: Path, monkeypa
     text = md.read_text()
     assert "Left out for a long run" in text
     assert (tmp_path / "r-timeline.png").stat().st_size > 0
+
+
+def test_cpu_oversubscribed_is_found_alike_in_batches(tmp_path: Path) -> None:
+    # a fifth of the synthetic threads run 60% of the time: on one CPU, too many
+    generate(tmp_path / "r", 2, 10, 400, seed=3)
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    (tmp_path / "r" / "meta.json").write_text(json.dumps({**meta, "cpus": 1}))
+    ref = summarize(circuit.load(tmp_path / "r"))
+    assert "cpu-oversubscribed" in [f["kind"] for f in ref["findings"]]
+    new = summarize_streamed(circuit.load(tmp_path / "r"), batch_rows=300)
+    norm = lambda s: json.loads(json.dumps(s, default=str))  # noqa: E731
+    assert diff(norm(ref), norm(new)) == []
