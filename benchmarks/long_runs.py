@@ -9,7 +9,15 @@
   summarised together: ``circuit.load_many(glob).summary()`` in a fresh
   process.
 
+* the same at 1 kHz (``--huge 3600000`` samples: 360,000,000
+  thread-samples, an hour at 1 kHz): the summary's time and peak RSS.
+  Its run takes minutes and gigabytes to write, so it is written apart,
+  outside the CPU lock (``--huge-write DIR``), then measured
+  (``--huge-measure DIR``), which adds ``huge`` to the results.
+
 Usage: python benchmarks/long_runs.py [--samples 360000] [--many 1000]
+       python benchmarks/long_runs.py --huge-write DIR [--huge 3600000]
+       python benchmarks/long_runs.py --huge-measure DIR
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine, write_results
+from _common import RESULTS, log, machine, write_results
 from analysis_cost import generate
 
 SUMMARY = """
@@ -73,7 +81,27 @@ def main() -> None:
     )
     ap.add_argument("--samples", type=int, default=360_000)
     ap.add_argument("--many", type=int, default=1000)
+    ap.add_argument("--huge", type=int, default=3_600_000)
+    ap.add_argument("--huge-write", type=Path, default=None)
+    ap.add_argument("--huge-measure", type=Path, default=None)
     a = ap.parse_args()
+    if a.huge_write:
+        g0 = time.perf_counter()
+        gen = generate(a.huge_write, 4, 25, a.huge, rate_hz=1000.0)
+        log(f"{gen['thread_samples']:,} thread-samples written in {time.perf_counter() - g0:.0f} s")
+        return
+    if a.huge_measure:
+        path = a.huge_measure
+        data = json.loads((RESULTS / "long_runs.json").read_text())
+        data["huge"] = {
+            "thread_samples": json.loads((path / "meta.json").read_text())["thread_samples"],
+            "threads_bytes": (path / "threads.parquet").stat().st_size,
+            "machine": machine(),
+            **child(SUMMARY, str(path)),
+        }
+        log(f"huge: {data['huge']}")
+        write_results("long_runs", data)
+        return
     m = machine()
     out: dict = {"benchmark": "long_runs", "machine": m, "args": vars(a)}
     with tempfile.TemporaryDirectory(prefix="circuit-long-") as tmp:

@@ -600,6 +600,16 @@ def long_runs(d: dict[str, Any]) -> str:
             "< 30 s",
         ],
     ]
+    h = d.get("huge")
+    if h:
+        rows.append(
+            [
+                f"{h['thread_samples']:,} thread-samples (1 kHz): load + summary (batched)",
+                f"{h['wall_s']:.1f}",
+                f"{h['peak_rss_mib']:.0f}",
+                "< 2 GiB, time reported",
+            ]
+        )
     return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
         ["step", "wall s", "peak RSS MiB", "target"], rows
     )

@@ -115,3 +115,14 @@ def test_cpu_oversubscribed_is_found_alike_in_batches(tmp_path: Path) -> None:
     new = summarize_streamed(circuit.load(tmp_path / "r"), batch_rows=300)
     norm = lambda s: json.loads(json.dumps(s, default=str))  # noqa: E731
     assert diff(norm(ref), norm(new)) == []
+
+
+def test_report_of_a_glob_is_their_comparison(runs: Path, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "circuit", "report", str(runs / "r*"), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "report of 3 runs" in r.stdout
+    assert (tmp_path / "runs-report.html").stat().st_size > 0
