@@ -78,22 +78,23 @@ def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
     f = pq.ParquetFile(path / "threads.parquet", read_dictionary=_CATEGORIES["threads"])
     cols = list(arrow_schema("threads").names)
     pending: Any = None
-    last_key = -1
+    pending_key = np.zeros(0, dtype=np.int64)
     for rb in f.iter_batches(batch_size=batch_rows, columns=cols):
+        new = _keys(rb)
+        if not len(new):
+            continue
+        if (len(pending_key) and new[0] < pending_key[-1]) or np.any(new[1:] < new[:-1]):
+            raise Unsorted(f"{path}: threads.parquet is not sorted by thread")
         t = pa.Table.from_batches([rb])
         if pending is not None:
             t = pa.concat_tables([pending, t])
-        key = _keys(t)
-        if not len(key):
-            continue
-        if key[0] < last_key or np.any(key[1:] < key[:-1]):
-            raise Unsorted(f"{path}: threads.parquet is not sorted by thread")
-        last_key = int(key[-1])
+        key = np.concatenate([pending_key, new]) if len(pending_key) else new
         if t.num_rows < batch_rows:
-            pending = t  # not a batch yet: a small run is read as one
+            # not a batch yet (a small run, the end of a row group): read on
+            pending, pending_key = t, key
             continue
         cut = int(np.searchsorted(key, key[-1], side="left"))
-        pending = t.slice(cut)
+        pending, pending_key = t.slice(cut), key[cut:]
         if cut:
             yield t.slice(0, cut).unify_dictionaries()
     if pending is not None and pending.num_rows:

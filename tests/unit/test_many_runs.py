@@ -126,3 +126,16 @@ def test_report_of_a_glob_is_their_comparison(runs: Path, tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert "report of 3 runs" in r.stdout
     assert (tmp_path / "runs-report.html").stat().st_size > 0
+
+
+def test_row_groups_smaller_than_a_batch_are_read_on(runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    shutil.copytree(runs / "r2", tmp_path / "r")
+    f = tmp_path / "r" / "threads.parquet"
+    pq.write_table(pq.read_table(f), f, row_group_size=37)
+    sizes = [len(df) for df in thread_batches(tmp_path / "r", batch_rows=100)]
+    assert len(sizes) > 1
+    assert sum(sizes) == len(circuit.load(tmp_path / "r").threads)
