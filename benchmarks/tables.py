@@ -626,6 +626,7 @@ def attach_long(d: dict[str, Any]) -> str:
         ["peak RSS over the whole attach", f"{d['lifetime_peak_mib']:.0f} MiB"],
         ["final merge wall time", f"{d['merge_wall_s']:.1f} s"],
         ["thread-samples written", f"{d['thread_samples']:,}"],
+        ["rate achieved (under nice, on a shared machine)", f"{d['achieved_hz']:.1f} Hz"],
     ]
     return (
         f"Machine: {machine_line(d['machine'])}\n\n`circuit attach` for {a['seconds']:.0f} s at "
