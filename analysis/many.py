@@ -59,8 +59,10 @@ def run_folders(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
             raise CircuitError(f"{p}: no such run folder")
     if not out:
         raise CircuitError(f"no run folder matches {', '.join(map(str, items))}")
-    seen: set[Path] = set()
-    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+    unique: dict[Path, Path] = {}  # a run named twice (a list and a glob) counts once
+    for p in out:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 def labels_of(folders: list[Path]) -> list[str]:

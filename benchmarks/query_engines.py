@@ -16,6 +16,8 @@ writer), each side in a fresh process, interleaved rounds, medians:
 Reported: wall time, peak RSS (ru_maxrss of the child), and the import
 time and installed size of duckdb.
 
+Needs duckdb, which circuit does not depend on: ``pip install duckdb``.
+
 Usage: python benchmarks/query_engines.py [--samples 40000] [--rounds 3]
 """
 
