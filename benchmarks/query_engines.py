@@ -63,10 +63,12 @@ print(len(s["threads"]))
 
 
 def run_side(code: str, path: Path) -> dict[str, float]:
-    script = (
-        code
-        + "\nimport resource, json\n"
-        + ("print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n")
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child
+    # would report its parent's peak (this script's, writing the run) if higher.
+    script = code + (
+        "\nimport json, re\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "print(json.dumps({'rss': int(hwm)}))\n"
     )
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
