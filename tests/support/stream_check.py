@@ -17,7 +17,7 @@ from typing import Any
 BATCH_ROWS = 64
 # The session's runs are compared until this much time is spent (a full
 # session leaves a few hundred, most of them small).
-BUDGET_S = 40.0
+BUDGET_S = 20.0
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[str]:
