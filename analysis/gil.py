@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cols import strs
 from .runnable import own_ns
 
 INTERPRETER = "interpreter"
@@ -63,12 +64,31 @@ def classify_gil(threads: pd.DataFrame, maps: pd.DataFrame) -> pd.DataFrame:
     codes = wait.cat.codes.to_numpy()
     if "lock" not in cats or not (is_lock := codes == cats.index("lock")).any():
         return threads.copy(deep=False)  # copy-on-write (pandas 3): theirs stays as it is
-    gil = np.zeros(len(codes), dtype=bool)
-    ranges = gil_ranges(maps)
+    gil = gil_hits(
+        threads["pid"].to_numpy(),
+        threads["t_ns"].to_numpy(),
+        threads["arg0"].to_numpy(),
+        is_lock,
+        gil_ranges(maps),
+    )
+    if "gil" not in cats:
+        cats.append("gil")
+    codes = codes.astype(np.int32)  # a copy, wide enough for one more category
+    codes[gil] = cats.index("gil")
+    out = threads.copy(deep=False)
+    out["wait"] = pd.Categorical.from_codes(codes, categories=cats)
+    return out
+
+
+def gil_hits(
+    pid: np.ndarray, t: np.ndarray, arg0: np.ndarray, is_lock: np.ndarray, ranges: pd.DataFrame
+) -> np.ndarray:
+    """Which samples are GIL waits: ``is_lock`` rows whose futex address lies
+    in the python image's writable ranges (:func:`gil_ranges`) of the
+    snapshot in effect at their time."""
+    gil = np.zeros(len(is_lock), dtype=bool)
     if len(ranges):
-        addr = threads["arg0"].to_numpy().astype(np.int64).astype(np.uint64)
-        pid = threads["pid"].to_numpy()
-        t = threads["t_ns"].to_numpy()
+        addr = arg0.astype(np.int64).astype(np.uint64)
         for p, snaps in ranges.groupby("pid", sort=False):
             rows = is_lock & (pid == p)
             if not rows.any():
@@ -89,13 +109,7 @@ def classify_gil(threads: pd.DataFrame, maps: pd.DataFrame) -> pd.DataFrame:
                     inside |= (a >= lo) & (a < hi)
                 hit[sel] = inside
             gil[np.flatnonzero(rows)[hit]] = True
-    if "gil" not in cats:
-        cats.append("gil")
-    codes = codes.astype(np.int32)  # a copy, wide enough for one more category
-    codes[gil] = cats.index("gil")
-    out = threads.copy(deep=False)
-    out["wait"] = pd.Categorical.from_codes(codes, categories=cats)
-    return out
+    return gil
 
 
 def python_pids(
@@ -130,7 +144,7 @@ def _is(col: pd.Series, value: str) -> np.ndarray:
         if value not in cats:
             return np.zeros(len(col), dtype=bool)
         return col.cat.codes.to_numpy() == cats.index(value)
-    return col.astype(str).to_numpy() == value
+    return strs(col) == value
 
 
 GIL_COLUMNS = ["pid", "t_ns", "locked", "holder", "switches", "dt_ns"]
@@ -145,18 +159,34 @@ def gil_intervals(
     sampling period for the last."""
     if gil is None or gil.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in GIL_COLUMNS})
+    return intervals_of(gil, sample_times(threads), period_ns)
+
+
+def sample_times(threads: pd.DataFrame | None) -> dict[int, np.ndarray]:
+    """Each process's thread sample times, sorted and unique."""
+    if threads is None or threads.empty:
+        return {}
+    tp = threads["pid"].to_numpy().astype(np.int64)
+    tt = threads["t_ns"].to_numpy().astype(np.int64)
+    return {int(p): np.unique(tt[tp == p]) for p in np.unique(tp)}
+
+
+def intervals_of(
+    gil: pd.DataFrame, times_by_pid: dict[int, np.ndarray], period_ns: int
+) -> pd.DataFrame:
+    """:func:`gil_intervals` with the thread sample times given per process
+    (:func:`sample_times`)."""
+    if gil is None or gil.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in GIL_COLUMNS})
     g = gil.sort_values(["pid", "t_ns"], kind="stable").reset_index(drop=True)
     gp = g["pid"].to_numpy().astype(np.int64)
     gt = g["t_ns"].to_numpy().astype(np.int64)
-    have = threads is not None and len(threads) > 0
-    tp = threads["pid"].to_numpy().astype(np.int64) if have else None
-    tt = threads["t_ns"].to_numpy().astype(np.int64) if have else None
     dt = np.full(len(g), int(period_ns), dtype=np.int64)
     bounds = np.flatnonzero(np.r_[True, gp[1:] != gp[:-1], True])
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         own = gt[a:b]
-        times = np.union1d(own, tt[tp == gp[a]]) if tp is not None and tt is not None else own
-        times = np.unique(times)
+        theirs = times_by_pid.get(int(gp[a]))
+        times = np.union1d(own, theirs) if theirs is not None else np.unique(own)
         i = np.searchsorted(times, own, side="right")
         last = i >= len(times)
         nxt = times[np.minimum(i, len(times) - 1)]
@@ -234,12 +264,19 @@ def thread_figures(
     named it the holder of a locked GIL; 0 without ``gil`` rows), ``cpu``
     (its CPU counter moved, or it was seen running) and ``ran_python``
     (held, waited or used CPU)."""
-    cols = ["time_ns", "wait_ns", "held_ns", "cpu", "ran_python"]
     mine = threads["pid"].isin(list(pids)).to_numpy() if len(threads) else np.zeros(0, bool)
     df = threads if mine.all() else threads[mine]
+    return with_held(thread_base(df, period_ns), iv)
+
+
+def thread_base(df: pd.DataFrame, period_ns: int) -> pd.DataFrame:
+    """Per thread (index pid, tid): ``time_ns``, ``wait_ns``, ``cpu`` of
+    :func:`thread_figures`, without what the ``gil`` table adds."""
     if df.empty:
         idx = pd.MultiIndex.from_arrays([[], []], names=["pid", "tid"])
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}, index=idx)
+        return pd.DataFrame(
+            {c: pd.Series(dtype=float) for c in ("time_ns", "wait_ns", "cpu")}, index=idx
+        )
     df = _ordered(df, period_ns)
     key = _thread_key(df)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
@@ -264,6 +301,14 @@ def thread_figures(
             [key[starts] >> 32, key[starts] & 0xFFFFFFFF], names=["pid", "tid"]
         ),
     )
+    return out
+
+
+def with_held(out: pd.DataFrame, iv: pd.DataFrame) -> pd.DataFrame:
+    """:func:`thread_base`'s figures with ``held_ns`` (from the intervals of
+    :func:`gil_intervals`) and ``ran_python``."""
+    cols = ["time_ns", "wait_ns", "held_ns", "cpu", "ran_python"]
+    out = out.copy()
     held = iv[(iv["locked"] != 0) & (iv["holder"] > 0)]
     by = held.groupby(["pid", "holder"])["dt_ns"].sum()
     by.index = by.index.set_names(["pid", "tid"])
@@ -293,13 +338,46 @@ def gil_metrics(
     time the GIL was locked, the interpreter's hand-offs; overall: see
     :func:`combine`.
     """
-    notes = notes if isinstance(notes, dict) else {}
     pids = python_pids(maps, gil, threads)
+    base = thread_base(
+        threads[threads["pid"].isin(list(pids))] if len(threads) else threads, period_ns
+    )
+    waited = python_pids(None, None, threads)
+    return gil_metrics_of(
+        base, waited, _spans(threads), sample_times(threads), gil, maps, period_ns, notes
+    )
+
+
+def gil_metrics_of(
+    base: pd.DataFrame,
+    waited: set[int],
+    spans_by_pid: dict[int, tuple[int, int]],
+    times_by_pid: dict[int, np.ndarray],
+    gil: pd.DataFrame | None,
+    maps: pd.DataFrame | None,
+    period_ns: int,
+    notes: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """:func:`gil_metrics` from per-thread parts, which a run read in
+    batches of whole threads adds up (analysis/query.py): ``base``
+    (:func:`thread_base` of at least the Python processes' threads),
+    ``waited`` (processes with a thread seen waiting for the GIL),
+    ``spans_by_pid`` (first and last sample time) and ``times_by_pid``
+    (:func:`sample_times`)."""
+    notes = notes if isinstance(notes, dict) else {}
+    pids = python_pids(maps, gil, None) | waited
     sources = gil_sources(pids, gil)
-    iv = gil_intervals(gil, threads, period_ns)
-    per = thread_figures(threads, iv, pids, period_ns)
+    iv = (
+        intervals_of(gil, times_by_pid, period_ns)
+        if gil is not None
+        else gil_intervals(None, None, period_ns)
+    )
+    keep = base.index.get_level_values(0).isin(list(pids)) if len(base) else np.zeros(0, bool)
+    per = with_held(base[keep], iv)
     per = per[per["ran_python"].to_numpy(dtype=bool)]
-    spans = _sampled(threads, pids, period_ns)
+    spans = {
+        int(p): int(hi - lo) + int(period_ns) for p, (lo, hi) in spans_by_pid.items() if p in pids
+    }
     by_pid = {int(p): g for p, g in iv.groupby("pid", sort=False)}
     tp = per.index.get_level_values(0).to_numpy()
     tt = per.index.get_level_values(1).to_numpy()
@@ -381,13 +459,12 @@ def combine(processes: list[dict[str, Any]], pids: Iterable[int] | None = None) 
     }
 
 
-def _sampled(threads: pd.DataFrame, pids: set[int], period_ns: int) -> dict[int, int]:
-    """ns from each process's first sample to its last, plus one period."""
+def _spans(threads: pd.DataFrame) -> dict[int, tuple[int, int]]:
+    """Each process's first and last thread sample time."""
     if threads.empty:
         return {}
     g = threads.groupby("pid", observed=True)["t_ns"].agg(["min", "max"])
-    g = g[g.index.isin(list(pids))]
-    return {int(p): int(r["max"] - r["min"]) + int(period_ns) for p, r in g.iterrows()}
+    return {int(p): (int(r["min"]), int(r["max"])) for p, r in g.iterrows()}
 
 
 def run_gil(run: Any) -> dict[str, Any]:

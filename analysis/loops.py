@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cols import eq, isin, strs
+
 # asyncio's own slow_callback_duration
 DEFAULT_THRESHOLD_S = 0.1
 # Busy this share of the loop's time or more: saturated, even with no long stall.
@@ -109,7 +111,7 @@ def find_loops(
     if threads.empty or not {"wait", "syscall", "arg0"} <= set(threads.columns):
         return []
     epoll = _epoll_numbers(machine)
-    w = threads[(threads["wait"].astype(str) == "poll") & threads["syscall"].isin(list(epoll))]
+    w = threads[eq(threads["wait"], "poll") & threads["syscall"].isin(list(epoll)).to_numpy()]
     if w.empty:
         return []
     stacks = stacks if stacks is not None else pd.DataFrame()
@@ -153,11 +155,11 @@ def busy_stretches(rows: pd.DataFrame, syscall: int, epfd: int) -> pd.DataFrame:
     t = rows["t_ns"].to_numpy().astype(np.int64)
     dt = rows["dt_ns"].to_numpy().astype(np.int64)
     idle = (
-        (rows["wait"].astype(str).to_numpy() == "poll")
+        eq(rows["wait"], "poll")
         & (rows["syscall"].to_numpy().astype(np.int64) == syscall)
         & (rows["arg0"].to_numpy().astype(np.int64) == epfd)
     )
-    stopped = np.isin(rows["state"].astype(str).to_numpy(), ("t", "T"))
+    stopped = isin(rows["state"], ("t", "T"))
     # 1 idle, 0 busy; a stopped sample carries the status before it
     status = pd.Series(np.where(idle, 1.0, np.where(stopped, np.nan, 0.0))).ffill()
     busy = status.to_numpy() == 0  # (leading stopped samples stay NaN: not busy)
@@ -210,13 +212,13 @@ def _busy_parts(
     rd = inside["run_delay_ns"].to_numpy().astype(np.int64)
     cpu_ns = max(int(cpu[-1] - cpu[0]), 0)
     queued_ns = max(int(rd[-1] - rd[0]), 0) if rd[0] >= 0 else 0
-    w = inside["wait"].astype(str).to_numpy()
+    w = strs(inside["wait"])
     selector = (
         (w == "poll")
         & (inside["syscall"].to_numpy().astype(np.int64) == syscall)
         & (inside["arg0"].to_numpy().astype(np.int64) == epfd)
     )
-    stopped = np.isin(inside["state"].astype(str).to_numpy(), ("t", "T"))
+    stopped = isin(inside["state"], ("t", "T"))
     blocked = ~selector & ~stopped & (w != "running") & (w != "runnable")
     own = own_ns(inside) if RUNNABLE_NS in inside.columns else inside["dt_ns"].to_numpy()
     return cpu_ns, queued_ns, int(own[blocked].sum())
@@ -276,13 +278,15 @@ def loop_figures(
     threads: pd.DataFrame,
     stacks: pd.DataFrame | None = None,
     threshold: float | None = None,
+    last_t: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per loop thread: ``pid``, ``tid``, ``busy_share`` (CPU counter plus
     sampled blocked time outside the selector, over the observed span),
     ``longest_stall_s``, ``stalls`` (``start_s``, ``duration_s``, ``state``,
     ``stack``...), the busy stretches' distribution (from the samples), and
     whether it is saturated.  ``threads``: the run's samples (classified or
-    not)."""
+    not); ``last_t``: the run's last sample time, when ``threads`` holds
+    only some of its threads (a batch, analysis/query.py)."""
     from . import metrics as M
     from .summary import with_durations
 
@@ -299,7 +303,7 @@ def loop_figures(
     key = (threads["pid"].to_numpy().astype(np.int64) << 32) + threads["tid"].to_numpy()
     mask = np.isin(key, [(p << 32) + t for p, t in keys])
     df = with_durations(threads[mask], per)
-    last_t = int(threads["t_ns"].max())
+    last_t = int(threads["t_ns"].max()) if last_t is None else last_t
     out = []
     for lp in loops:
         pid, tid = lp["pid"], lp["tid"]

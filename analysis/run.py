@@ -316,9 +316,16 @@ class Run:
         return int(self.meta.get("start_ns", 0))
 
     def summary(self) -> dict[str, Any]:
+        """``circuit summary --json``'s figures.  A finalized run whose
+        threads are not loaded yet is read in batches (analysis/query.py:
+        bounded memory, the same figures)."""
         from .summary import summarize
 
-        return summarize(self)
+        if "threads" in self.__dict__:
+            return summarize(self)
+        from .query import summarize_streamed
+
+        return summarize_streamed(self)
 
     def __repr__(self) -> str:
         m = self.meta

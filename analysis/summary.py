@@ -57,10 +57,18 @@ def time_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
     Time queued for a CPU (``runnable_ns``) counts as wait ``runnable`` and
     state ``R``, not as the sample's own value."""
-    keys = [df["pid"], df["tid"], df[column].astype(str)]
+    col = df[column]
+    # a categorical groups on its codes; its values become the columns' names
+    keys = [
+        df["pid"],
+        df["tid"],
+        col if isinstance(col.dtype, pd.CategoricalDtype) else col.astype(str),
+    ]
     own = pd.Series(own_ns(df), index=df.index)
-    wide = (own.groupby(keys, observed=True).sum() / 1e9).unstack(-1, fill_value=0.0)
-    wide.index.names, wide.columns.name = ["pid", "tid"], column
+    sums = own.groupby(keys, observed=True, dropna=False).sum() / 1e9
+    wide = sums.unstack(-1, fill_value=0.0)
+    wide.columns = pd.Index([str(c) for c in wide.columns], name=column)
+    wide.index.names = ["pid", "tid"]
     if RUNNABLE_NS in df.columns and column in ("wait", "state"):
         queued = df.groupby(["pid", "tid"], observed=True)[RUNNABLE_NS].sum() / 1e9
         into = RUNNABLE if column == "wait" else "R"
@@ -152,15 +160,97 @@ def period_ns(meta: dict[str, Any]) -> int:
     return round(1e9 / float(rate))
 
 
+def summarize(run: Run) -> dict[str, Any]:
+    meta = run.meta
+    return summarize_frames(
+        meta,
+        run.threads,
+        run.processes,
+        run.procs,
+        maps=run.maps,
+        stacks=run.stacks,
+        gil=run.gil,
+        fds=run.fds,
+        exits=getattr(run, "exits", None),
+    )
+
+
+def summarize_frames(
+    meta: dict[str, Any],
+    threads: pd.DataFrame,
+    processes: pd.DataFrame,
+    procs: pd.DataFrame,
+    maps: pd.DataFrame | None = None,
+    stacks: pd.DataFrame | None = None,
+    gil: pd.DataFrame | None = None,
+    fds: pd.DataFrame | None = None,
+    exits: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
+    GIL as its interpreter recorded it); without it the GIL figures come from
+    the futex evidence alone (analysis/gil.py).  ``findings``: the ranked
+    diagnoses (analysis/findings/, docs/findings.md).  ``exits``: the exit
+    records (analysis/exits.py)."""
+    from .exits import apply_exits
+    from .findings import find_frames
+    from .gil import classify_gil, gil_metrics
+
+    if maps is not None and len(threads):
+        threads = classify_gil(threads, maps)  # `lock` -> `gil` (docs/pyspy.md)
+    attached = meta.get("mode") != "run"
+    first_t = int(processes["t_ns"].min()) if len(processes) else 0
+    per = period_ns(meta)
+    df = with_durations(threads, per) if len(threads) else threads  # (sorted by thread, time)
+    facts = thread_facts(df, first_t, attached)
+    gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
+    from .loops import loop_figures  # event loops: their stalls and busy time (docs/loops.md)
+
+    loops = loop_figures(meta, threads, stacks) if len(threads) else []
+    out = assemble(meta, facts, len(threads), processes, procs, stacks, gil_figures, loops)
+    # What died between samples: exact finals, rows for the unseen (analysis/exits.py).
+    apply_exits(out, meta, threads, processes, exits)
+    # after the figures: the findings read them (GIL model, wall time)
+    out["findings"] = find_frames(meta, threads, processes, fds, stacks, gil, out)
+    return out
+
+
+COUNTERS = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
+
+
+def thread_facts(df: pd.DataFrame, first_t: int, attached: bool) -> dict[str, Any]:
+    """What the summary takes from thread samples (``df``: with_durations'),
+    per thread, so that batches of whole threads add up to the run's
+    (analysis/query.py): counter deltas, seconds by state and by wait
+    reason, the last name."""
+    if not len(df):
+        return {}
+    return {
+        "delta": counter_deltas(df, first_t, attached),
+        "by_state": time_by(df, "state"),
+        "by_wait": time_by(df, "wait"),
+        "names": df.groupby(["pid", "tid"], observed=True)["name"].last(),
+    }
+
+
+def concat_facts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The facts of several batches of whole threads as one run's."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {
+        "delta": pd.concat([p["delta"] for p in parts]),
+        "by_state": pd.concat([p["by_state"] for p in parts]).fillna(0.0),
+        "by_wait": pd.concat([p["by_wait"] for p in parts]).fillna(0.0),
+        "names": pd.concat([p["names"].astype(str) for p in parts]),
+    }
+
+
 def counter_deltas(threads: pd.DataFrame, first_t: int, attached: bool) -> pd.DataFrame:
     """Each thread's counters over the samples (index pid, tid): CPU, user,
     system, switches, run delay.  ``attached``: a thread already there at
     ``first_t`` counts from its first sample (else from zero: it started
     under circuit)."""
     return _baseline(threads[["pid", "tid", *COUNTERS]], ["pid", "tid"], first_t, attached)
-
-
-COUNTERS = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
 
 
 def own_cpu_ns(tdelta: pd.DataFrame) -> pd.Series:
@@ -229,44 +319,20 @@ def process_figures(
     return proc_list, user_total, system_total
 
 
-def summarize(run: Run) -> dict[str, Any]:
-    meta = run.meta
-    return summarize_frames(
-        meta,
-        run.threads,
-        run.processes,
-        run.procs,
-        maps=run.maps,
-        stacks=run.stacks,
-        gil=run.gil,
-        fds=run.fds,
-        exits=getattr(run, "exits", None),
-    )
-
-
-def summarize_frames(
+def assemble(
     meta: dict[str, Any],
-    threads: pd.DataFrame,
+    facts: dict[str, Any],
+    thread_samples: int,
     processes: pd.DataFrame,
     procs: pd.DataFrame,
-    maps: pd.DataFrame | None = None,
-    stacks: pd.DataFrame | None = None,
-    gil: pd.DataFrame | None = None,
-    fds: pd.DataFrame | None = None,
-    exits: pd.DataFrame | None = None,
+    stacks: pd.DataFrame | None,
+    gil_figures: dict[str, Any],
+    loops: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The summary of a run's frames.  ``gil``: the run's ``gil`` table (the
-    GIL as its interpreter recorded it); without it the GIL figures come from
-    the futex evidence alone (analysis/gil.py).  ``findings``: the ranked
-    diagnoses (analysis/findings/, docs/findings.md).  ``exits``: the exit
-    records (analysis/exits.py)."""
-    from .exits import apply_exits
-    from .findings import find_frames
-    from .gil import classify_gil, gil_metrics
+    """The summary of a run from its threads' facts (:func:`thread_facts`)
+    and its other tables; the exits and findings are added after."""
     from .pyspy import thread_names
 
-    if maps is not None and len(threads):
-        threads = classify_gil(threads, maps)  # `lock` -> `gil` (docs/pyspy.md)
     py_names = thread_names(stacks) if stacks is not None else {}
     attached = meta.get("mode") != "run"
     first_t = int(processes["t_ns"].min()) if len(processes) else 0
@@ -274,17 +340,14 @@ def summarize_frames(
     wall = meta.get("wall_s")
     if wall is None:  # not finalised: up to the last flushed sample
         wall = (last_t - int(meta.get("start_ns", first_t))) / 1e9 if len(processes) else 0.0
-    per = period_ns(meta)
     samples = meta.get("samples")
     if samples is None:
         samples = int(processes["t_ns"].nunique())
 
     # -- each thread's counters over the run (its own CPU: a process's is never less)
     thread_cpu_ns: dict[int, float] = {}
-    tdelta = pd.DataFrame()
-    df = with_durations(threads, per) if len(threads) else threads  # (sorted by thread, time)
-    if len(threads):
-        tdelta = counter_deltas(df, first_t, attached)
+    tdelta = facts.get("delta", pd.DataFrame())
+    if facts:
         thread_cpu_ns = own_cpu_ns(tdelta).groupby(level="pid").sum().to_dict()
 
     # -- processes
@@ -294,11 +357,9 @@ def summarize_frames(
 
     # -- threads
     thread_list: list[dict[str, Any]] = []
-    if len(threads):
-        by_state = time_by(df, "state")
-        by_wait = time_by(df, "wait")
+    if facts:
+        by_state, by_wait, names = facts["by_state"], facts["by_wait"], facts["names"]
         delta = tdelta
-        names = df.groupby(["pid", "tid"], observed=True)["name"].last()
         for key in delta.index:
             d = delta.loc[key]
             cpu_ns = d["cpu_ns"] if d["cpu_ns"] > 0 else d["user_ns"] + d["system_ns"]
@@ -321,10 +382,6 @@ def summarize_frames(
                 }
             )
 
-    gil_figures = gil_metrics(df, gil, maps, per, meta.get("gil_sources"))
-    from .loops import loop_figures  # event loops: their stalls and busy time (docs/loops.md)
-
-    loops = loop_figures(meta, threads, stacks) if len(threads) else []
     cpu = user_total + system_total
     out = {
         "run": str(meta.get("path", "")),
@@ -337,7 +394,7 @@ def summarize_frames(
         "cpu_s": round(cpu, 6),
         "parallelism": round(cpu / wall, 4) if wall else 0.0,
         "samples": int(samples),
-        "thread_samples": len(threads),
+        "thread_samples": int(thread_samples),
         "rate_hz": _rate_hz(meta, processes),
         "rate_hz_requested": meta.get("rate_hz_requested"),
         "missed_deadlines": meta.get("missed_deadlines"),
@@ -353,8 +410,4 @@ def summarize_frames(
         "profiles": _profiles(meta),
         "warnings": list(meta.get("warnings") or []),
     }
-    # What died between samples: exact finals, rows for the unseen (analysis/exits.py).
-    apply_exits(out, meta, threads, processes, exits)
-    # after the figures: the findings read them (GIL model, wall time)
-    out["findings"] = find_frames(meta, threads, processes, fds, stacks, gil, out)
     return out

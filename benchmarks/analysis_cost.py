@@ -48,12 +48,16 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "summary_s": t3 - t2,
 """
 
 
-def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) -> dict:
+def generate(
+    path: Path, procs: int, threads: int, samples: int, seed: int = 1, rate_hz: float = 100.0
+) -> dict:
     rng = random.Random(seed)
     prepare_run_dir(path, force=True)
     start = time.monotonic_ns()
     w = RunWriter(path, {"format_version": 1, "mode": "run", "start_ns": start, "finalized": False})
-    period = 10_000_000
+    period = round(1e9 / rate_hz)
+    # CPU used per sample scales with the period (3..9 ms running at 100 Hz)
+    burst = (3 * period // 10, 9 * period // 10)
     nkinds = len(FD_KIND_COLUMNS)
     state: dict[tuple[int, int], list] = {}
     for p in range(procs):
@@ -78,7 +82,7 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
             state[(pid, tid)] = [None, busy, 0, 0, 0, name]
     t = start
     for i in range(samples):
-        t += period + rng.randint(-200_000, 200_000)  # the loop's jitter
+        t += period + rng.randint(-period // 50, period // 50)  # the loop's jitter
         for p in range(procs):
             pid = 1000 + p
             rows = []
@@ -88,7 +92,7 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
                 row, busy = st[0], st[1]
                 if row is None or (busy and rng.random() < 0.9):
                     running = busy and rng.random() < 0.6
-                    st[2] += rng.randint(3_000_000, 9_000_000) if running else 50_000
+                    st[2] += rng.randint(*burst) if running else 50_000
                     st[3] += 1
                     st[4] += 1 if running else 0
                     cpu = st[2]
@@ -145,6 +149,8 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
                     0,
                     0,
                     0,
+                    0,
+                    0,
                     12,
                     3,
                     4,
@@ -156,7 +162,7 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
                     0,
                     1,
                     0,
-                )[: 12 + nkinds],
+                )[: 14 + nkinds],
             )
         if (i + 1) % 100 == 0:
             w.flush()
@@ -167,8 +173,8 @@ def generate(path: Path, procs: int, threads: int, samples: int, seed: int = 1) 
             "wall_s": wall,
             "samples": samples,
             "thread_samples": samples * procs * threads,
-            "rate_hz_achieved": 100.0,
-            "rate_hz_requested": 100.0,
+            "rate_hz_achieved": float(rate_hz),
+            "rate_hz_requested": float(rate_hz),
             "exit_code": 0,
         }
     )

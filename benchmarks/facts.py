@@ -225,6 +225,47 @@ def _top_facts(d: dict[str, Any], f: dict[str, str]) -> None:
         f[f"verdict.top_{r['mode']}"] = _verdict(r["view_share_median"] <= d["target_share"])
 
 
+def _long_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    s, r, m = d["summary"], d["report"], d["many"]
+    f["long_runs.thread_samples"] = f"{d['thread_samples'] // 1_000_000}M"
+    f["long_runs.summary_s"] = f"{s['wall_s']:.1f} s"
+    f["long_runs.summary_rss"] = f"{s['peak_rss_mib']:.0f} MiB"
+    f["long_runs.report_s"] = f"{r['wall_s']:.1f} s"
+    f["long_runs.report_rss"] = f"{r['peak_rss_mib']:.0f} MiB"
+    f["long_runs.many"] = f"{m['runs']:,}"
+    f["long_runs.many_s"] = f"{m['wall_s']:.1f} s"
+    f["verdict.long_summary"] = _verdict(s["wall_s"] < 10 and s["peak_rss_mib"] < 1024)
+    f["verdict.long_summary_rss"] = _verdict(s["peak_rss_mib"] < 1024)
+    f["verdict.long_summary_time"] = _verdict(s["wall_s"] < 10)
+    f["verdict.long_report"] = _verdict(r["wall_s"] < 30)
+    f["verdict.many"] = _verdict(m["wall_s"] < 30)
+    h = d.get("huge")
+    if h:
+        f["long_runs.huge_thread_samples"] = f"{h['thread_samples'] // 1_000_000}M"
+        f["long_runs.huge_s"] = f"{h['wall_s']:.0f} s"
+        f["long_runs.huge_rss"] = f"{h['peak_rss_mib']:.0f} MiB"
+        f["verdict.huge"] = _verdict(h["peak_rss_mib"] < 2048)
+
+
+def _attach_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    f["attach_long.start"] = f"{d['rss_after_1min_mib']:.0f} MiB"
+    f["attach_long.end"] = f"{d['rss_end_sampling_mib']:.0f} MiB"
+    f["attach_long.slope"] = f"{d['slope_mib_per_hour']:+.1f} MiB/hour"
+    f["attach_long.merge"] = f"{d['lifetime_peak_mib']:.0f} MiB"
+    f["attach_long.samples"] = f"{d['thread_samples']:,}"
+    f["verdict.attach_flat"] = _verdict(abs(d["slope_mib_per_hour"]) < 10)
+
+
+def _engine_facts(d: dict[str, Any], f: dict[str, str]) -> None:
+    for side, rs in d["runs"].items():
+        key = side.replace(" ", "_")
+        f[f"query_engines.{key}.wall"] = f"{median([r['wall_s'] for r in rs]):.2f} s"
+        f[f"query_engines.{key}.rss"] = f"{median([r['peak_rss_mib'] for r in rs]):.0f} MiB"
+    f["query_engines.thread_samples"] = f"{d['thread_samples'] // 1_000_000}M"
+    f["query_engines.duckdb_size"] = f"{d['duckdb']['installed_mib']:.0f} MiB"
+    f["query_engines.duckdb_import"] = f"{d['duckdb']['import_s']:.2f} s"
+
+
 def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """Name -> a figure as the docs show it, derived from the results files."""
     results = load_results() if results is None else results
@@ -251,6 +292,12 @@ def facts(results: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
             _socket_copy_facts(d, f)
         elif kind == "top_cost":
             _top_facts(d, f)
+        elif kind == "long_runs":
+            _long_facts(d, f)
+        elif kind == "attach_long":
+            _attach_facts(d, f)
+        elif kind == "query_engines":
+            _engine_facts(d, f)
     m = results["floor"]["machine"]
     f["machine"] = machine_line(m).rsplit(", load average", 1)[0]
     f["machine.cores"] = str(m["cores"])

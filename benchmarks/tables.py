@@ -625,8 +625,88 @@ def top_cost(d: dict[str, Any]) -> str:
     )
 
 
+def long_runs(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{d['many']['runs']:,} small run folders: load_many(...).summary()",
+            f"{d['many']['wall_s']:.1f}",
+            f"{max(d['many']['peak_rss_mib'], d['many'].get('children_peak_rss_mib', 0)):.0f}",
+            "< 30 s",
+        ],
+        [
+            f"{d['thread_samples']:,} thread-samples: load + summary (batched)",
+            f"{d['summary']['wall_s']:.1f}",
+            f"{d['summary']['peak_rss_mib']:.0f}",
+            "< 10 s, < 1 GiB",
+        ],
+        [
+            f"{d['thread_samples']:,} thread-samples: circuit report",
+            f"{d['report']['wall_s']:.1f}",
+            f"{d['report']['peak_rss_mib']:.0f}",
+            "< 30 s",
+        ],
+    ]
+    h = d.get("huge")
+    if h:
+        rows.append(
+            [
+                f"{h['thread_samples']:,} thread-samples (1 kHz): load + summary (batched)",
+                f"{h['wall_s']:.1f}",
+                f"{h['peak_rss_mib']:.0f}",
+                "< 2 GiB, time reported",
+            ]
+        )
+    return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
+        ["step", "wall s", "peak RSS MiB", "target"], rows
+    )
+
+
+def attach_long(d: dict[str, Any]) -> str:
+    a = d["args"]
+    rows = [
+        ["RSS after the first minute", f"{d['rss_after_1min_mib']:.0f} MiB"],
+        ["RSS at the end of sampling", f"{d['rss_end_sampling_mib']:.0f} MiB"],
+        ["peak RSS while sampling", f"{d['sampling_peak_mib']:.0f} MiB"],
+        ["RSS slope while sampling", f"{d['slope_mib_per_hour']:+.1f} MiB/hour"],
+        ["peak RSS of the final merge (polled)", f"{d['merge_rss_peak_polled_mib']:.0f} MiB"],
+        ["peak RSS over the whole attach", f"{d['lifetime_peak_mib']:.0f} MiB"],
+        ["final merge wall time", f"{d['merge_wall_s']:.1f} s"],
+        ["thread-samples written", f"{d['thread_samples']:,}"],
+        ["rate achieved (under nice, on a shared machine)", f"{d['achieved_hz']:.1f} Hz"],
+    ]
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n`circuit attach` for {a['seconds']:.0f} s at "
+        f"{a['rate']:.0f} Hz on {a['threads']} threads\n\n" + md_table(["what", "measured"], rows)
+    )
+
+
+def query_engines(d: dict[str, Any]) -> str:
+    rows = []
+    for side, rs in d["runs"].items():
+        wall = [r["wall_s"] for r in rs]
+        lo, hi = spread(wall)
+        rows.append(
+            [
+                side,
+                f"{median(wall):.2f} ({lo:.2f} .. {hi:.2f})",
+                f"{median([r['peak_rss_mib'] for r in rs]):.0f}",
+            ]
+        )
+    dk = d["duckdb"]
+    return (
+        f"Machine: {machine_line(d['machine'])}\n\n{d['thread_samples']:,} thread-samples, "
+        f"each side in a fresh process, {len(next(iter(d['runs'].values())))} interleaved rounds, "
+        "medians\n\n"
+        + md_table(["side", "wall s (min .. max)", "peak RSS MiB"], rows)
+        + f"\n\nduckdb: import {dk['import_s']:.3f} s, installed {dk['installed_mib']:.0f} MiB"
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "top_cost": top_cost,
+    "query_engines": query_engines,
+    "long_runs": long_runs,
+    "attach_long": attach_long,
     "pyspy_triggers": pyspy_triggers,
     "churn_cost": churn_cost,
     "socket_copy": socket_copy,

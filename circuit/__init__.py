@@ -6,6 +6,7 @@ Public API (kept light to import: pandas loads only when a run is loaded):
 * ``circuit.trace(path)`` -> context manager tracing this process from a helper
 * ``circuit.mark(name, **fields)`` -> a named event in the current run
   (``circuit.mark("phase", name="load")``: fields may include ``name``)
+* ``circuit.load_many("runs/*")`` -> many runs as one dataset (a ``run`` column)
 * ``circuit.compare([a, b])`` -> runs side by side, as a DataFrame
 """
 
@@ -17,9 +18,10 @@ from .errors import CircuitError
 from .marks import mark
 
 __version__ = "0.1.0"
-__all__ = ["CircuitError", "__version__", "compare", "dump", "load", "mark", "trace"]
+__all__ = ["CircuitError", "__version__", "compare", "dump", "load", "load_many", "mark", "trace"]
 
 if TYPE_CHECKING:
+    from .analysis.many import Runs
     from .analysis.run import Run
     from .api import Trace
 
@@ -29,6 +31,16 @@ def load(path: Any) -> Run:
     from .analysis.run import load as _load
 
     return _load(path)
+
+
+def load_many(paths: Any) -> Runs:
+    """Many run folders as one dataset: paths, globs (``"runs/*"``) or
+    folders of runs.  ``.threads`` (every table) with a ``run`` column,
+    ``.summary()`` one row per run, ``.files("threads")`` for DuckDB, Spark
+    or Dask (docs/longruns.md)."""
+    from .analysis.many import load_many as _load_many
+
+    return _load_many(paths)
 
 
 def compare(runs: Any, labels: Any = None) -> Any:

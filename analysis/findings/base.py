@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cols import eq, strs
+
 SEVERITIES = ("critical", "warning", "info")
 # A wait this long is worth a stack (the issue's "long wait"); also the least
 # time a finding must cost before it is reported at all.
@@ -149,6 +151,52 @@ class Evidence:
         self.cpus = int(cpus) if cpus else None
 
     @cached_property
+    def span(self) -> tuple[int, int, int]:
+        """The samples' first ``t_ns``, last end (``t_ns + dt_ns``) and last
+        midpoint (``t_ns + dt_ns // 2``)."""
+        s = self.samples
+        if s.empty:
+            return 0, 0, 0
+        t = s["t_ns"].to_numpy().astype(np.int64)
+        dt = s["dt_ns"].to_numpy().astype(np.int64)
+        return int(t.min()), int((t + dt).max()), int((t + dt // 2).max())
+
+    @cached_property
+    def cpu_bins(self) -> dict[str, Any] | None:
+        """CPU demand in the cpu finding's bins (findings/cpu.py, ``bins_of``)."""
+        from .cpu import bins_of
+
+        if self.samples.empty:
+            return None
+        bins, self.__dict__["queued"] = bins_of(self.samples, self.span[0])
+        return bins
+
+    @cached_property
+    def queued(self) -> pd.DataFrame:
+        """Queued ns per (pid, tid, bin) of :attr:`cpu_bins`."""
+        from .cpu import bins_of
+
+        return bins_of(self.samples, self.span[0])[1]
+
+    def queued_rows(self, pid: int, tid: int) -> pd.DataFrame:
+        """One thread's samples queued for a CPU (t_ns, dt_ns)."""
+        s = self.samples
+        mine = s[(s["pid"] == pid) & (s["tid"] == tid)]
+        return mine[eq(mine["wait"], "runnable")][["t_ns", "dt_ns"]]
+
+    @cached_property
+    def time_of(self) -> pd.Series:
+        """Each thread's sampled time, ns, by (pid, tid)."""
+        return self.samples.groupby(["pid", "tid"])["dt_ns"].sum()
+
+    def rows_near(self, pid: int, first: int, last: int) -> pd.DataFrame:
+        """The samples of ``pid`` from ``first`` to ``last`` (all of its
+        samples when none lies there), with their CPU counters."""
+        s = self.samples
+        mine = s[(s["pid"] == pid) & (s["t_ns"] >= first) & (s["t_ns"] <= last)]
+        return mine if len(mine) else s[s["pid"] == pid]
+
+    @cached_property
     def samples(self) -> pd.DataFrame:
         """Thread rows with ``dt_ns``, each row's runnable time a row of its
         own (wait ``runnable``: summary.with_durations, runnable.split_rows)."""
@@ -268,7 +316,7 @@ def wait_intervals(samples: pd.DataFrame, reasons: tuple[str, ...]) -> pd.DataFr
     cols = ["pid", "tid", "wait", "arg0", "syscall", "start_ns", "end_ns", "dur_ns"]
     if samples.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
-    wait = samples["wait"].astype(str).to_numpy()
+    wait = strs(samples["wait"])
     pid = samples["pid"].to_numpy().astype(np.int64)
     tid = samples["tid"].to_numpy().astype(np.int64)
     arg0 = (
@@ -280,11 +328,15 @@ def wait_intervals(samples: pd.DataFrame, reasons: tuple[str, ...]) -> pd.DataFr
     dt = samples["dt_ns"].to_numpy().astype(np.int64)
     n = len(wait)
     new = np.ones(n, dtype=bool)
+    # A row that does not start where the one before it ended starts a wait
+    # too: the samples tile each thread's time, and a frame that kept only
+    # some rows (analysis/query.py) must not join waits across a gap.
     new[1:] = (
         (pid[1:] != pid[:-1])
         | (tid[1:] != tid[:-1])
         | (wait[1:] != wait[:-1])
         | (arg0[1:] != arg0[:-1])
+        | (t[1:] != t[:-1] + dt[:-1])
     )
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:] - 1, n - 1]

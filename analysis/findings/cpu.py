@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..cols import strs
 from .base import LONG_WAIT_S, Evidence, Finding, culprit_line, severity_of, spans_of, stack_lines
 
 KIND = "cpu-oversubscribed"
@@ -31,29 +32,21 @@ MIN_OVER_NS = 1_000_000_000
 
 
 def find(ev: Evidence) -> list[Finding]:
-    s = ev.samples
-    if s.empty or not ev.cpus:
+    if not ev.cpus:
         return []
-    wait = s["wait"].astype(str).to_numpy()
-    run = wait == "running"
-    queued = wait == "runnable"
-    if not queued.any():
+    bins = ev.cpu_bins
+    if bins is None or not bins["queued_rows"]:
         return []
-    t = s["t_ns"].to_numpy().astype(np.int64)
-    dt = s["dt_ns"].to_numpy().astype(np.int64)
-    lo = int(t.min())
-    hi = int((t + dt).max())
-    b = (t + dt // 2 - lo) // BIN_NS
-    nb = int(b.max()) + 1
+    lo, hi, mid = ev.span
+    running, runnable = _padded(bins, (mid - lo) // BIN_NS + 1)
+    nb = len(running)
     width = np.full(nb, BIN_NS, dtype=np.float64)
     width[-1] = max(hi - lo - (nb - 1) * BIN_NS, 1)
-    running = np.bincount(b, weights=np.where(run, dt, 0), minlength=nb)
-    runnable = np.bincount(b, weights=np.where(queued, dt, 0), minlength=nb)
     demand = (running + runnable) / width
     full = width >= BIN_NS / 2  # a short last bin says little
     over = full & (demand > ev.cpus + OVER_CORES)
+    q = ev.queued
     if over.any():
-        sel = over[b] & queued
         lost = float(runnable[over].sum()) / 1e9
         if lost < LONG_WAIT_S:
             return []
@@ -61,7 +54,7 @@ def find(ev: Evidence) -> list[Finding]:
         return [
             _finding(
                 ev,
-                s[sel],
+                q[over[q["bin"].to_numpy()]],
                 severity_of(share, WARNING, CRITICAL)
                 if over.sum() * BIN_NS >= MIN_OVER_NS
                 else "info",
@@ -79,7 +72,43 @@ def find(ev: Evidence) -> list[Finding]:
         return []
     busy = full & (runnable > 0)
     mean = float((running[busy] + runnable[busy]).sum() / width[busy].sum()) if busy.any() else 0.0
-    return [_finding(ev, s[queued], "info", share, mean, int(busy.sum()), lo, busy, True)]
+    return [_finding(ev, q, "info", share, mean, int(busy.sum()), lo, busy, True)]
+
+
+def _padded(bins: dict, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for k in ("running", "runnable"):
+        v = np.zeros(nb, dtype=np.float64)
+        v[: min(nb, len(bins[k]))] = bins[k][:nb]
+        out.append(v)
+    return out[0], out[1]
+
+
+def bins_of(s: pd.DataFrame, lo: int) -> tuple[dict, pd.DataFrame]:
+    """CPU demand in 0.25 s bins from ``lo``, from split samples ``s``:
+    ns running and queued per bin, the count of queued rows, and the queued
+    ns per (pid, tid, bin)."""
+    wait = strs(s["wait"])
+    run = wait == "running"
+    queued = wait == "runnable"
+    t = s["t_ns"].to_numpy().astype(np.int64)
+    dt = s["dt_ns"].to_numpy().astype(np.int64)
+    b = (t + dt // 2 - lo) // BIN_NS
+    nb = int(b.max()) + 1 if len(b) else 0
+    bins = {
+        "running": np.bincount(b, weights=np.where(run, dt, 0), minlength=nb),
+        "runnable": np.bincount(b, weights=np.where(queued, dt, 0), minlength=nb),
+        "queued_rows": int(queued.sum()),
+    }
+    q = pd.DataFrame(
+        {
+            "pid": s["pid"].to_numpy()[queued],
+            "tid": s["tid"].to_numpy()[queued],
+            "bin": b[queued],
+            "dt_ns": dt[queued],
+        }
+    )
+    return bins, q.groupby(["pid", "tid", "bin"], as_index=False)["dt_ns"].sum()
 
 
 def _finding(
@@ -97,7 +126,10 @@ def _finding(
     pid, tid = (int(x) for x in per.index[0])
     by_pid = rows.groupby("pid")["dt_ns"].sum().sort_values(ascending=False)
     lost = float(rows["dt_ns"].sum()) / 1e9
-    mine = rows[(rows["pid"] == pid) & (rows["tid"] == tid)]
+    mine = ev.queued_rows(pid, tid)
+    if not other_load:  # the queued rows in the oversubscribed bins
+        mb = (mine["t_ns"].to_numpy() + mine["dt_ns"].to_numpy() // 2 - lo) // BIN_NS
+        mine = mine[which[np.minimum(mb, len(which) - 1)]]
     spans = spans_of(mine.assign(start_ns=mine["t_ns"], end_ns=mine["t_ns"] + mine["dt_ns"]))
     frames = ev.stack_of(pid, tid, spans)
     idx = np.flatnonzero(which)

@@ -169,10 +169,7 @@ def _opener(ev: Evidence, pid: int, first: int, last: int) -> tuple[int | None, 
     """The thread that most likely opened them, and its code where a dump
     near the opens shows it: the thread of the process that used the most
     CPU while they were being opened (opening costs CPU; waiting does not)."""
-    s = ev.samples
-    mine = s[(s["pid"] == pid) & (s["t_ns"] >= first - ev.period) & (s["t_ns"] <= last)]
-    if mine.empty:
-        mine = s[s["pid"] == pid]
+    mine = ev.rows_near(pid, first - ev.period, last)
     if mine.empty:
         return None, []
     cpu = np.where(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cols import eq
 from .base import LONG_WAIT_S, Evidence, Finding, culprit_line, severity_of, spans_of, stack_lines
 
 KIND = "gil-contention"
@@ -29,7 +30,7 @@ def find(ev: Evidence) -> list[Finding]:
             continue
         pid = int(p["pid"])
         s = ev.samples
-        mine = s[(s["pid"] == pid) & (s["wait"].astype(str) == "gil")]
+        mine = s[(s["pid"] == pid) & eq(s["wait"], "gil")]
         if mine.empty:
             continue
         waits = mine.assign(start_ns=mine["t_ns"], end_ns=mine["t_ns"] + mine["dt_ns"])

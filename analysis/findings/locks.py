@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..cols import eq
 from .base import (
     LONG_WAIT_S,
     Evidence,
@@ -37,7 +38,7 @@ def find(ev: Evidence) -> list[Finding]:
     s = ev.samples
     if s.empty or "arg0" not in s.columns:
         return []
-    lock = s[s["wait"].astype(str) == "lock"]
+    lock = s[eq(s["wait"], "lock")]
     if lock.empty:
         return []
     # at least two threads on one address at one sample: contention, not a
@@ -47,7 +48,7 @@ def find(ev: Evidence) -> list[Finding]:
     if both.empty:
         return []
     iv = wait_intervals(s, ("lock",))
-    time_of = s.groupby(["pid", "tid"])["dt_ns"].sum()
+    time_of = ev.time_of
     out: list[Finding] = []
     for pid, addr in both.itertuples(index=False):
         w = iv[(iv["pid"] == pid) & (iv["arg0"] == addr)]

@@ -54,8 +54,10 @@ def write_report(target: str | Path, out: str | Path | None = None) -> tuple[Pat
         doc = bench_document(target)
     else:
         from ..run import load
+        from .long_sections import is_long, long_run_document
 
-        doc = run_document(load(target))
+        run = load(target)
+        doc = long_run_document(run) if is_long(run) else run_document(run)
     html_path = Path(out) if out else target.with_name(target.name + "-report.html")
     if html_path.is_dir():  # -o a folder: the report goes in it
         html_path = html_path / f"{target.resolve().name}-report.html"

@@ -8,7 +8,8 @@ from typing import Any
 from .model import Figure, Section, Table, V, num, secs
 
 
-def sec_loops(run: Any, wall_s: float | None = None) -> Section:
+def sec_loops(run: Any, wall_s: float | None = None, loops: list | None = None) -> Section:
+    """``loops``: the summary's, when it has them (else computed from the run)."""
     from ..loops import loop_figures
     from ..plots.loops import loop_stalls
 
@@ -25,7 +26,8 @@ def sec_loops(run: Any, wall_s: float | None = None) -> Section:
         ],
     )
     stacks = getattr(run, "stacks", None)
-    loops = loop_figures(run.meta, run.threads, stacks)
+    if loops is None:
+        loops = loop_figures(run.meta, run.threads, stacks)
     if not loops:
         sec.missing("no thread waited in epoll_wait as an event loop does.")
         return sec

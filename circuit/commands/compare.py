@@ -39,7 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "targets", type=Path, nargs="+", metavar="RUN", help="run folders, or bench folders"
+        "targets",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="run folders, bench folders, or glob patterns of run folders (quote them: 'runs/*')",
     )
     p.add_argument(
         "--labels",
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from circuit.analysis.compare_load import compare_paths, to_json
     from circuit.errors import CircuitError
 
-    cmp = compare_paths(list(args.targets), args.labels)
+    cmp = compare_paths(_expand(args.targets), args.labels)
     if args.json:
         json.dump(to_json(cmp), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -78,6 +82,18 @@ def run(args: argparse.Namespace) -> int:
             raise CircuitError(f"cannot write the report: {e}") from None
         print(f"circuit: report written to {html_path} (Markdown: {md_path})", file=sys.stderr)
     return 0
+
+
+def _expand(targets: list[Path]) -> list[Path]:
+    """Each target as given, a glob pattern as the run folders it matches."""
+    import glob
+
+    from circuit.analysis.many import run_folders
+
+    out: list[Path] = []
+    for t in targets:
+        out += run_folders(str(t)) if glob.has_magic(str(t)) else [t]
+    return out
 
 
 def render(cmp: dict[str, Any]) -> None:

@@ -27,7 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", type=Path, metavar="RUN_OR_BENCH", help="a run folder or bench folder")
+    p.add_argument(
+        "target",
+        type=Path,
+        metavar="RUN_OR_BENCH",
+        help="a run folder or bench folder, or a quoted glob of run folders ('runs/*': "
+        "their comparison, as circuit compare -o writes it)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -40,9 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import glob
+
     from circuit.analysis.report import write_report
     from circuit.errors import CircuitError
 
+    if glob.has_magic(str(args.target)):
+        return _many(args)
     if not args.target.exists():
         raise CircuitError(f"{args.target}: no such run or bench folder")
     try:
@@ -50,4 +60,23 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CircuitError(f"cannot write the report: {e}") from None
     print(f"circuit: report written to {html_path} (Markdown: {md_path})")
+    return 0
+
+
+def _many(args: argparse.Namespace) -> int:
+    """The report of the runs a glob matches: their comparison."""
+    from circuit.analysis.compare_load import compare_paths
+    from circuit.analysis.many import run_folders
+    from circuit.analysis.report.compare_sections import write_compare_report
+    from circuit.errors import CircuitError
+
+    folders = run_folders(str(args.target))
+    out = args.output or Path("runs-report.html")
+    if out.is_dir():
+        out = out / "runs-report.html"
+    try:
+        html_path, md_path = write_compare_report(compare_paths(folders, None), out)
+    except OSError as e:
+        raise CircuitError(f"cannot write the report: {e}") from None
+    print(f"circuit: report of {len(folders)} runs written to {html_path} (Markdown: {md_path})")
     return 0

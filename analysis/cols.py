@@ -1,0 +1,35 @@
+"""Text columns as NumPy arrays, cheaply: a categorical's values are taken
+from its few categories, not converted one by one (``astype(str)`` on 10M
+rows makes 10M strings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def strs(col: pd.Series) -> np.ndarray:
+    """``col.astype(str).to_numpy()``: an object array of str ("nan" for missing)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = np.array([*(str(c) for c in col.cat.categories), "nan"], dtype=object)
+        return cats[col.cat.codes.to_numpy()]  # code -1 (missing) takes the last
+    return np.asarray(col.astype(str).to_numpy(), dtype=object)
+
+
+def eq(col: pd.Series, value: str) -> np.ndarray:
+    """``col.astype(str) == value`` as a bool array, on the codes of a categorical."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in col.cat.categories]
+        if value not in cats:
+            return np.zeros(len(col), dtype=bool)
+        return col.cat.codes.to_numpy() == cats.index(value)
+    return strs(col) == value
+
+
+def isin(col: pd.Series, values: tuple[str, ...] | list[str]) -> np.ndarray:
+    """``col.astype(str).isin(values)`` as a bool array."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in col.cat.categories]
+        want = [i for i, c in enumerate(cats) if c in values]
+        return np.isin(col.cat.codes.to_numpy(), want)
+    return np.isin(strs(col), list(values))

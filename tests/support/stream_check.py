@@ -1,0 +1,77 @@
+"""The batched summary (analysis/query.py) against the in-memory one, on
+every run folder a test session left in its temporary directory.
+
+tests/conftest.py calls :func:`check_runs` at the end of the session: a
+mismatch fails the session.  Small batches, so that runs of a few threads
+are read in several.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+BATCH_ROWS = 64
+# The session's runs are compared until this much time is spent (a full
+# session leaves a few hundred, most of them small).
+BUDGET_S = 20.0
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two summaries differ (floats: within 1e-9 relative, 1e-6 absolute)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}.{k}: only in one" for k in set(a) ^ set(b)]
+        for k in set(a) & set(b):
+            out += diff(a[k], b[k], f"{path}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items != {len(b)}"]
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{path}[{i}]")
+        ]
+    if (isinstance(a, float) and isinstance(b, (int, float))) or (
+        isinstance(b, float) and isinstance(a, int)
+    ):
+        return [] if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def compare(folder: Path, batch_rows: int = BATCH_ROWS) -> list[str]:
+    """Differences between the two paths' summaries of one run folder
+    ([] when equal, or when the folder is not a readable run)."""
+    from circuit.analysis.query import streamable, summarize_streamed
+    from circuit.analysis.run import Run
+    from circuit.analysis.summary import summarize
+
+    try:
+        ref = summarize(Run(folder))
+    except Exception:
+        return []  # corrupt on purpose (the reliability tests): the reader's job
+    new_run = Run(folder)
+    if not streamable(new_run):
+        return []
+    try:
+        new = summarize_streamed(new_run, batch_rows=batch_rows)
+    except Exception as e:
+        return [f"the batched summary failed: {type(e).__name__}: {e}"]
+    norm = lambda s: json.loads(json.dumps(s, default=str))  # noqa: E731
+    return diff(norm(ref), norm(new))
+
+
+def check_runs(base: Path, budget_s: float = BUDGET_S) -> tuple[int, dict[str, list[str]]]:
+    """(runs compared, {folder: differences}) for the run folders under ``base``."""
+    bad: dict[str, list[str]] = {}
+    n = 0
+    start = time.monotonic()
+    for meta in sorted(base.rglob("meta.json")):
+        if time.monotonic() - start > budget_s:
+            break
+        d = compare(meta.parent)
+        n += 1
+        if d:
+            bad[str(meta.parent)] = d[:5]
+    return n, bad
