@@ -26,10 +26,13 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         return
     from tests.support.stream_check import check_runs
 
-    n, bad = check_runs(base)
+    n, found, bad = check_runs(base)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"batched vs in-memory summary: {n} run folders, {len(bad)} differ")
+        reporter.write_line(
+            f"batched vs in-memory summary: {n} of {found} run folders (random order), "
+            f"{len(bad)} differ"
+        )
         for folder, d in bad.items():
             reporter.write_line(f"  {folder}: {'; '.join(d)}")
     if bad:

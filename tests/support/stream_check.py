@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 BATCH_ROWS = 64
-# The session's runs are compared until this much time is spent (a full
-# session leaves a few hundred, most of them small).
-BUDGET_S = 20.0
+# The session's runs are compared, in a random order (so that sessions
+# together cover them all), until this much time is spent: a full session
+# leaves a few hundred, most of them small.  CIRCUIT_STREAM_CHECK_S=0 checks
+# every one.
+BUDGET_S = float(os.environ.get("CIRCUIT_STREAM_CHECK_S", "20"))
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[str]:
@@ -62,16 +66,19 @@ def compare(folder: Path, batch_rows: int = BATCH_ROWS) -> list[str]:
     return diff(norm(ref), norm(new))
 
 
-def check_runs(base: Path, budget_s: float = BUDGET_S) -> tuple[int, dict[str, list[str]]]:
-    """(runs compared, {folder: differences}) for the run folders under ``base``."""
+def check_runs(base: Path, budget_s: float = BUDGET_S) -> tuple[int, int, dict[str, list[str]]]:
+    """(runs compared, runs found, {folder: differences}) for the run
+    folders under ``base``; ``budget_s`` 0: no limit."""
     bad: dict[str, list[str]] = {}
     n = 0
     start = time.monotonic()
-    for meta in sorted(base.rglob("meta.json")):
-        if time.monotonic() - start > budget_s:
+    metas = sorted(base.rglob("meta.json"))
+    random.shuffle(metas)
+    for meta in metas:
+        if budget_s and time.monotonic() - start > budget_s:
             break
         d = compare(meta.parent)
         n += 1
         if d:
             bad[str(meta.parent)] = d[:5]
-    return n, bad
+    return n, len(metas), bad

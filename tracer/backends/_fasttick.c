@@ -870,6 +870,10 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
         }
         PyObject *w[W_COUNT] = {NULL};
         int fresh = 0;
+        if (st.state == 'Z' || st.state == 'X') {
+            discard(p);
+            return FALLBACK; /* exiting: the Python path takes its last sample and drops it */
+        }
         if (st.state != 'R' && !(like = asleep_as_before(self, t, st.state))) {
             /* asleep elsewhere: its wait channel and wait */
             int r = new_wait(self, p, t, st.state, w);
