@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cols import strs
+from .cols import eq
 from .runnable import own_ns
 
 INTERPRETER = "interpreter"
@@ -125,7 +125,7 @@ def python_pids(
         if df is not None and len(df):
             out |= {int(p) for p in pd.unique(df["pid"])}
     if threads is not None and len(threads):
-        is_gil = _is(threads["wait"], "gil")
+        is_gil = eq(threads["wait"], "gil")
         out |= {int(p) for p in pd.unique(threads["pid"].to_numpy()[is_gil])}
     return out
 
@@ -135,16 +135,6 @@ def gil_sources(pids: Iterable[int], gil: pd.DataFrame | None) -> dict[int, str]
     ``gil`` table has rows for it, else ``futex``."""
     read = set() if gil is None or gil.empty else {int(p) for p in pd.unique(gil["pid"])}
     return {int(p): INTERPRETER if int(p) in read else FUTEX for p in sorted(pids)}
-
-
-def _is(col: pd.Series, value: str) -> np.ndarray:
-    """``col == value`` as a bool array, on the category codes when it has them."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        cats = [str(c) for c in col.cat.categories]
-        if value not in cats:
-            return np.zeros(len(col), dtype=bool)
-        return col.cat.codes.to_numpy() == cats.index(value)
-    return strs(col) == value
 
 
 GIL_COLUMNS = ["pid", "t_ns", "locked", "holder", "switches", "dt_ns"]
@@ -281,8 +271,8 @@ def thread_base(df: pd.DataFrame, period_ns: int) -> pd.DataFrame:
     key = _thread_key(df)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     dt = df["dt_ns"].to_numpy().astype(np.int64)
-    gil = _is(df["wait"], "gil")
-    run = _is(df["wait"], "running")
+    gil = eq(df["wait"], "gil")
+    run = eq(df["wait"], "running")
     cpu = np.zeros(len(starts), dtype=bool)
     for counter in (
         df["cpu_ns"].to_numpy().astype(np.int64),

@@ -60,10 +60,10 @@ def thread_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.Data
     (no thread is split between two), each about ``batch_rows`` rows (a
     thread longer than that comes whole, alone).  Raises :class:`Unsorted`
     if the file is not sorted by thread."""
-    from .run import _CATEGORIES
+    from .run import _CATEGORIES, categorical_frame
 
     for t in table_batches(path, batch_rows):
-        yield _frame(t, _CATEGORIES["threads"])
+        yield categorical_frame(t, _CATEGORIES["threads"])
 
 
 def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
@@ -107,16 +107,6 @@ def _keys(t: Any) -> np.ndarray:
     return (pid << 32) | tid
 
 
-def _frame(t: Any, cats: list[str]) -> pd.DataFrame:
-    df = t.to_pandas()
-    for c in cats:
-        col = df[c]
-        if not isinstance(col.dtype, pd.CategoricalDtype):
-            col = col.astype("category")
-        df[c] = col.cat.set_categories(sorted(col.cat.categories))
-    return df
-
-
 def sample_range(path: Path) -> tuple[int, int] | None:
     """The threads table's first and last ``t_ns``, from the Parquet
     statistics (None without them)."""
@@ -152,7 +142,7 @@ def scan(
     from .findings import find
     from .gil import gil_metrics_of, gil_ranges
     from .loops import _epoll_numbers
-    from .run import _CATEGORIES
+    from .run import _CATEGORIES, categorical_frame
     from .summary import assemble, concat_facts, period_ns, summarize
 
     if not streamable(run):
@@ -179,7 +169,7 @@ def scan(
         ctx.bucket_ns = max(ctx.period, -(-(last_t + ctx.period - ctx.origin_ns) // buckets))
 
     def frame(t: Any) -> pd.DataFrame:
-        return _frame(t, _CATEGORIES["threads"])
+        return categorical_frame(t, _CATEGORIES["threads"])
 
     parts = []
     try:
@@ -315,7 +305,7 @@ def _read_rows(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .run import _CATEGORIES
+    from .run import _CATEGORIES, categorical_frame
 
     cond = pc.field("pid") == pid
     if tid is not None:
@@ -327,4 +317,4 @@ def _read_rows(
     t = pq.read_table(
         path / "threads.parquet", filters=cond, read_dictionary=_CATEGORIES["threads"]
     )
-    return _frame(t, _CATEGORIES["threads"])
+    return categorical_frame(t, _CATEGORIES["threads"])

@@ -155,12 +155,17 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
         # Parts (and a stream's batches) each have their own dictionaries:
         # unify them for one categorical.
         table = table.unify_dictionaries()
+    return categorical_frame(table, cats)
+
+
+def categorical_frame(table: Any, cats: list[str]) -> pd.DataFrame:
+    """An Arrow table as a DataFrame, the ``cats`` columns categoricals with
+    the same categories, in the same (sorted) order, as astype("category") gives."""
     df = table.to_pandas()
     for c in cats:
         col = df[c]
         if not isinstance(col.dtype, pd.CategoricalDtype):
             col = col.astype("category")
-        # Same categories, in the same (sorted) order, as astype("category") gives.
         df[c] = col.cat.set_categories(sorted(col.cat.categories))
     return df
 
