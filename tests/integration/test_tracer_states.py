@@ -260,6 +260,33 @@ def test_high_rate(tmp_path):
     assert run.summary()["samples"] == run.meta["samples"]
 
 
+def test_a_thread_waking_thousands_of_times_a_second_is_never_other(tmp_path):
+    """A thread read asleep in its stat and awake by its syscall file (it
+    woke between the two reads: the file says "running") is awake, not in
+    some unknown wait. Napping 50 µs at a time it wakes ~10,000 times a
+    second, so at 1 kHz each run crosses that window many times; every
+    sample of it must be running, runnable or its sleep."""
+    _, run = trace(
+        tmp_path,
+        NAME
+        + """
+import threading, time
+def f():
+    osname("napper")
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        time.sleep(0.00005)
+t = threading.Thread(target=f); t.start(); t.join()
+""",
+        rate=1000,
+    )
+    th = run.threads[run.threads["name"].astype(str) == "napper"]
+    assert len(th) > 300, run.meta["rate_hz_achieved"]
+    waits = th["wait"].astype(str).value_counts().to_dict()
+    assert set(waits) <= {"running", "runnable", "sleep"}, waits
+    assert waits.get("sleep", 0) > 0, waits
+
+
 def test_psutil_backend_run(tmp_path):
     _, run = trace(
         tmp_path,

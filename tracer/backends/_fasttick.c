@@ -665,7 +665,9 @@ static PyObject *asleep_as_before(FastTick *self, Thr *t, char state) {
  * without `before`): its syscall and first argument, its wait channel, and the
  * wait the backend's classifier names from them and the argument's fd kind.
  * Fills w (new references): 0; 1: the Python path must look (a file it has
- * not opened, text this does not parse, no classifier); -1: a Python error. */
+ * not opened, text this does not parse, no classifier); 2: the syscall file
+ * says "running", so the thread woke after its stat was read (a row running,
+ * as ProcBackend._thread_row); -1: a Python error. */
 static int new_wait(FastTick *self, Proc *p, Thr *t, char state, PyObject **w) {
     long long nr = -1, arg0 = 0;
     char buf[256];
@@ -675,8 +677,8 @@ static int new_wait(FastTick *self, Proc *p, Thr *t, char state, PyObject **w) {
         if (n < 0) return 1;
         if (parse_syscall(buf, n, &nr, &arg0) < 0) {
             /* procfs.parse_syscall's (-1, 0): running, or outside a syscall */
-            if (!((n >= 7 && memcmp(buf, "running", 7) == 0) || (n >= 2 && buf[0] == '-')))
-                return 1;
+            if (n >= 7 && memcmp(buf, "running", 7) == 0) return 2;
+            if (!(n >= 2 && buf[0] == '-')) return 1;
             nr = -1;
             arg0 = 0;
         }
@@ -877,11 +879,14 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
         if (st.state != 'R' && !(like = asleep_as_before(self, t, st.state))) {
             /* asleep elsewhere: its wait channel and wait */
             int r = new_wait(self, p, t, st.state, w);
-            if (r) {
+            if (r == 2) {
+                st.state = 'R';
+            } else if (r) {
                 discard(p);
                 return r < 0 ? ERROR : FALLBACK;
+            } else {
+                fresh = 1;
             }
-            fresh = 1;
         }
         long long sched[3];
         if (parse_ints(t->nsched, t->nsched_len, sched, 3) < 0) {

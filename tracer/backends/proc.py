@@ -349,16 +349,21 @@ class ProcBackend(Backend):
         cpu_ns, delay_ns, pcount = procfs.parse_schedstat(sched)
         nr, arg0, wchan = -1, 0, ""
         state = t.state
+        if state != "R" and self._can_syscall:
+            try:
+                data = self._tread(p, th, "syscall", 256)
+                nr, arg0 = procfs.parse_syscall(data)
+                if data.startswith(b"running") and state not in ("Z", "X"):
+                    # Woken since its stat was read: awake at this sample,
+                    # not asleep in no syscall (the C tick does the same).
+                    state = "R"
+            except PermissionError:
+                self._can_syscall = False
+                self.warn(
+                    "/proc/TID/syscall is not readable (needs ptrace access): "
+                    "wait reasons come from the wait channel only"
+                )
         if state != "R":
-            if self._can_syscall:
-                try:
-                    nr, arg0 = procfs.parse_syscall(self._tread(p, th, "syscall", 256))
-                except PermissionError:
-                    self._can_syscall = False
-                    self.warn(
-                        "/proc/TID/syscall is not readable (needs ptrace access): "
-                        "wait reasons come from the wait channel only"
-                    )
             before = slept_as(th.slept, state, nr, arg0) if nr >= 0 and state != "D" else None
             if before is not None:
                 # Back in a syscall on a first argument where it slept before
