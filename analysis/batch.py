@@ -165,7 +165,8 @@ def reduce_batch(tbl: Any, ctx: Context, frame: Any) -> Parts:
         p.times = {int(q): np.unique(t[pid == q]) for q in np.unique(pid)}
     p.lasts = frame(tbl.take(ends))
     sys_ = tbl.column("syscall").to_numpy().astype(np.int64)
-    p.loops = _loops(tbl, ctx, frame, wc, wcats, sys_, ti, starts, ends)
+    cols = {"pid": pid, "tid": tid, "t": t, "dt": dt, "r": r, "sys": sys_, "arg0": arg0}
+    p.loops = _loops(tbl, ctx, wc, wcats, sc, scats, {**cols, "cpu": counter, "rd": rd})
     p.kept, p.span, p.cpu, p.queued = _kept(pid, tid, t, dt, r, wc, wcats, arg0, sys_, ctx)
     if ctx.bucket_ns > 0:
         p.buckets = _buckets(pid, tid, t, dt, r, wc, wcats, ctx)
@@ -248,31 +249,48 @@ def _names(tbl: Any, ends: np.ndarray, index: Any) -> pd.Series:
 def _loops(
     tbl: Any,
     ctx: Context,
-    frame: Any,
     wc: np.ndarray,
     wcats: list[str],
-    sys_: np.ndarray,
-    ti: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
+    sc: np.ndarray,
+    scats: list[str],
+    cols: dict[str, np.ndarray],
 ) -> list[dict[str, Any]]:
-    """loops.loop_figures on the threads seen in an epoll wait (their rows only)."""
-    from .loops import loop_figures
+    """loops.figures of the threads seen in an epoll wait, on the batch's
+    arrays (sorted by thread, as figures reads them)."""
+    from .loop_rows import LoopRows, selectors_of
+    from .loops import figures, loops_of
 
     if "poll" not in wcats or not ctx.epoll:
         return []
-    cand = (wc == wcats.index("poll")) & np.isin(sys_, list(ctx.epoll))
+    c = cols
+    cand = (wc == wcats.index("poll")) & np.isin(c["sys"], list(ctx.epoll))
     if not cand.any():
         return []
-    import pyarrow as pa
-
-    which = np.unique(ti[cand]).tolist()
-    # the candidate threads' rows: contiguous ranges, sliced without a copy
-    ranges = [(int(starts[i]), int(ends[i]) + 1) for i in which]
-    df = frame(pa.concat_tables([tbl.slice(a, b - a) for a, b in ranges]))
-    codes = np.concatenate([wc[a:b] for a, b in ranges])
-    df["wait"] = pd.Categorical.from_codes(codes, categories=list(dict.fromkeys(wcats)))
-    return loop_figures(ctx.meta, df, ctx.stacks, last_t=ctx.last_t)
+    sel = selectors_of(
+        c["pid"][cand], c["tid"][cand], c["t"][cand], c["sys"][cand], c["arg0"][cand]
+    )
+    loops = loops_of(sel, ctx.stacks)
+    if not loops:
+        return []
+    names, ncats = _codes(tbl, "name")
+    stop = [scats.index(x) for x in ("t", "T") if x in scats]
+    rows = LoopRows(
+        pid=c["pid"],
+        tid=c["tid"],
+        t=c["t"],
+        dt=c["dt"],
+        q=c["r"],
+        wc=wc,
+        wcats=wcats,
+        sys=c["sys"],
+        arg0=c["arg0"],
+        stopped=np.isin(sc, stop),
+        cpu=c["cpu"],
+        rd=c["rd"],
+        names=names,
+        ncats=ncats,
+    )
+    return figures(ctx.meta, loops, rows, ctx.stacks, None, ctx.last_t, int(ctx.meta["start_ns"]))
 
 
 def _kept(
@@ -293,66 +311,79 @@ def _kept(
     from .findings.cpu import BIN_NS
 
     run_c = _code(wcats, RUNNABLE)
+    n = len(t)
     part = (r > 0) & (r < dt)
     whole = (r > 0) & (r >= dt)
-    w = wc.copy()
+    w = wc.astype(np.int32)
     w[whole] = run_c
-    pos = np.arange(len(t)) + np.cumsum(part) - part
-    tails = pos[part] + 1
-    m = len(t) + int(part.sum())
-
-    def spread(v: np.ndarray, tail: np.ndarray) -> np.ndarray:
-        out = np.empty(m, dtype=v.dtype)
-        out[pos] = v
-        out[tails] = tail
-        return out
-
-    head_dt = np.where(part, dt - r, dt)
-    S_pid, S_tid = spread(pid, pid[part]), spread(tid, tid[part])
-    S_t = spread(t, t[part] + head_dt[part])
-    S_dt = spread(head_dt, r[part])
-    S_w = spread(w.astype(np.int32), np.full(len(tails), run_c, dtype=np.int32))
-    S_a, S_s = spread(arg0, arg0[part]), spread(sys_, sys_[part])
-    span = (int(t.min()), int((t + dt).max()), int((S_t + S_dt // 2).max()))
-    new = np.ones(m, dtype=bool)
+    # runnable.split_rows without building it: a row with a queued part
+    # (``part``) is its head (t, dt - r) then a runnable tail (t + dt - r, r);
+    # a row queued whole is runnable.
+    head = np.where(part, dt - r, dt)
+    tail_t = t + head
+    span = (
+        int(t.min()),
+        int((t + dt).max()),
+        int(
+            max((t + head // 2).max(), (tail_t + r // 2)[part].max(initial=np.iinfo(np.int64).min))
+        ),
+    )
+    # Runs of one wait on one argument: a row starts one unless the row
+    # before it is of the same thread, wait and argument, ends where it
+    # starts and has no runnable tail (which would come between them).
+    new = np.ones(n, dtype=bool)
     new[1:] = (
-        (S_pid[1:] != S_pid[:-1])
-        | (S_tid[1:] != S_tid[:-1])
-        | (S_w[1:] != S_w[:-1])
-        | (S_a[1:] != S_a[:-1])
-        | (S_t[1:] != S_t[:-1] + S_dt[:-1])
+        (pid[1:] != pid[:-1])
+        | (tid[1:] != tid[:-1])
+        | (w[1:] != w[:-1])
+        | (arg0[1:] != arg0[:-1])
+        | (t[1:] != tail_t[:-1])
+        | part[:-1]
     )
     starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:] - 1, m - 1]
-    end_t = np.empty(m, dtype=np.int64)
-    end_t[starts] = S_t[ends] + S_dt[ends]
+    ends = np.r_[starts[1:] - 1, n - 1]
+    end_t = np.empty(n, dtype=np.int64)
+    end_t[starts] = tail_t[ends]
     row_c = [wcats.index(x) for x in ROW_WAITS if x in wcats]
     run_cs = [wcats.index(x) for x in RUN_WAITS if x in wcats]
-    runs = new & np.isin(S_w, run_cs)
-    keep = np.isin(S_w, row_c) | runs
-    d = np.where(runs, end_t - S_t, S_dt)[keep]
+    runs = new & np.isin(w, run_cs)
+    keep = np.isin(w, row_c) | runs
+    d = np.where(runs, end_t - t, head)[keep]
     codes = np.array([KEPT_WAITS.index(c) if c in KEPT_WAITS else -1 for c in wcats])
     out = pd.DataFrame(
         {
-            "pid": S_pid[keep].astype(np.int32),
-            "tid": S_tid[keep].astype(np.int32),
-            "t_ns": S_t[keep],
+            "pid": pid[keep].astype(np.int32),
+            "tid": tid[keep].astype(np.int32),
+            "t_ns": t[keep],
             "dt_ns": d,
-            "wait": pd.Categorical.from_codes(codes[S_w[keep]], categories=KEPT_WAITS),
-            "arg0": S_a[keep],
-            "syscall": S_s[keep].astype(np.int16),
+            "wait": pd.Categorical.from_codes(codes[w[keep]], categories=KEPT_WAITS),
+            "arg0": arg0[keep],
+            "syscall": sys_[keep].astype(np.int16),
         }
     )
-    running = S_w == wcats.index("running") if "running" in wcats else np.zeros(m, bool)
-    queued = S_w == run_c
-    b = (S_t + S_dt // 2 - ctx.first_sample) // BIN_NS
-    nb = int(b.max()) + 1
-    cpu = {
-        "running": np.bincount(b[running], weights=S_dt[running], minlength=nb),
-        "runnable": np.bincount(b[queued], weights=S_dt[queued], minlength=nb),
-        "queued_rows": int(queued.sum()),
-    }
-    q = pd.DataFrame(
-        {"pid": S_pid[queued], "tid": S_tid[queued], "bin": b[queued], "dt_ns": S_dt[queued]}
+    # CPU demand per bin (a sample counts at its midpoint): the heads of
+    # running rows, and the queued time (whole rows and tails)
+    run_code = wcats.index("running") if "running" in wcats else -2
+    running = w == run_code
+    qt = np.concatenate([t[whole], tail_t[part]])
+    qd = np.concatenate([dt[whole], r[part]])
+    qrow = np.concatenate([np.flatnonzero(whole), np.flatnonzero(part)])
+    b_run = (t[running] + head[running] // 2 - ctx.first_sample) // BIN_NS
+    b_q = (qt + qd // 2 - ctx.first_sample) // BIN_NS
+    nb = (
+        int(
+            max(
+                b_run.max(initial=0),
+                b_q.max(initial=0),
+                (t + head // 2 - ctx.first_sample).max() // BIN_NS,
+            )
+        )
+        + 1
     )
+    cpu = {
+        "running": np.bincount(b_run, weights=head[running], minlength=nb),
+        "runnable": np.bincount(b_q, weights=qd, minlength=nb),
+        "queued_rows": len(qt),
+    }
+    q = pd.DataFrame({"pid": pid[qrow], "tid": tid[qrow], "bin": b_q, "dt_ns": qd})
     return out, span, cpu, q.groupby(["pid", "tid", "bin"], as_index=False)["dt_ns"].sum()

@@ -33,3 +33,18 @@ def isin(col: pd.Series, values: tuple[str, ...] | list[str]) -> np.ndarray:
         want = [i for i, c in enumerate(cats) if c in values]
         return np.isin(col.cat.codes.to_numpy(), want)
     return np.isin(strs(col), list(values))
+
+
+def codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """A text column as (int32 codes, values): equal codes, equal text
+    (a missing value is "nan", as ``astype(str)``)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        c = col.cat.codes.to_numpy().astype(np.int32)
+        cats = [str(x) for x in col.cat.categories]
+    else:
+        f, u = pd.factorize(col.astype(str), use_na_sentinel=True)
+        c, cats = f.astype(np.int32), [str(x) for x in u]
+    if len(c) and c.min() < 0:
+        c = np.where(c < 0, len(cats), c).astype(np.int32)
+        cats = [*cats, "nan"]
+    return c, cats

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cols import eq, isin, strs
+from .cols import eq
+from .loop_rows import LoopRows, as_frame, busy_parts, selectors_of, stretches, time_by_wait
 
 # asyncio's own slow_callback_duration
 DEFAULT_THRESHOLD_S = 0.1
@@ -111,33 +112,37 @@ def find_loops(
     if threads.empty or not {"wait", "syscall", "arg0"} <= set(threads.columns):
         return []
     epoll = _epoll_numbers(machine)
-    w = threads[eq(threads["wait"], "poll") & threads["syscall"].isin(list(epoll)).to_numpy()]
-    if w.empty:
+    w = eq(threads["wait"], "poll") & threads["syscall"].isin(list(epoll)).to_numpy()
+    if not w.any():
         return []
+
+    def col(c: str) -> np.ndarray:
+        return threads[c].to_numpy()[w].astype(np.int64)
+
+    return loops_of(
+        selectors_of(col("pid"), col("tid"), col("t_ns"), col("syscall"), col("arg0")), stacks
+    )
+
+
+def loops_of(
+    selectors: list[tuple[int, int, int, int, int]], stacks: pd.DataFrame | None
+) -> list[dict[str, Any]]:
+    """find_loops from loop_rows.selectors_of's (pid, tid, first epoll
+    wait, syscall, fd): the threads whose dumps do not deny a loop."""
     stacks = stacks if stacks is not None else pd.DataFrame()
     dumped = set(stacks["pid"].astype(int)) if len(stacks) else set()
     out = []
-    for (pid, tid), g in w.groupby(["pid", "tid"], observed=True, sort=True):
-        pid, tid = int(pid), int(tid)
+    for pid, tid, first_t, syscall, epfd in selectors:
         by = "epoll"
         if pid in dumped:
             mine = stacks[(stacks["pid"] == pid) & (stacks["tid"] == tid)]
             if any(any(is_loop_frame(f) for f in fr or []) for fr in mine["frames"]):
                 by = "stack"
-            elif (mine["end_ns"] >= int(g["t_ns"].min())).any():
+            elif (mine["end_ns"] >= first_t).any():
                 continue  # dumped while it used epoll, and no loop on it: not a loop
             # else: every dump of it came before its first epoll wait
             # (imports, say): the kernel evidence stands alone
-        key = g.groupby(["syscall", "arg0"], observed=True).size().idxmax()
-        out.append(
-            {
-                "pid": pid,
-                "tid": tid,
-                "syscall": int(key[0]),
-                "epfd": int(key[1]),
-                "identified_by": by,
-            }
-        )
+        out.append({"pid": pid, "tid": tid, "syscall": syscall, "epfd": epfd, "identified_by": by})
     return out
 
 
@@ -147,93 +152,8 @@ def busy_stretches(rows: pd.DataFrame, syscall: int, epfd: int) -> pd.DataFrame:
     ``ended`` (False: no idle sample came after it), ``first``/``last``
     (row positions), and the loop's observed span as attrs ``span``
     (first idle sample to the end of the last one)."""
-    cols = ["start_ns", "end_ns", "dur_ns", "ended", "first", "last"]
-    empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
-    empty.attrs["span"] = (0, 0)
-    if rows.empty:
-        return empty
-    t = rows["t_ns"].to_numpy().astype(np.int64)
-    dt = rows["dt_ns"].to_numpy().astype(np.int64)
-    idle = (
-        eq(rows["wait"], "poll")
-        & (rows["syscall"].to_numpy().astype(np.int64) == syscall)
-        & (rows["arg0"].to_numpy().astype(np.int64) == epfd)
-    )
-    stopped = isin(rows["state"], ("t", "T"))
-    # 1 idle, 0 busy; a stopped sample carries the status before it
-    status = pd.Series(np.where(idle, 1.0, np.where(stopped, np.nan, 0.0))).ffill()
-    busy = status.to_numpy() == 0  # (leading stopped samples stay NaN: not busy)
-    idle_at = np.flatnonzero(status.to_numpy() == 1)
-    if not len(idle_at):
-        return empty
-    lo, hi = int(idle_at[0]), int(idle_at[-1])
-    busy[:lo] = False  # before the loop first waited: not the loop yet
-    n = len(busy)
-    edge = np.diff(np.r_[0, busy.astype(np.int8), 0])
-    first = np.flatnonzero(edge == 1)
-    after = np.flatnonzero(edge == -1)  # the sample after each stretch (n: none)
-    last = after - 1
-    ended = after < n
-    # It left the selector between the idle sample before it and its first
-    # busy one, and came back between its last busy sample and the next
-    # idle one: midway is the estimate, half a gap either way.
-    start = (t[first - 1] + t[first]) // 2
-    nxt = np.where(ended, t[np.minimum(after, n - 1)], 0)
-    end = np.where(ended, (t[last] + nxt) // 2, t[last] + dt[last])
-    df = pd.DataFrame(
-        {
-            "start_ns": start,
-            "end_ns": end,
-            "dur_ns": end - start,
-            "ended": ended,
-            "first": first,
-            "last": last,
-        }
-    )
-    df.attrs["span"] = (int(t[lo]), int(t[hi] + dt[hi]))
-    return df
-
-
-def _busy_parts(
-    rows: pd.DataFrame, a: int, b: int, syscall: int, epfd: int
-) -> tuple[int, int, int]:
-    """The loop thread's time out of its selector over [a, b): its CPU time
-    (the schedstat counter: exact, however short its bursts), its run-queue
-    time (run delay, counted apart: queued after a wake-up the loop is late,
-    not busy), and the time its samples show it blocked in anything but
-    its selector (a sleep, a socket read: waits seen by the samples)."""
-    from .metrics import cpu_counter
-    from .runnable import RUNNABLE_NS, own_ns
-
-    inside = rows[(rows["t_ns"] >= a) & (rows["t_ns"] < b)]
-    if len(inside) < 2:
-        return 0, 0, 0
-    cpu = cpu_counter(inside)
-    rd = inside["run_delay_ns"].to_numpy().astype(np.int64)
-    cpu_ns = max(int(cpu[-1] - cpu[0]), 0)
-    queued_ns = max(int(rd[-1] - rd[0]), 0) if rd[0] >= 0 else 0
-    w = strs(inside["wait"])
-    selector = (
-        (w == "poll")
-        & (inside["syscall"].to_numpy().astype(np.int64) == syscall)
-        & (inside["arg0"].to_numpy().astype(np.int64) == epfd)
-    )
-    stopped = isin(inside["state"], ("t", "T"))
-    blocked = ~selector & ~stopped & (w != "running") & (w != "runnable")
-    own = own_ns(inside) if RUNNABLE_NS in inside.columns else inside["dt_ns"].to_numpy()
-    return cpu_ns, queued_ns, int(own[blocked].sum())
-
-
-def _time_by_wait(rows: pd.DataFrame) -> dict[str, float]:
-    from .runnable import RUNNABLE, RUNNABLE_NS, own_ns
-
-    own = pd.Series(own_ns(rows), index=rows.index)
-    out = (own.groupby(rows["wait"].astype(str)).sum() / 1e9).to_dict()
-    if RUNNABLE_NS in rows.columns:
-        q = float(rows[RUNNABLE_NS].sum()) / 1e9
-        if q > 0:
-            out[RUNNABLE] = out.get(RUNNABLE, 0.0) + q
-    return {str(k): round(float(v), 6) for k, v in out.items() if v > 0}
+    r = LoopRows.of(rows if "runnable_ns" in rows.columns else rows.assign(runnable_ns=0))
+    return as_frame(*stretches(r, syscall, epfd))
 
 
 def _state(by_wait: dict[str, float], threshold: float) -> str:
@@ -278,15 +198,13 @@ def loop_figures(
     threads: pd.DataFrame,
     stacks: pd.DataFrame | None = None,
     threshold: float | None = None,
-    last_t: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per loop thread: ``pid``, ``tid``, ``busy_share`` (CPU counter plus
     sampled blocked time outside the selector, over the observed span),
     ``longest_stall_s``, ``stalls`` (``start_s``, ``duration_s``, ``state``,
     ``stack``...), the busy stretches' distribution (from the samples), and
     whether it is saturated.  ``threads``: the run's samples (classified or
-    not); ``last_t``: the run's last sample time, when ``threads`` holds
-    only some of its threads (a batch, analysis/query.py)."""
+    not)."""
     from . import metrics as M
     from .summary import with_durations
 
@@ -295,57 +213,73 @@ def loop_figures(
     loops = find_loops(threads, stacks, meta.get("machine"))
     if not loops:
         return []
-    per = M.run_period(meta)
-    t0 = M.start_ns(meta, threads)
-    thr = threshold_s(meta, threshold)
-    ongoing_ok = meta.get("stop_reason") not in (None, "target exited")
     keys = {(lp["pid"], lp["tid"]) for lp in loops}
     key = (threads["pid"].to_numpy().astype(np.int64) << 32) + threads["tid"].to_numpy()
     mask = np.isin(key, [(p << 32) + t for p, t in keys])
-    df = with_durations(threads[mask], per)
-    last_t = int(threads["t_ns"].max()) if last_t is None else last_t
+    rows = LoopRows.of(with_durations(threads[mask], M.run_period(meta)))
+    t0 = M.start_ns(meta, threads)
+    return figures(meta, loops, rows, stacks, threshold, int(threads["t_ns"].max()), t0)
+
+
+def figures(
+    meta: dict[str, Any],
+    loops: list[dict[str, Any]],
+    rows: LoopRows,
+    stacks: pd.DataFrame | None,
+    threshold: float | None,
+    last_t: int,
+    t0: int,
+) -> list[dict[str, Any]]:
+    """loop_figures of ``loops`` (find_loops) from their threads' ``rows``;
+    ``last_t``: the run's last sample time; ``t0``: its time zero."""
+    from . import metrics as M
+
+    per = M.run_period(meta)
+    thr = threshold_s(meta, threshold)
+    ongoing_ok = meta.get("stop_reason") not in (None, "target exited")
+    key = (rows.pid << 32) + rows.tid
     out = []
     for lp in loops:
         pid, tid = lp["pid"], lp["tid"]
-        rows = df[(df["pid"] == pid) & (df["tid"] == tid)].reset_index(drop=True)
-        st = busy_stretches(rows, lp["syscall"], lp["epfd"])
-        a, b = st.attrs["span"]
+        i = int(np.searchsorted(key, (pid << 32) + tid, side="left"))
+        j = int(np.searchsorted(key, (pid << 32) + tid, side="right"))
+        r = rows.slice(i, j)
+        st, (a, b) = stretches(r, lp["syscall"], lp["epfd"])
         # A busy stretch that never went back to the selector is a stall
         # only if the run stopped while it went on (attach, Ctrl-C): when
         # the program exits, it is the loop closing, not a stall.
-        live = ongoing_ok and len(rows) and int(rows["t_ns"].iloc[-1]) >= last_t - 2 * per
-        st = st[st["ended"] | bool(live)]
+        live = ongoing_ok and len(r.t) and int(r.t[-1]) >= last_t - 2 * per
+        keep = st["ended"] | bool(live)
+        st = {k: v[keep] for k, v in st.items()}
         span_ns = max(b - a, 0)
-        if len(st) and not bool(st["ended"].iloc[-1]):
-            span_ns = max(span_ns, int(st["end_ns"].iloc[-1]) - a)
-        cpu_ns, queued_ns, blocked_ns = _busy_parts(rows, a, a + span_ns, lp["syscall"], lp["epfd"])
+        if len(st["ended"]) and not bool(st["ended"][-1]):
+            span_ns = max(span_ns, int(st["end_ns"][-1]) - a)
+        cpu_ns, queued_ns, blocked_ns = busy_parts(r, a, a + span_ns, lp["syscall"], lp["epfd"])
         busy_ns = cpu_ns + blocked_ns
         stalls = []
-        for r in st[st["dur_ns"] >= round(thr * 1e9)].itertuples():
-            inside = rows.iloc[int(r.first) : int(r.last) + 1]
-            by_wait = _time_by_wait(inside)
-            frames, stack_t, trig = _stall_stack(
-                stacks, pid, tid, int(r.start_ns), int(r.end_ns), per
-            )
+        for k in np.flatnonzero(st["dur_ns"] >= round(thr * 1e9)).tolist():
+            start, end = int(st["start_ns"][k]), int(st["end_ns"][k])
+            by_wait = time_by_wait(r.slice(int(st["first"][k]), int(st["last"][k]) + 1))
+            frames, stack_t, trig = _stall_stack(stacks, pid, tid, start, end, per)
             stalls.append(
                 {
-                    "start_s": round((int(r.start_ns) - t0) / 1e9, 4),
-                    "duration_s": round(int(r.dur_ns) / 1e9, 4),
+                    "start_s": round((start - t0) / 1e9, 4),
+                    "duration_s": round(int(st["dur_ns"][k]) / 1e9, 4),
                     "state": _state(by_wait, thr),
                     "time_by_wait": by_wait,
-                    "ended": bool(r.ended),
+                    "ended": bool(st["ended"][k]),
                     "stack": [_frame_str(f) for f in frames],
                     "culprit": culprit(frames),
                     "stack_t_s": None if stack_t is None else round((stack_t - t0) / 1e9, 4),
                     "stack_trigger": trig,
                 }
             )
-        durs = st["dur_ns"].to_numpy() / 1e9 if len(st) else np.zeros(0)
+        durs = st["dur_ns"] / 1e9
         share = busy_ns / span_ns if span_ns else 0.0
         out.append(
             {
                 **lp,
-                "thread_name": _name(stacks, threads, pid, tid),
+                "thread_name": _name(stacks, r, pid, tid),
                 "start_s": round((a - t0) / 1e9, 4),
                 "observed_s": round(span_ns / 1e9, 4),
                 "busy_s": round(busy_ns / 1e9, 4),
@@ -379,12 +313,11 @@ def _distribution(durs: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _name(stacks: pd.DataFrame | None, threads: pd.DataFrame, pid: int, tid: int) -> str:
+def _name(stacks: pd.DataFrame | None, rows: LoopRows, pid: int, tid: int) -> str:
     if stacks is not None and len(stacks):
         s = stacks[(stacks["pid"] == pid) & (stacks["tid"] == tid)]
         named = s["thread_name"].fillna("").astype(str)
         named = named[named != ""]
         if len(named):
             return str(named.iloc[-1])
-    n = threads[(threads["pid"] == pid) & (threads["tid"] == tid)]["name"]
-    return str(n.iloc[-1]) if len(n) else ""
+    return rows.ncats[rows.names[-1]] if len(rows.names) else ""

@@ -117,6 +117,10 @@ def _check_tables(path: Path) -> None:
             raise RunFormatError(f"{f} is corrupted or truncated: {why}") from None
 
 
+# Reading a table this long hands the pool's freed read buffers back to the OS.
+RELEASE_ROWS = 1_000_000
+
+
 def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -155,13 +159,21 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
         # Parts (and a stream's batches) each have their own dictionaries:
         # unify them for one categorical.
         table = table.unify_dictionaries()
-    return categorical_frame(table, cats)
+    big = table.num_rows >= RELEASE_ROWS
+    df = categorical_frame(table, cats)
+    if big:
+        pa.default_memory_pool().release_unused()  # the read's buffers, back to the OS
+    return df
 
 
 def categorical_frame(table: Any, cats: list[str]) -> pd.DataFrame:
     """An Arrow table as a DataFrame, the ``cats`` columns categoricals with
     the same categories, in the same (sorted) order, as astype("category") gives."""
-    df = table.to_pandas()
+    # (split_blocks and self_destruct: no consolidation copy, and each
+    # column's Arrow memory freed as it is converted; the table is not used
+    # after this)
+    df = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
     for c in cats:
         col = df[c]
         if not isinstance(col.dtype, pd.CategoricalDtype):
@@ -171,10 +183,12 @@ def categorical_frame(table: Any, cats: list[str]) -> pd.DataFrame:
 
 
 def _read_file(pq: Any, f: Path, schema: Any, cats: list[str]) -> Any:
+    # pre_buffer=False: the reader's buffered ranges would otherwise stay in
+    # Arrow's pool after the read (530 MiB of RSS for a 186 MiB table).
     if not cats:
-        return pq.read_table(f, schema=schema)
+        return pq.read_table(f, schema=schema, pre_buffer=False)
     # Columns were checked (_check_columns): take ours, in schema order.
-    return pq.read_table(f, columns=list(schema.names), read_dictionary=cats)
+    return pq.read_table(f, columns=list(schema.names), read_dictionary=cats, pre_buffer=False)
 
 
 def _read_stream_part(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cols import eq, strs
+from ..cols import codes, eq
 
 SEVERITIES = ("critical", "warning", "info")
 # A wait this long is worth a stack (the "long wait"); also the least
@@ -316,16 +316,17 @@ def wait_intervals(samples: pd.DataFrame, reasons: tuple[str, ...]) -> pd.DataFr
     cols = ["pid", "tid", "wait", "arg0", "syscall", "start_ns", "end_ns", "dur_ns"]
     if samples.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
-    wait = strs(samples["wait"])
-    pid = samples["pid"].to_numpy().astype(np.int64)
-    tid = samples["tid"].to_numpy().astype(np.int64)
+    wait, cats = codes(samples["wait"])
+    # (columns as stored, not widened: this runs on millions of kept rows)
+    pid = samples["pid"].to_numpy()
+    tid = samples["tid"].to_numpy()
     arg0 = (
-        samples["arg0"].to_numpy().astype(np.int64)
+        samples["arg0"].to_numpy()
         if "arg0" in samples.columns
         else np.zeros(len(samples), np.int64)
     )
-    t = samples["t_ns"].to_numpy().astype(np.int64)
-    dt = samples["dt_ns"].to_numpy().astype(np.int64)
+    t = samples["t_ns"].to_numpy().astype(np.int64, copy=False)
+    dt = samples["dt_ns"].to_numpy().astype(np.int64, copy=False)
     n = len(wait)
     new = np.ones(n, dtype=bool)
     # A row that does not start where the one before it ended starts a wait
@@ -340,14 +341,15 @@ def wait_intervals(samples: pd.DataFrame, reasons: tuple[str, ...]) -> pd.DataFr
     )
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:] - 1, n - 1]
-    keep = np.isin(wait[starts], list(reasons))
+    keep = np.isin(wait[starts], [i for i, c in enumerate(cats) if c in reasons])
     starts, ends = starts[keep], ends[keep]
     out = pd.DataFrame(
         {
-            "pid": pid[starts],
-            "tid": tid[starts],
-            "wait": wait[starts],
-            "arg0": arg0[starts],
+            "pid": pid[starts].astype(np.int64),
+            "tid": tid[starts].astype(np.int64),
+            # (object, not inferred to str: millions of rows for a long run)
+            "wait": pd.Series(np.array(cats, dtype=object)[wait[starts]], dtype=object),
+            "arg0": arg0[starts].astype(np.int64),
             "syscall": samples["syscall"].to_numpy()[starts]
             if "syscall" in samples.columns
             else np.full(len(starts), -1),

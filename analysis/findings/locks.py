@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..cols import eq
@@ -38,19 +39,19 @@ def find(ev: Evidence) -> list[Finding]:
     s = ev.samples
     if s.empty or "arg0" not in s.columns:
         return []
-    lock = s[eq(s["wait"], "lock")]
-    if lock.empty:
+    is_lock = eq(s["wait"], "lock")
+    if not is_lock.any():
         return []
     # at least two threads on one address at one sample: contention, not a
     # lone waiter (a join, an Event)
-    both = lock.groupby(["pid", "arg0", "t_ns"])["tid"].nunique()
-    both = both[both >= 2].reset_index()[["pid", "arg0"]].drop_duplicates()
-    if both.empty:
+    most = _most_waiting(s, is_lock)
+    both = [pa for pa, k in most.items() if k >= 2]
+    if not both:
         return []
     iv = wait_intervals(s, ("lock",))
     time_of = ev.time_of
     out: list[Finding] = []
-    for pid, addr in both.itertuples(index=False):
+    for pid, addr in both:
         w = iv[(iv["pid"] == pid) & (iv["arg0"] == addr)]
         total = int(w["dur_ns"].sum())
         if total < LONG_WAIT_S * 1e9:
@@ -64,12 +65,7 @@ def find(ev: Evidence) -> list[Finding]:
         idle = is_idle_stack(frames)
         holder_tid, holder_frames = _holder(ev, int(pid), w, frames)
         start, end = int(w["start_ns"].min()), int(w["end_ns"].max())
-        concurrent = int(
-            lock[(lock["pid"] == pid) & (lock["arg0"] == addr)]
-            .groupby("t_ns")["tid"]
-            .nunique()
-            .max()
-        )
+        concurrent = most[(pid, addr)]
         evidence: dict[str, float] = {
             "wait_s": total / 1e9,
             "share": share,
@@ -107,6 +103,28 @@ def find(ev: Evidence) -> list[Finding]:
             )
         )
     return out
+
+
+def _most_waiting(s: pd.DataFrame, is_lock: np.ndarray) -> dict[tuple[int, int], int]:
+    """Per (pid, address) waited on: the most threads seen waiting there at
+    one sample time, in (pid, address) order."""
+    at_ = np.flatnonzero(is_lock)
+    o = at_[np.lexsort(tuple(s[c].to_numpy()[at_] for c in ("tid", "t_ns", "arg0", "pid")))]
+    pid, addr, t, tid = (s[c].to_numpy()[o] for c in ("pid", "arg0", "t_ns", "tid"))
+    n = len(o)
+    same_pa = np.zeros(n, dtype=bool)
+    same_pa[1:] = (pid[1:] == pid[:-1]) & (addr[1:] == addr[:-1])
+    same_at = same_pa.copy()
+    same_at[1:] &= t[1:] == t[:-1]
+    # threads at one (pid, address, time): 1 + the changes of tid within it
+    at = np.flatnonzero(~same_at)
+    other = np.ones(n, dtype=np.int64)
+    other[1:] = (tid[1:] != tid[:-1]) | ~same_at[1:]
+    waiting = np.add.reduceat(other, at)
+    pa_start = np.flatnonzero(~same_pa[at])
+    top = np.maximum.reduceat(waiting, pa_start)
+    first = at[pa_start]
+    return {(int(p), int(a)): int(k) for p, a, k in zip(pid[first], addr[first], top, strict=True)}
 
 
 def _holder(
