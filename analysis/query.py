@@ -23,6 +23,8 @@ nature (a tracer killed early, a run in progress).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -150,7 +152,7 @@ def scan(
     from .findings import find
     from .gil import gil_metrics_of, gil_ranges
     from .loops import _epoll_numbers
-    from .run import _CATEGORIES, categorical_frame
+    from .run import _CATEGORIES, RELEASE_ROWS, categorical_frame
     from .summary import assemble, concat_facts, period_ns, summarize
 
     if not streamable(run):
@@ -183,8 +185,9 @@ def scan(
         parts = _reduce_all(table_batches(run.path, batch_rows), ctx, frame)
     except Unsorted:
         return summarize(run), None
-    release_memory()  # the batches' buffers, before the findings' peak
     n = sum(p.rows for p in parts)
+    if n >= RELEASE_ROWS:
+        release_memory()  # the batches' buffers, before the findings' peak
     if not n:
         return summarize(run), None
     spans: dict[int, tuple[int, int]] = {}
@@ -239,12 +242,18 @@ def _reduce_all(tables: Iterator[Any], ctx: Any, frame: Any) -> list[Any]:
     from .batch import reduce_batch
 
     workers = WORKERS or os.cpu_count() or 1
-    if workers <= 1:
-        return [reduce_batch(t, ctx, frame) for t in tables]
+    first = next(tables, None)
+    second = next(tables, None) if first is not None else None
+    if first is None:
+        return []
+    if workers <= 1 or second is None:  # (a small run: one batch, no threads)
+        return [
+            reduce_batch(t, ctx, frame) for t in (first, *([second] if second else []), *tables)
+        ]
     parts = []
     pending: deque[Any] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="circuit-batch") as pool:
-        for t in tables:
+        for t in itertools.chain((first, second), tables):
             pending.append(pool.submit(reduce_batch, t, ctx, frame))
             if len(pending) >= workers:
                 parts.append(pending.popleft().result())
@@ -256,20 +265,25 @@ def release_memory() -> None:
     """Hand memory freed by a long read back to the OS: Arrow's pool, and
     glibc's heap (freed arrays of a few MB each stay in it: 726 MiB of RSS
     for 519 MiB in use after 36M rows)."""
-    import ctypes
-    import ctypes.util
-
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another libc)."""
+    import ctypes
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     except OSError:
-        trim = None
-    if trim is not None:  # glibc only
-        trim(0)
+        return None
 
 
 def _cpu_bins(parts: list[dict[str, Any]]) -> dict[str, Any]:
