@@ -157,7 +157,8 @@ def scan(
 
     if not streamable(run):
         return summarize(run), None
-    meta, processes, maps, stacks, gil = run.meta, run.processes, run.maps, run.stacks, run.gil
+    meta, maps, stacks, gil = run.meta, run.maps, run.stacks, run.gil
+    processes = _processes(run)
     rng = sample_range(run.path)
     if rng is None:
         return summarize(run), None
@@ -213,7 +214,7 @@ def scan(
     out = assemble(meta, facts, n, processes, run.procs, stacks, gil_figures, loops)
     last_rows = pd.concat([p.lasts for p in parts], ignore_index=True)
     apply_exits(out, meta, last_rows, processes, getattr(run, "exits", None))
-    ev = _StreamEvidence(run, last_rows, out)
+    ev = _StreamEvidence(run, last_rows, processes, out)
     ev.__dict__["samples"] = _concat_columns(parts)
     ev.__dict__["span"] = (
         min(p.span[0] for p in parts),
@@ -259,6 +260,16 @@ def _reduce_all(tables: Iterator[Any], ctx: Any, frame: Any) -> list[Any]:
                 parts.append(pending.popleft().result())
         parts += [f.result() for f in pending]
     return parts
+
+
+def _processes(run: Run) -> pd.DataFrame:
+    """The run's processes table, or the rows of it the summary reads
+    (analysis/process_rows.py) when it is not loaded already."""
+    from .process_rows import reduced_processes, reducible
+
+    if "processes" in run.__dict__ or not reducible(run.meta):
+        return run.processes
+    return reduced_processes(run.path)
 
 
 def release_memory() -> None:
@@ -318,11 +329,13 @@ class _StreamEvidence(Evidence):
     """Evidence whose samples are only the rows the findings read
     (:func:`_keep`); rows with CPU counters come from the file on demand."""
 
-    def __init__(self, run: Run, last_rows: pd.DataFrame, summary: dict[str, Any]) -> None:
+    def __init__(
+        self, run: Run, last_rows: pd.DataFrame, processes: pd.DataFrame, summary: dict[str, Any]
+    ) -> None:
         super().__init__(
             run.meta,
             last_rows,
-            run.processes,
+            processes,
             run.fds,
             run.stacks,
             run.gil,
