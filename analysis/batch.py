@@ -25,9 +25,10 @@ import pandas as pd
 from .runnable import RUNNABLE, runnable_ns
 
 COUNTERS = ["t_ns", "cpu_ns", "user_ns", "system_ns", "ctx_vol", "ctx_invol", "run_delay_ns"]
-# Kept as rows (the lock and GIL findings read them sample by sample);
-# running and queued rows are kept as CPU demand per bin (``Parts.cpu``).
-ROW_WAITS = ("lock", "gil")
+# Kept as rows (the GIL finding reads them sample by sample); lock rows
+# are reduced thread by thread (``Parts.locks``), running and queued rows
+# kept as CPU demand per bin (``Parts.cpu``).
+ROW_WAITS = ("gil",)
 RUN_WAITS = ("socket", "pipe", "disk", "child", "poll")
 KEPT_WAITS = sorted((*ROW_WAITS, *RUN_WAITS))
 
@@ -68,6 +69,7 @@ class Parts:
     buckets: pd.DataFrame | None = None
     cpu: dict[str, Any] = field(default_factory=dict)  # findings.cpu.bins_of's bins
     queued: pd.DataFrame | None = None  # and its queued ns per (pid, tid, bin)
+    locks: Any = None  # findings.lock_waits.LockWaits of its lock rows
 
 
 def _codes(tbl: Any, name: str) -> tuple[np.ndarray, list[str]]:
@@ -167,7 +169,7 @@ def reduce_batch(tbl: Any, ctx: Context, frame: Any) -> Parts:
     sys_ = tbl.column("syscall").to_numpy().astype(np.int64)
     cols = {"pid": pid, "tid": tid, "t": t, "dt": dt, "r": r, "sys": sys_, "arg0": arg0}
     p.loops = _loops(tbl, ctx, wc, wcats, sc, scats, {**cols, "cpu": counter, "rd": rd})
-    p.kept, p.span, p.cpu, p.queued = _kept(pid, tid, t, dt, r, wc, wcats, arg0, sys_, ctx)
+    p.kept, p.span, p.cpu, p.queued, p.locks = _kept(pid, tid, t, dt, r, wc, wcats, arg0, sys_, ctx)
     if ctx.bucket_ns > 0:
         p.buckets = _buckets(pid, tid, t, dt, r, wc, wcats, ctx)
     return p
@@ -304,11 +306,13 @@ def _kept(
     arg0: np.ndarray,
     sys_: np.ndarray,
     ctx: Context,
-) -> tuple[pd.DataFrame, tuple[int, int, int], dict[str, Any], pd.DataFrame]:
+) -> tuple[pd.DataFrame, tuple[int, int, int], dict[str, Any], pd.DataFrame, Any]:
     """The split rows (runnable.split_rows) the findings read as rows; their
     first start, last end and last midpoint; the CPU demand bins and queued
-    time per (pid, tid, bin) (findings.cpu.bins_of)."""
+    time per (pid, tid, bin) (findings.cpu.bins_of); the lock rows reduced
+    (findings.lock_waits)."""
     from .findings.cpu import BIN_NS
+    from .findings.lock_waits import of_rows
 
     run_c = _code(wcats, RUNNABLE)
     n = len(t)
@@ -348,6 +352,8 @@ def _kept(
     run_cs = [wcats.index(x) for x in RUN_WAITS if x in wcats]
     runs = new & np.isin(w, run_cs)
     keep = np.isin(w, row_c) | runs
+    lock = w == (wcats.index("lock") if "lock" in wcats else -2)
+    locks = of_rows(pid[lock], tid[lock], t[lock], head[lock], arg0[lock], ctx.stacks)
     d = np.where(runs, end_t - t, head)[keep]
     codes = np.array([KEPT_WAITS.index(c) if c in KEPT_WAITS else -1 for c in wcats])
     out = pd.DataFrame(
@@ -386,4 +392,5 @@ def _kept(
         "queued_rows": len(qt),
     }
     q = pd.DataFrame({"pid": pid[qrow], "tid": tid[qrow], "bin": b_q, "dt_ns": qd})
-    return out, span, cpu, q.groupby(["pid", "tid", "bin"], as_index=False)["dt_ns"].sum()
+    queued = q.groupby(["pid", "tid", "bin"], as_index=False)["dt_ns"].sum()
+    return out, span, cpu, queued, locks

@@ -150,6 +150,7 @@ def scan(
     from .batch import Context
     from .exits import apply_exits
     from .findings import find
+    from .findings.lock_waits import merge as merge_locks
     from .gil import gil_metrics_of, gil_ranges
     from .loops import _epoll_numbers
     from .run import _CATEGORIES, RELEASE_ROWS, categorical_frame
@@ -224,6 +225,7 @@ def scan(
     ev.__dict__["time_of"] = pd.concat([p.time_of for p in parts])
     ev.__dict__["cpu_bins"] = _cpu_bins([p.cpu for p in parts])
     ev.__dict__["queued"] = pd.concat([p.queued for p in parts], ignore_index=True)
+    ev.__dict__["lock_waits"] = merge_locks([p.locks for p in parts])
     out["findings"] = [f.to_dict() for f in find(ev)]
     shares = None
     if buckets > 0:
@@ -255,6 +257,13 @@ def _reduce_all(tables: Iterator[Any], ctx: Any, frame: Any) -> list[Any]:
     pending: deque[Any] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="circuit-batch") as pool:
         for t in itertools.chain((first, second), tables):
+            if t.num_rows > 2 * BATCH_ROWS:
+                # one long thread (3.6M rows an hour at 1 kHz): alone, so
+                # that two of them never add up in memory
+                parts += [f.result() for f in pending]
+                pending.clear()
+                parts.append(reduce_batch(t, ctx, frame))
+                continue
             pending.append(pool.submit(reduce_batch, t, ctx, frame))
             if len(pending) >= workers:
                 parts.append(pending.popleft().result())

@@ -4,7 +4,8 @@
   36,000,000 thread-samples, an hour at 100 Hz), written by the real
   writer (benchmarks/analysis_cost.py's generator), then, each in a fresh
   process: ``circuit.load`` + ``.summary()`` (batched: analysis/query.py)
-  and ``circuit report``; wall time and peak RSS (ru_maxrss of the child).
+  and ``circuit report``; wall time and peak RSS (ru_maxrss of the child),
+  ``--repeat`` times each (median wall, highest peak).
 * ``--many`` small run folders (2 processes x 3 threads x 100 samples)
   summarised together: ``circuit.load_many(glob).summary()`` in a fresh
   process.
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, log, machine, write_results
@@ -75,6 +78,20 @@ def child(code: str, *args: str) -> dict[str, float | str]:
     }
 
 
+def repeated(n: int, code: str, *args: str) -> dict[str, Any]:
+    """:func:`child` ``n`` times: the median wall time, the highest peak
+    RSS, and every run's figures."""
+    runs = [child(code, *args) for _ in range(n)]
+    return {
+        "wall_s": statistics.median(r["wall_s"] for r in runs),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "children_peak_rss_mib": max(r["children_peak_rss_mib"] for r in runs),
+        "walls_s": [r["wall_s"] for r in runs],
+        "peaks_rss_mib": [r["peak_rss_mib"] for r in runs],
+        "out": runs[-1]["out"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,6 +101,7 @@ def main() -> None:
     ap.add_argument("--huge", type=int, default=3_600_000)
     ap.add_argument("--huge-write", type=Path, default=None)
     ap.add_argument("--huge-measure", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each step (median wall)")
     a = ap.parse_args()
     if a.huge_write:
         g0 = time.perf_counter()
@@ -111,7 +129,7 @@ def main() -> None:
         for i in range(a.many):
             generate(many / f"run{i:04d}", 2, 3, 100, seed=i)
         log(f"{a.many} small runs written in {time.perf_counter() - g0:.0f} s")
-        out["many"] = {"runs": a.many, **child(MANY, str(many / "run*"))}
+        out["many"] = {"runs": a.many, **repeated(a.repeat, MANY, str(many / "run*"))}
         log(f"many: {out['many']}")
         path = base / "long"
         g0 = time.perf_counter()
@@ -120,9 +138,9 @@ def main() -> None:
         out["thread_samples"] = gen["thread_samples"]
         out["threads_bytes"] = (path / "threads.parquet").stat().st_size
         log(f"{gen['thread_samples']:,} thread-samples written in {out['generate_s']:.0f} s")
-        out["summary"] = child(SUMMARY, str(path))
+        out["summary"] = repeated(a.repeat, SUMMARY, str(path))
         log(f"summary: {out['summary']}")
-        out["report"] = child(REPORT, str(path), str(base / "r.html"))
+        out["report"] = repeated(a.repeat, REPORT, str(path), str(base / "r.html"))
         log(f"report: {out['report']}")
     write_results("long_runs", out)
 

@@ -185,6 +185,14 @@ class Evidence:
         return mine[eq(mine["wait"], "runnable")][["t_ns", "dt_ns"]]
 
     @cached_property
+    def lock_waits(self) -> Any:
+        """The lock rows as the lock-contention finding reads them
+        (findings/lock_waits.py)."""
+        from .lock_waits import of_frame
+
+        return of_frame(self.samples, self.stacks)
+
+    @cached_property
     def time_of(self) -> pd.Series:
         """Each thread's sampled time, ns, by (pid, tid)."""
         return self.samples.groupby(["pid", "tid"])["dt_ns"].sum()

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from ..cols import eq
 from .base import (
     LONG_WAIT_S,
     Evidence,
@@ -26,9 +22,7 @@ from .base import (
     culprit_line,
     is_idle_stack,
     severity_of,
-    spans_of,
     stack_lines,
-    wait_intervals,
 )
 
 KIND = "lock-contention"
@@ -36,43 +30,39 @@ WARNING, CRITICAL = 0.2, 0.5
 
 
 def find(ev: Evidence) -> list[Finding]:
-    s = ev.samples
-    if s.empty or "arg0" not in s.columns:
-        return []
-    is_lock = eq(s["wait"], "lock")
-    if not is_lock.any():
+    lw = ev.lock_waits
+    if lw.empty:
         return []
     # at least two threads on one address at one sample: contention, not a
     # lone waiter (a join, an Event)
-    most = _most_waiting(s, is_lock)
+    most = lw.most_waiting()
     both = [pa for pa, k in most.items() if k >= 2]
     if not both:
         return []
-    iv = wait_intervals(s, ("lock",))
     time_of = ev.time_of
     out: list[Finding] = []
     for pid, addr in both:
-        w = iv[(iv["pid"] == pid) & (iv["arg0"] == addr)]
+        w = lw.triples.loc[(pid, addr)]  # by tid
         total = int(w["dur_ns"].sum())
         if total < LONG_WAIT_S * 1e9:
             continue
-        per = w.groupby("tid")["dur_ns"].sum().sort_values(ascending=False)
+        per = w["dur_ns"].sort_values(ascending=False)
         tids = [int(t) for t in per.index]
         their = float(sum(time_of.get((int(pid), t), 0) for t in tids))
         share = total / their if their else 0.0
         tid = tids[0]
-        frames = ev.stack_of(int(pid), tid, spans_of(w[w["tid"] == tid]))
+        frames = lw.frames.get((pid, addr, tid), [])
         idle = is_idle_stack(frames)
-        holder_tid, holder_frames = _holder(ev, int(pid), w, frames)
         start, end = int(w["start_ns"].min()), int(w["end_ns"].max())
+        holder_tid, holder_frames = _holder(ev, pid, addr, start, end, frames)
         concurrent = most[(pid, addr)]
         evidence: dict[str, float] = {
             "wait_s": total / 1e9,
             "share": share,
             "threads_waiting": len(tids),
             "max_waiting": concurrent,
-            "waits": len(w),
-            "longest_wait_s": float(w["dur_ns"].max()) / 1e9,
+            "waits": int(w["waits"].sum()),
+            "longest_wait_s": float(w["longest_ns"].max()) / 1e9,
             "address": int(addr),
         }
         stacks = {"waiter": stack_lines(frames)}
@@ -105,34 +95,13 @@ def find(ev: Evidence) -> list[Finding]:
     return out
 
 
-def _most_waiting(s: pd.DataFrame, is_lock: np.ndarray) -> dict[tuple[int, int], int]:
-    """Per (pid, address) waited on: the most threads seen waiting there at
-    one sample time, in (pid, address) order."""
-    at_ = np.flatnonzero(is_lock)
-    o = at_[np.lexsort(tuple(s[c].to_numpy()[at_] for c in ("tid", "t_ns", "arg0", "pid")))]
-    pid, addr, t, tid = (s[c].to_numpy()[o] for c in ("pid", "arg0", "t_ns", "tid"))
-    n = len(o)
-    same_pa = np.zeros(n, dtype=bool)
-    same_pa[1:] = (pid[1:] == pid[:-1]) & (addr[1:] == addr[:-1])
-    same_at = same_pa.copy()
-    same_at[1:] &= t[1:] == t[:-1]
-    # threads at one (pid, address, time): 1 + the changes of tid within it
-    at = np.flatnonzero(~same_at)
-    other = np.ones(n, dtype=np.int64)
-    other[1:] = (tid[1:] != tid[:-1]) | ~same_at[1:]
-    waiting = np.add.reduceat(other, at)
-    pa_start = np.flatnonzero(~same_pa[at])
-    top = np.maximum.reduceat(waiting, pa_start)
-    first = at[pa_start]
-    return {(int(p), int(a)): int(k) for p, a, k in zip(pid[first], addr[first], top, strict=True)}
-
-
 def _holder(
-    ev: Evidence, pid: int, waits: pd.DataFrame, waiter: list[dict[str, Any]]
+    ev: Evidence, pid: int, addr: int, a: int, b: int, waiter: list[dict[str, Any]]
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """A thread that held the lock, where a dump shows it: a dump taken during
-    the waits of a thread of the process that was not itself waiting on the
-    lock then, whose stack runs the function the waiters wait in."""
+    the waits (from ``a`` to ``b``) of a thread of the process that was not
+    itself waiting on the lock then, whose stack runs the function the
+    waiters wait in."""
     s = ev.stacks
     if s.empty or not waiter:
         return None, []
@@ -140,16 +109,11 @@ def _holder(
     d = s[(s["pid"] == pid) & s["frames"].map(bool)]
     if d.empty:
         return None, []
-    a, b = waits["start_ns"].min(), waits["end_ns"].max()
     d = d[(d["t_ns"] >= a) & (d["end_ns"] <= b)]
+    waiting = ev.lock_waits.waiting
     found: list[tuple[int, list[dict[str, Any]]]] = []
-    for r in d.itertuples(index=False):
-        mid = (r.t_ns + r.end_ns) / 2
-        mine = waits[waits["tid"] == r.tid]
-        waiting = bool(
-            ((mine["start_ns"].to_numpy() <= mid) & (mine["end_ns"].to_numpy() > mid)).any()
-        )
-        if waiting:
+    for r in d.itertuples(index=True):
+        if r.Index in waiting.get((pid, addr, int(r.tid)), ()):
             continue
         if any(f.get("name") == func and f.get("file") == file for f in r.frames):
             found.append((int(r.tid), list(r.frames)))
