@@ -11,10 +11,11 @@ results add up to the run's: the same figures as the in-memory path
 (``summary.summarize``), in memory that depends on the batch and on the
 rows the findings read, not on the whole run.
 
-The findings read rows across threads: those of a thread running, queued,
-on a lock or the GIL stay rows; a wait on I/O or in poll becomes one row
-standing for the whole wait (batch._kept).  Those rows are what still
-grows with the run (docs/longruns.md, "Limits").
+The findings read rows across threads: a thread's GIL waits stay rows, a
+wait on I/O or in poll becomes one row standing for the whole wait, CPU
+demand is summed per bin and lock rows are reduced per thread
+(batch._kept, findings/lock_waits.py).  What of them grows with the run:
+docs/longruns.md, "Limits".
 
 Runs that are not finalized (parts, possibly unsorted) and runs without
 ``start_ns`` are summarised from their DataFrames: they are short by
