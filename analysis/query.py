@@ -107,9 +107,18 @@ def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
         cut = int(np.searchsorted(key, key[-1], side="left"))
         pending, pending_key = t.slice(cut), key[cut:]
         if cut:
-            yield t.slice(0, cut).unify_dictionaries()
+            whole = _whole(t.slice(0, cut))
+            del t, rb  # (a suspended generator keeps its locals: the chunks)
+            yield whole
+            del whole
     if pending is not None and pending.num_rows:
-        yield pending.unify_dictionaries()
+        yield _whole(pending)
+
+
+def _whole(t: Any) -> Any:
+    """``t`` in one chunk, one dictionary per text column: its number
+    columns then reach NumPy without a copy (batch._num)."""
+    return t.unify_dictionaries().combine_chunks()
 
 
 def _keys(t: Any) -> np.ndarray:
@@ -161,6 +170,8 @@ def scan(
         return summarize(run), None
     meta, maps, stacks, gil = run.meta, run.maps, run.stacks, run.gil
     processes = _processes(run)
+    if "processes" not in run.__dict__:
+        release_memory()  # the processes table's batches, read and dropped
     rng = sample_range(run.path)
     if rng is None:
         return summarize(run), None
@@ -185,7 +196,7 @@ def scan(
         return categorical_frame(t, _CATEGORIES["threads"])
 
     try:
-        parts = _reduce_all(table_batches(run.path, batch_rows), ctx, frame)
+        parts = _reduce_all(table_batches(run.path, batch_rows), ctx, frame, batch_rows)
     except Unsorted:
         return summarize(run), None
     n = sum(p.rows for p in parts)
@@ -237,39 +248,47 @@ def scan(
     return out, shares
 
 
-def _reduce_all(tables: Iterator[Any], ctx: Any, frame: Any) -> list[Any]:
+def _reduce_all(
+    tables: Iterator[Any], ctx: Any, frame: Any, batch_rows: int = BATCH_ROWS
+) -> list[Any]:
     """reduce_batch of every table, in order, ``WORKERS`` at a time in
     threads (NumPy and Arrow release the GIL for most of a batch's work),
-    reading ahead no more than one batch per worker."""
+    reading ahead no more than one batch per worker; a table of more than
+    two batches' rows (one long thread) alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .batch import reduce_batch
 
     workers = WORKERS or os.cpu_count() or 1
-    first = next(tables, None)
-    second = next(tables, None) if first is not None else None
-    if first is None:
-        return []
-    if workers <= 1 or second is None:  # (a small run: one batch, no threads)
-        return [
-            reduce_batch(t, ctx, frame) for t in (first, *([second] if second else []), *tables)
-        ]
+    head = list(itertools.islice(tables, 2))
+    # (head is emptied as it is read: a table held here would stay in memory)
+    todo = itertools.chain(_popping(head), tables)
+    if workers <= 1 or len(head) < 2:  # (a small run: one batch, no threads)
+        return [reduce_batch(t, ctx, frame) for t in todo]
     parts = []
     pending: deque[Any] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="circuit-batch") as pool:
-        for t in itertools.chain((first, second), tables):
-            if t.num_rows > 2 * BATCH_ROWS:
+        for t in todo:
+            if t.num_rows > 2 * batch_rows:
                 # one long thread (3.6M rows an hour at 1 kHz): alone, so
                 # that two of them never add up in memory
                 parts += [f.result() for f in pending]
                 pending.clear()
+                release_memory()  # the read's freed chunks (Arrow's pool keeps them)
                 parts.append(reduce_batch(t, ctx, frame))
+                del t
+                release_memory()  # (glibc keeps a long batch's freed arrays)
                 continue
             pending.append(pool.submit(reduce_batch, t, ctx, frame))
             if len(pending) >= workers:
                 parts.append(pending.popleft().result())
         parts += [f.result() for f in pending]
     return parts
+
+
+def _popping(items: list[Any]) -> Iterator[Any]:
+    while items:
+        yield items.pop(0)
 
 
 def _processes(run: Run) -> pd.DataFrame:
