@@ -315,13 +315,13 @@ def release_memory() -> None:
 
 @functools.cache
 def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None (another libc)."""
+    """glibc's malloc_trim, or None (another libc).  Looked up among the
+    interpreter's own symbols: ctypes.util.find_library would fork a
+    process the size of this one to run ldconfig."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
     except OSError:
         return None
 
