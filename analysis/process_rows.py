@@ -24,6 +24,9 @@ from circuit.tracer.schema import FD_KIND_COLUMNS
 
 PEAKS = ["rss_bytes", "num_threads", "fds", *FD_KIND_COLUMNS]
 BATCH_ROWS = 1_000_000
+# Below this many rows the table is read whole (the reduction's pandas
+# calls cost more than the rows).
+REDUCE_ROWS = 100_000
 
 
 def reducible(meta: dict[str, Any]) -> bool:

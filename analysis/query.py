@@ -294,10 +294,14 @@ def _popping(items: list[Any]) -> Iterator[Any]:
 def _processes(run: Run) -> pd.DataFrame:
     """The run's processes table, or the rows of it the summary reads
     (analysis/process_rows.py) when it is not loaded already."""
-    from .process_rows import reduced_processes, reducible
+    import pyarrow.parquet as pq
+
+    from .process_rows import REDUCE_ROWS, reduced_processes, reducible
 
     if "processes" in run.__dict__ or not reducible(run.meta):
         return run.processes
+    if pq.read_metadata(run.path / "processes.parquet").num_rows < REDUCE_ROWS:
+        return run.processes  # (small: a plain read costs less)
     return reduced_processes(run.path)
 
 

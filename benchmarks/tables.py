@@ -626,22 +626,27 @@ def top_cost(d: dict[str, Any]) -> str:
 
 
 def long_runs(d: dict[str, Any]) -> str:
+    def wall(r: dict[str, Any]) -> str:
+        w = r.get("walls_s")
+        span = f" ({min(w):.1f}–{max(w):.1f})" if w and len(w) > 1 else ""
+        return f"{r['wall_s']:.1f}{span}"
+
     rows = [
         [
             f"{d['many']['runs']:,} small run folders: load_many(...).summary()",
-            f"{d['many']['wall_s']:.1f}",
+            wall(d["many"]),
             f"{max(d['many']['peak_rss_mib'], d['many'].get('children_peak_rss_mib', 0)):.0f}",
             "< 30 s",
         ],
         [
             f"{d['thread_samples']:,} thread-samples: load + summary (batched)",
-            f"{d['summary']['wall_s']:.1f}",
+            wall(d["summary"]),
             f"{d['summary']['peak_rss_mib']:.0f}",
             "< 10 s, < 1 GiB",
         ],
         [
             f"{d['thread_samples']:,} thread-samples: circuit report",
-            f"{d['report']['wall_s']:.1f}",
+            wall(d["report"]),
             f"{d['report']['peak_rss_mib']:.0f}",
             "< 30 s",
         ],
@@ -657,7 +662,7 @@ def long_runs(d: dict[str, Any]) -> str:
             ]
         )
     return f"Machine: {machine_line(d['machine'])}\n\n" + md_table(
-        ["step", "wall s", "peak RSS MiB", "target"], rows
+        ["step", "wall s (median, range)", "peak RSS MiB (highest)", "target"], rows
     )
 
 

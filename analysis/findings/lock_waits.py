@@ -90,38 +90,46 @@ def of_rows(
     )
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:] - 1, n - 1]
-    a, b = t[starts], t[ends] + dt[ends]
-    runs = pd.DataFrame(
-        {"pid": pid[starts], "addr": addr[starts], "tid": tid[starts], "a": a, "b": b, "d": b - a}
-    )
-    g = runs.groupby(["pid", "addr", "tid"], sort=True)
+    # the waits by (pid, address, tid), each triple's in time order
+    o = np.lexsort((tid[starts], addr[starts], pid[starts]))
+    P, X, D = pid[starts][o], addr[starts][o], tid[starts][o]
+    a, b = t[starts][o], (t[ends] + dt[ends])[o]
+    d = b - a
+    first = np.ones(len(o), dtype=bool)
+    first[1:] = (P[1:] != P[:-1]) | (X[1:] != X[:-1]) | (D[1:] != D[:-1])
+    at = np.flatnonzero(first)
+    index = pd.MultiIndex.from_arrays([P[at], X[at], D[at]], names=["pid", "addr", "tid"])
     triples = pd.DataFrame(
         {
-            "dur_ns": g["d"].sum(),
-            "waits": g["d"].size(),
-            "longest_ns": g["d"].max(),
-            "start_ns": g["a"].min(),
-            "end_ns": g["b"].max(),
-        }
+            "dur_ns": np.add.reduceat(d, at),
+            "waits": np.diff(np.r_[at, len(o)]),
+            "longest_ns": np.maximum.reduceat(d, at),
+            "start_ns": np.minimum.reduceat(a, at),
+            "end_ns": np.maximum.reduceat(b, at),
+        },
+        index=index,
     )
     out = LockWaits(triples)
-    rows = pd.DataFrame({"pid": pid, "addr": addr})
-    for key, idx in rows.groupby(["pid", "addr"], sort=False).indices.items():
-        out.times[(int(key[0]), int(key[1]))] = [t[idx]]
+    # each (pid, address)'s rows
+    ro = np.lexsort((addr, pid))
+    rp, rx = pid[ro], addr[ro]
+    cut = np.flatnonzero(np.r_[True, (rp[1:] != rp[:-1]) | (rx[1:] != rx[:-1])])
+    for i, j in zip(cut.tolist(), [*cut[1:].tolist(), n], strict=True):
+        out.times[(int(rp[i]), int(rx[i]))] = [t[ro[i:j]]]
     dumps = _dumps(stacks)
     if dumps is None:
         return out
-    for key, idx in g.indices.items():
-        p, x, d = (int(k) for k in key)
-        mine = dumps.get((p, d))
+    for i, j in zip(at.tolist(), [*at[1:].tolist(), len(o)], strict=True):
+        p, x, tid_ = int(P[i]), int(X[i]), int(D[i])
+        mine = dumps.get((p, tid_))
         if mine is None:
             continue
-        ra, rb = a[idx], b[idx]  # (the thread's waits there: in time order, apart)
-        out.frames[(p, x, d)] = _stack_of(mine, ra, rb)
+        ra, rb = a[i:j], b[i:j]  # (the thread's waits there: in time order, apart)
+        out.frames[(p, x, tid_)] = _stack_of(mine, ra, rb)
         mid = (mine["t_ns"].to_numpy() + mine["end_ns"].to_numpy()) / 2
         k = np.searchsorted(ra, mid, side="right") - 1
         inside = (k >= 0) & (mid < rb[np.maximum(k, 0)])
-        out.waiting[(p, x, d)] = set(mine.index[inside])
+        out.waiting[(p, x, tid_)] = set(mine.index[inside])
     return out
 
 
