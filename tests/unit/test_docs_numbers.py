@@ -126,7 +126,7 @@ CLAIMS: dict[str, list[str]] = {
         "full report [[analysis_cost.report]], which",
         "pyarrow ([[analysis_cost.import]]), paid",
         "run takes [[analysis_cost.bytes]] bytes per",
-        "The hour at 100 Hz: [[verdict.long_summary_rss]] for memory, [[verdict.long_summary_time]] for time.",
+        "The hour at 100 Hz: [[verdict.long_summary_rss]] for memory, [[verdict.long_summary_time]] for time; the hour at 1 kHz: [[verdict.huge]]; the small run folders: [[verdict.many]].",
         "(duckdb installs [[query_engines.duckdb_size]])",
         "([[attach_long.start]] after the first minute, [[attach_long.end]] at the end, a slope of [[attach_long.slope]])",
         "The final merge of [[attach_long.samples]] thread-samples sorts them in buckets and peaks at [[attach_long.merge]].",
