@@ -83,7 +83,7 @@ def table_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
     from .run import _CATEGORIES
 
     # pre_buffer keeps every range it read for the life of the reader: the
-    # arrow pool then grows with the file (110 to 409 MiB over 36M rows).
+    # arrow pool would then grow with the file.
     f = pq.ParquetFile(
         path / "threads.parquet", read_dictionary=_CATEGORIES["threads"], pre_buffer=False
     )
@@ -307,8 +307,8 @@ def _processes(run: Run) -> pd.DataFrame:
 
 def release_memory() -> None:
     """Hand memory freed by a long read back to the OS: Arrow's pool, and
-    glibc's heap (freed arrays of a few MB each stay in it: 726 MiB of RSS
-    for 519 MiB in use after 36M rows)."""
+    glibc's heap (freed arrays of a few MB each stay in it, below glibc's
+    mmap threshold, and count in the peak of what comes next)."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()

@@ -159,7 +159,9 @@ def _read_table(path: Path, name: str, warnings: list[str], finalized: bool) -> 
     big = table.num_rows >= RELEASE_ROWS
     df = categorical_frame(table, cats)
     if big:
-        pa.default_memory_pool().release_unused()  # the read's buffers, back to the OS
+        from .query import release_memory
+
+        release_memory()  # the read's buffers, back to the OS
     return df
 
 
@@ -190,13 +192,14 @@ def categorical_frame(table: Any, cats: list[str]) -> pd.DataFrame:
 
 def _read_file(pq: Any, f: Path, schema: Any, cats: list[str]) -> Any:
     """Our columns of ``f``, in schema order, ``cats`` as dictionaries
-    (ParquetFile: half read_table's cost on the small tables of a run).
+    (ParquetFile: read_table's dataset set-up costs more than a run's small
+    tables themselves).
     Raises ArrowInvalid if a column is missing (read_table(schema=...)
     would fill it with nulls)."""
     import pyarrow as pa
 
     # pre_buffer=False: the reader's buffered ranges would otherwise stay in
-    # Arrow's pool after the read (530 MiB of RSS for a 186 MiB table).
+    # Arrow's pool after the read, several times the table's size.
     pf = pq.ParquetFile(f, pre_buffer=False, read_dictionary=cats or None)
     have = set(pf.schema_arrow.names)
     missing = [c for c in schema.names if c not in have]

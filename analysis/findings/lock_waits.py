@@ -1,7 +1,7 @@
 """What the ``lock-contention`` finding reads of the lock rows, reduced
 thread by thread, so that a long run's batches (analysis/query.py) need
-not keep them (28.8M rows for an hour at 1 kHz of twenty threads that
-block on locks between bursts).
+not keep them (threads that block on locks between bursts leave a lock
+row at most samples: tens of millions in an hour at 1 kHz).
 
 Per thread, its lock rows are its waits (one per uninterrupted run on one
 futex address, as ``base.wait_intervals``): each (pid, address, tid) keeps

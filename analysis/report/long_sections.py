@@ -15,11 +15,23 @@ from typing import Any
 
 from .findings_section import sec_findings
 from .loop_sections import sec_loops
-from .model import Document, Figure, Section, Table, V, num, secs
+from .model import Document, Figure, Section, Table, V, num
+from .run_sections import fact_values
 
 # Above this many thread-samples, `circuit report` reads the run in batches.
 LONG_RUN_ROWS = 4_000_000
 BUCKETS = 600
+# The facts a long run's report shows (run_sections.fact_values' keys).
+LONG_FACTS = [
+    "command",
+    "mode",
+    "exit code",
+    "wall time",
+    "CPU time",
+    "parallelism (CPU / wall)",
+    "samples",
+    "processes / threads seen",
+]
 
 
 def is_long(run: Any) -> bool:
@@ -36,28 +48,8 @@ def long_run_document(run: Any) -> Document:
     meta = run.meta
     s, shares = scan(run, buckets=BUCKETS)
     run._long_summary = s
-    cmd = " ".join(meta.get("command") or []) or "(attached process)"
-    facts = Table(
-        ["", ""],
-        [
-            ["command", V(cmd, code=True)],
-            ["mode", V(meta.get("mode"))],
-            ["exit code", V(meta.get("exit_code"))],
-            ["wall time", V(secs(s["wall_s"]))],
-            [
-                "CPU time",
-                V(
-                    f"{secs(s['cpu_s'])} (user {secs(s['cpu_user_s'])}, system {secs(s['cpu_system_s'])})"
-                ),
-            ],
-            ["parallelism (CPU / wall)", V(num(s["parallelism"], 2))],
-            [
-                "samples",
-                V(f"{s['samples']} at {s['rate_hz']:.1f} Hz, {s['thread_samples']} thread samples"),
-            ],
-            ["processes / threads seen", V(f"{len(s['processes'])} / {len(s['threads'])}")],
-        ],
-    )
+    values = fact_values(meta, s)
+    facts = Table(["", ""], [[k, values[k]] for k in LONG_FACTS])
     timeline = Section(
         "threads",
         "What every thread was doing",

@@ -22,6 +22,48 @@ from .loop_sections import sec_loops
 from .model import Document, Figure, Inline, Section, Table, V, num, secs
 from .run_io_sections import sec_epoll, sec_fds, sec_tasks
 
+# The facts table's rows, in order (fact_values' keys).
+RUN_FACTS = [
+    "command",
+    "mode",
+    "exit code",
+    "started",
+    "wall time",
+    "CPU time",
+    "parallelism (CPU / wall)",
+    "CPUs on this machine",
+    "samples",
+    "longest gap between samples",
+    "processes / threads seen",
+    "sampler CPU",
+    "host",
+]
+
+
+def fact_values(meta: dict[str, Any], s: dict[str, Any]) -> dict[str, V]:
+    """A run's facts from its meta and summary, by label (a report shows
+    some of them, in its own order)."""
+    return {
+        "command": V(" ".join(meta.get("command") or []) or "(attached process)", code=True),
+        "mode": V(meta.get("mode")),
+        "exit code": V(meta.get("exit_code")),
+        "started": V(meta.get("start_time")),
+        "wall time": V(secs(s["wall_s"])),
+        "CPU time": V(
+            f"{secs(s['cpu_s'])} (user {secs(s['cpu_user_s'])}, system {secs(s['cpu_system_s'])})"
+        ),
+        "parallelism (CPU / wall)": V(num(s["parallelism"], 2)),
+        "CPUs on this machine": V(meta.get("cpus")),
+        "samples": V(
+            f"{s['samples']} at {s['rate_hz']:.1f} Hz, {s['thread_samples']} thread samples"
+        ),
+        "processes / threads seen": V(f"{len(s['processes'])} / {len(s['threads'])}"),
+        "sampler CPU": V(secs(float(meta.get("sampler_cpu_s") or 0.0))),
+        "host": V(
+            f"{meta.get('host')} · {meta.get('system')} {meta.get('kernel')} · Python {meta.get('python_version')}"
+        ),
+    }
+
 
 def _syscall_names(machine: str | None) -> Classifier:
     return Classifier(machine)
@@ -48,39 +90,10 @@ def run_document(run: Any) -> Document:
     t0 = M.start_ns(meta, th, pr)
     iv = M.state_intervals(th, per)
     cls = _syscall_names(meta.get("machine"))
-    cmd = " ".join(meta.get("command") or []) or "(attached process)"
 
-    facts = Table(
-        ["", ""],
-        [
-            ["command", V(cmd, code=True)],
-            ["mode", V(meta.get("mode"))],
-            ["exit code", V(meta.get("exit_code"))],
-            ["started", V(meta.get("start_time"))],
-            ["wall time", V(secs(s["wall_s"]))],
-            [
-                "CPU time",
-                V(
-                    f"{secs(s['cpu_s'])} (user {secs(s['cpu_user_s'])}, system {secs(s['cpu_system_s'])})"
-                ),
-            ],
-            ["parallelism (CPU / wall)", V(num(s["parallelism"], 2))],
-            ["CPUs on this machine", V(meta.get("cpus"))],
-            [
-                "samples",
-                V(f"{s['samples']} at {s['rate_hz']:.1f} Hz, {s['thread_samples']} thread samples"),
-            ],
-            ["longest gap between samples", V(_gap(pr, per))],
-            ["processes / threads seen", V(f"{len(s['processes'])} / {len(s['threads'])}")],
-            ["sampler CPU", V(secs(float(meta.get("sampler_cpu_s") or 0.0)))],
-            [
-                "host",
-                V(
-                    f"{meta.get('host')} · {meta.get('system')} {meta.get('kernel')} · Python {meta.get('python_version')}"
-                ),
-            ],
-        ],
-    )
+    facts = fact_values(meta, s)
+    facts["longest gap between samples"] = V(_gap(pr, per))
+    facts = Table(["", ""], [[k, facts[k]] for k in RUN_FACTS])
     # Computed once here, shared by the sections and their plots.
     rates = M.thread_rates(th, per, t0)
     findings = s.get("findings") or []

@@ -629,18 +629,38 @@ static int parse_syscall(const char *buf, Py_ssize_t n, long long *nr, long long
     return 0;
 }
 
-/* The last row asleep of a thread asleep now (state S...) in the syscall and
- * on the argument of that row, or NULL: ProcBackend._thread_row's wait
- * channel rule (_slept_as); its wait is that row's too (the fd kinds it may
- * depend on only change in the Python path, which reclassifies `slept`
- * before loading). */
-static PyObject *asleep_as_before(FastTick *self, Thr *t, char state) {
-    Py_ssize_t k, nslept = t->slept ? PyTuple_GET_SIZE(t->slept) : 0;
-    if (!nslept || t->sys_fd < 0 || state == 'D' || state == 'R') return NULL;
+/* /proc/TID/syscall read once for a thread not running: SYS_OK (nr and
+ * arg0 set), SYS_RUNNING (the file says "running": the thread woke after its
+ * stat was read), SYS_OUTSIDE ("-1 ...": blocked outside a syscall; nr -1,
+ * arg0 0, as procfs.parse_syscall), SYS_NONE (no syscall file: not
+ * readable here, the wait channel alone tells; nr -1, arg0 0), SYS_UNREAD
+ * (a read that failed, or text this does not parse: the Python path must
+ * look). */
+enum { SYS_OK, SYS_RUNNING, SYS_OUTSIDE, SYS_NONE, SYS_UNREAD };
+
+static int read_syscall(Thr *t, long long *nr, long long *arg0) {
     char buf[256];
+    *nr = -1;
+    *arg0 = 0;
+    if (t->sys_fd < 0) return SYS_NONE;
     Py_ssize_t n = rd(t->sys_fd, buf, sizeof buf);
-    long long nr, arg0;
-    if (parse_syscall(buf, n, &nr, &arg0) < 0) return NULL;
+    if (n < 0) return SYS_UNREAD;
+    if (parse_syscall(buf, n, nr, arg0) == 0) return SYS_OK;
+    *nr = -1;
+    *arg0 = 0;
+    if (n >= 7 && memcmp(buf, "running", 7) == 0) return SYS_RUNNING;
+    return n >= 2 && buf[0] == '-' ? SYS_OUTSIDE : SYS_UNREAD;
+}
+
+/* The last row asleep of a thread asleep now (state S...) in syscall `nr`
+ * on argument `arg0` (read_syscall's SYS_OK), or NULL: ProcBackend._thread_row's
+ * wait channel rule (_slept_as); its wait is that row's too (the fd kinds it
+ * may depend on only change in the Python path, which reclassifies `slept`
+ * before loading). */
+static PyObject *asleep_as_before(FastTick *self, Thr *t, char state, long long nr,
+                                  long long arg0) {
+    Py_ssize_t k, nslept = t->slept ? PyTuple_GET_SIZE(t->slept) : 0;
+    if (!nslept || state == 'D' || state == 'R') return NULL;
     for (k = 0; k < nslept; k++) {
         PyObject *r = PyTuple_GET_ITEM(t->slept, k);
         PyObject *s = TFIELD(self, r, T_STATE);
@@ -662,27 +682,15 @@ static PyObject *asleep_as_before(FastTick *self, Thr *t, char state) {
 #define SLEPT_KEPT 4
 
 /* A thread asleep where none of its recent rows slept (ProcBackend._thread_row
- * without `before`): its syscall and first argument, its wait channel, and the
- * wait the backend's classifier names from them and the argument's fd kind.
- * Fills w (new references): 0; 1: the Python path must look (a file it has
- * not opened, text this does not parse, no classifier); 2: the syscall file
- * says "running", so the thread woke after its stat was read (a row running,
- * as ProcBackend._thread_row); -1: a Python error. */
-static int new_wait(FastTick *self, Proc *p, Thr *t, char state, PyObject **w) {
-    long long nr = -1, arg0 = 0;
+ * without `before`), in syscall `nr` on `arg0` (read_syscall's SYS_OK,
+ * SYS_OUTSIDE or SYS_NONE): its wait channel, and the wait the backend's classifier
+ * names from them and the argument's fd kind.  Fills w (new references): 0;
+ * 1: the Python path must look (a file it has not opened, text this does
+ * not parse, no classifier); -1: a Python error. */
+static int new_wait(FastTick *self, Proc *p, Thr *t, char state, long long nr, long long arg0,
+                    PyObject **w) {
     char buf[256];
     if (!self->classify || t->wchan_fd < 0) return 1;
-    if (t->sys_fd >= 0) {
-        Py_ssize_t n = rd(t->sys_fd, buf, sizeof buf);
-        if (n < 0) return 1;
-        if (parse_syscall(buf, n, &nr, &arg0) < 0) {
-            /* procfs.parse_syscall's (-1, 0): running, or outside a syscall */
-            if (n >= 7 && memcmp(buf, "running", 7) == 0) return 2;
-            if (!(n >= 2 && buf[0] == '-')) return 1;
-            nr = -1;
-            arg0 = 0;
-        }
-    }
     Py_ssize_t n = rd(t->wchan_fd, buf, sizeof buf);
     if (n < 0) n = 0; /* (an empty read: "", as procfs.parse_wchan) */
     Py_ssize_t a = 0, b = n;
@@ -876,15 +884,18 @@ static int sample_proc(FastTick *self, Proc *p, long long now, int saturated) {
             discard(p);
             return FALLBACK; /* exiting: the Python path takes its last sample and drops it */
         }
-        if (st.state != 'R' && !(like = asleep_as_before(self, t, st.state))) {
-            /* asleep elsewhere: its wait channel and wait */
-            int r = new_wait(self, p, t, st.state, w);
-            if (r == 2) {
-                st.state = 'R';
-            } else if (r) {
-                discard(p);
-                return r < 0 ? ERROR : FALLBACK;
-            } else {
+        if (st.state != 'R') {
+            long long nr, arg0;
+            int sys = read_syscall(t, &nr, &arg0);
+            if (sys == SYS_RUNNING) {
+                st.state = 'R'; /* woke after its stat was read: awake at this sample */
+            } else if (!(sys == SYS_OK && (like = asleep_as_before(self, t, st.state, nr, arg0)))) {
+                /* asleep elsewhere: its wait channel and wait */
+                int r = sys == SYS_UNREAD ? 1 : new_wait(self, p, t, st.state, nr, arg0, w);
+                if (r) {
+                    discard(p);
+                    return r < 0 ? ERROR : FALLBACK;
+                }
                 fresh = 1;
             }
         }
